@@ -1,0 +1,30 @@
+"""Attacks: each sees only the model, the shared update and the threat model, and streams `Event`s."""
+
+from __future__ import annotations
+
+import threading
+
+from ..client import SharedUpdate
+from ..config import AttackConfig, ThreatModel
+from ..models import DiffusionModel
+from .base import AttackContext, AttackFn, Event, Result, Run
+from .gidm import gidm_attack
+from .gidm_plus import gidm_plus_attack
+from .pixel import pixel_attack
+
+ATTACKS: dict[str, AttackFn] = {
+    "dlg": pixel_attack,
+    "ig": pixel_attack,
+    "gidm": gidm_attack,
+    "gidm-latent": gidm_attack,
+    "gidm-plus": gidm_plus_attack,
+}
+
+
+def start_attack(model: DiffusionModel, update: SharedUpdate, threat: ThreatModel, config: AttackConfig,
+                 prior: DiffusionModel | None = None, stop: threading.Event | None = None) -> Run:
+    """A `Run` of `config.method` against `update`; iterate it for events, then read `run.result`."""
+    return Run(ATTACKS[config.method], AttackContext(model, update, threat, config, prior, stop))
+
+
+__all__ = ["ATTACKS", "Event", "Result", "Run", "start_attack"]

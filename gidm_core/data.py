@@ -1,0 +1,127 @@
+"""Victim images: the bundled held-out ones, uploads, files and arrays, all turned into tensors in [-1, 1].
+
+Anything a user can hand the app (a corrupt file, a huge photo, grayscale, RGBA, a palette GIF) either becomes a
+clean (1, C, H, W) tensor or raises `ImageLoadError` with one line that says why.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from .models import ASSETS
+
+IMAGES_DIR = ASSETS / "images"
+MANIFEST = IMAGES_DIR / "manifest.json"
+MAX_PIXELS = 40_000_000  # refuse decompression bombs before decoding them
+
+
+class ImageLoadError(ValueError):
+    """An image that cannot be used; the message is one line meant for the user."""
+
+
+@dataclass(frozen=True)
+class Victim:
+    """A bundled held-out image and where it came from."""
+
+    name: str
+    path: Path
+    kind: str
+    source: str
+    licence: str
+
+
+def victims() -> list[Victim]:
+    """The bundled held-out images listed in assets/images/manifest.json."""
+    if not MANIFEST.is_file():
+        return []
+    entries = json.loads(MANIFEST.read_text())["images"]
+    return [Victim(e["name"], IMAGES_DIR / e["file"], e["kind"], e["source"], e["licence"]) for e in entries]
+
+
+def victim(name: str) -> Victim:
+    for v in victims():
+        if v.name == name:
+            return v
+    raise ImageLoadError(f"no bundled image {name!r}: choose one of {', '.join(v.name for v in victims())}")
+
+
+def open_image(source: str | Path | Image.Image | np.ndarray) -> Image.Image:
+    """A PIL image from a path, a bundled image's name, an array (H, W[, C], uint8 or float in [0, 1]) or PIL."""
+    if isinstance(source, Image.Image):
+        return source
+    if isinstance(source, np.ndarray):
+        array = source
+        if array.dtype != np.uint8:
+            array = (np.clip(array.astype(np.float64), 0, 1) * 255).round().astype(np.uint8)
+        if array.ndim not in (2, 3):
+            raise ImageLoadError(f"an image array must be (H, W) or (H, W, C), got shape {array.shape}")
+        return Image.fromarray(array)
+    path = Path(source)
+    if not path.exists() and str(source) in {v.name for v in victims()}:
+        path = victim(str(source)).path
+    if not path.is_file():
+        raise ImageLoadError(f"image not found: {source}")
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.copy()
+    except Image.DecompressionBombError:
+        raise ImageLoadError(f"{path.name} is too large (over {MAX_PIXELS // 1_000_000} megapixels)") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise ImageLoadError(f"{path.name} is not a readable image file") from None
+
+
+def to_tensor(image: Image.Image, size: int, channels: int = 3) -> torch.Tensor:
+    """Centre-crop to a square, resize to `size` (antialiased), match `channels`; (1, C, size, size) in [-1, 1]."""
+    if image.width < 1 or image.height < 1:
+        raise ImageLoadError("the image is empty")
+    if image.mode in ("RGBA", "LA", "P", "PA"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)  # transparent pixels become white, not black
+    image = image.convert("L" if channels == 1 else "RGB")
+    side = min(image.size)
+    left, top = (image.width - side) // 2, (image.height - side) // 2
+    image = image.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.LANCZOS)
+    array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
+    tensor = torch.from_numpy(array.copy())
+    tensor = tensor[None] if channels == 1 else tensor.permute(2, 0, 1)
+    return tensor[None].clamp(-1, 1)
+
+
+def load_image(source: str | Path | Image.Image | np.ndarray, size: int, channels: int = 3) -> torch.Tensor:
+    """`open_image` then `to_tensor`: the one entry point for turning user input into a victim tensor."""
+    return to_tensor(open_image(source), size, channels)
+
+
+def load_batch(sources: list, size: int, channels: int = 3) -> torch.Tensor:
+    """Several victims as one batch (B, C, size, size)."""
+    if not sources:
+        raise ImageLoadError("no images given")
+    return torch.cat([load_image(s, size, channels) for s in sources])
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """One (C, H, W) tensor in [-1, 1] as a PIL image, for saving and display."""
+    array = ((image.detach().cpu().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    array = array.permute(1, 2, 0).numpy()
+    return Image.fromarray(array[..., 0] if array.shape[2] == 1 else array)
+
+
+def grid(images: torch.Tensor, columns: int | None = None) -> Image.Image:
+    """A batch (B, C, H, W) in [-1, 1] tiled into one image, row-major."""
+    count, channels, height, width = images.shape
+    columns = columns or count
+    rows = (count + columns - 1) // columns
+    canvas = torch.ones(channels, rows * height, columns * width)
+    for i in range(count):
+        r, c = divmod(i, columns)
+        canvas[:, r * height:(r + 1) * height, c * width:(c + 1) * width] = images[i].detach().cpu()
+    return to_pil(canvas)

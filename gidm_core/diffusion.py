@@ -1,0 +1,70 @@
+"""The diffusion maths both sides share: the forward process, the training loss, and a differentiable DDIM sampler.
+
+The client computes its loss here and the attacker re-computes the same loss on its guesses; one code path means
+the attack matches exactly what a real client would send.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler
+
+from .models import DiffusionModel
+
+
+def _coefficients(model: DiffusionModel, t: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """sqrt(abar_t) and sqrt(1 - abar_t), shaped to broadcast over images."""
+    abar = model.scheduler.alphas_cumprod.to(like.device, like.dtype)[t.to(like.device).long()]
+    shape = (-1,) + (1,) * (like.dim() - 1)
+    return abar.sqrt().reshape(shape), (1 - abar).sqrt().reshape(shape)
+
+
+def q_sample(model: DiffusionModel, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps."""
+    a, s = _coefficients(model, t, x0)
+    return a * x0 + s * eps
+
+
+def training_target(model: DiffusionModel, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """What the UNet is trained to output, as the scheduler config's `prediction_type` says."""
+    kind = model.prediction_type
+    if kind == "epsilon":
+        return eps
+    if kind == "sample":
+        return x0
+    if kind == "v_prediction":
+        a, s = _coefficients(model, t, x0)
+        return a * eps - s * x0
+    raise ValueError(f"unsupported prediction type {kind!r}")
+
+
+def diffusion_loss(model: DiffusionModel, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The client's training loss: mean squared error between the target and the UNet's output at x_t."""
+    x_t = q_sample(model, x0, eps, t)
+    prediction = model.unet(x_t, t.to(x_t.device)).sample
+    return F.mse_loss(prediction, training_target(model, x0, eps, t))
+
+
+class DDIMSampler:
+    """Deterministic (eta = 0) DDIM with K steps, differentiable end to end w.r.t. its start latent x_T.
+
+    GIDM's phase 1 searches x_T so that the generated image's gradient matches the shared one: the trained model
+    itself is the image prior. The predicted x0 is clamped to [-1, 1] at each step, as diffusers does when sampling.
+    """
+
+    def __init__(self, model: DiffusionModel, steps: int) -> None:
+        if steps < 1:
+            raise ValueError(f"DDIM steps must be >= 1, got {steps}")
+        self.model = model
+        self.scheduler = DDIMScheduler.from_config(model.scheduler.config, clip_sample=True, set_alpha_to_one=True)
+        self.scheduler.set_timesteps(steps)
+        self.timesteps = [int(t) for t in self.scheduler.timesteps]
+
+    def __call__(self, x_T: torch.Tensor) -> torch.Tensor:
+        x = x_T
+        for t in self.timesteps:
+            t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+            output = self.model.unet(x, t_batch).sample
+            x = self.scheduler.step(output, t, x, eta=0.0).prev_sample
+        return x

@@ -1,0 +1,60 @@
+"""The teacher's view: scores an attack's events and result against the client's private batch.
+
+Only this module holds the truth next to an attack's output. It pairs a batch's reconstructions with the originals
+(attacks recover them in no particular order) before scoring, and never feeds anything back to the attack.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import torch
+
+from .attacks.base import Event, Result
+from .client import PrivateBatch
+from .metrics import pair_images, score, to_unit
+
+
+class Evaluator:
+    """Adds MSE, PSNR, SSIM, LPIPS, t accuracy and eps error to events and results.
+
+    LPIPS costs an AlexNet pass, so events get it every `lpips_every`-th scoring (0: never) and results always.
+    """
+
+    def __init__(self, batch: PrivateBatch, lpips_every: int = 5) -> None:
+        self.batch = batch
+        self.truth = to_unit(batch.x0)
+        self.lpips_every = lpips_every
+        self._scored = 0
+
+    def metrics(self, reconstruction: torch.Tensor, t_estimate: Iterable[int] | None = None,
+                eps_estimate: torch.Tensor | None = None, lpips: bool = True) -> dict[str, float]:
+        recon = to_unit(reconstruction.detach().cpu().float())
+        order = pair_images(recon, self.truth)
+        out = score(recon[order], self.truth, lpips=lpips)
+        if t_estimate is not None:
+            t_hat = torch.as_tensor(list(t_estimate))[order]
+            out["t_accuracy"] = float((t_hat == self.batch.t).float().mean())
+            out["t_abs_error"] = float((t_hat - self.batch.t).abs().float().mean())
+        if eps_estimate is not None:
+            eps_hat = eps_estimate.detach().cpu().float()[order]
+            diff = (eps_hat - self.batch.eps).flatten(1).norm(dim=1) / self.batch.eps.flatten(1).norm(dim=1)
+            out["eps_error"] = float(diff.mean())
+        return out
+
+    def score_event(self, event: Event) -> Event:
+        if not event.losses:  # the timestep event and a run that never produced a guess carry no image
+            return event
+        with_lpips = event.kind in ("done", "stopped", "error") or (
+            self.lpips_every > 0 and self._scored % self.lpips_every == 0)
+        self._scored += 1
+        return event.with_metrics(self.metrics(event.reconstruction, event.t_estimate, event.eps_estimate,
+                                               lpips=with_lpips))
+
+    def track(self, events: Iterable[Event]) -> Iterator[Event]:
+        """The same stream, every event scored."""
+        for event in events:
+            yield self.score_event(event)
+
+    def score_result(self, result: Result) -> dict[str, float]:
+        return self.metrics(result.reconstruction, result.t_estimate, result.eps_estimate)

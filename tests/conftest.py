@@ -1,0 +1,28 @@
+"""Shared fixtures: tiny seeded models and a held-out-style photo, small enough for a 2-core CPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from skimage import data as skdata
+
+from gidm_core.data import load_image
+from gidm_core.models import random_model
+
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+@pytest.fixture(scope="session")
+def photo32() -> torch.Tensor:
+    """A natural photo at 32 px (scikit-image's astronaut), (1, 3, 32, 32) in [-1, 1]."""
+    return load_image(skdata.astronaut(), 32)
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    return random_model("tiny", 32)
+
+
+@pytest.fixture(scope="session")
+def small_model():
+    return random_model("small", 32)
