@@ -1,0 +1,197 @@
+"""Command line: `python -m gidm_core {attack, models, train, bench}`.
+
+Bad input gets one line on stderr and exit code 2, before any model is loaded where possible.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from .config import METHODS, THREAT_PRESETS, AttackConfig, ConfigError, DefenceConfig, attack_config, threat_preset
+
+EXIT_BAD_INPUT = 2
+
+
+class UsageError(Exception):
+    """Bad input the user can fix; printed as one line, exit code 2."""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def add_attack_arguments(parser: argparse.ArgumentParser) -> None:
+    """The attack's flags; the app builds its "rerun this" command from the same names."""
+    parser.add_argument("--model", default="faces32", help="bundled name[@checkpoint], local folder, hub id, "
+                        "or random:<arch>[-<size>][-<prediction type>]")
+    parser.add_argument("--image", action="append", required=True,
+                        help="victim image path or bundled image name; repeat for a batch")
+    parser.add_argument("--method", default="gidm", help=f"one of {', '.join(METHODS)}")
+    parser.add_argument("--threat", default="paper", help=f"threat preset: {', '.join(THREAT_PRESETS)}")
+    parser.add_argument("--size", type=int, default=None, help="image size in pixels (default: the model's)")
+    parser.add_argument("--t", type=int, action="append", default=None,
+                        help="the client's timestep (repeat per image; default: drawn from --seed)")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the client's eps/t and the attack's start")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<method>-<time>)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, or auto")
+    parser.add_argument("--prior", default=None, help="prior model spec for GIDM (default: the attacked model)")
+    hyper = parser.add_argument_group("hyperparameters (default: the method's own)")
+    hyper.add_argument("--iterations", type=int, help="pixel-phase iterations (GIDM+: residual phase)")
+    hyper.add_argument("--lr", type=float, help="pixel-phase learning rate")
+    hyper.add_argument("--latent-iterations", type=int, help="GIDM phase-1 iterations")
+    hyper.add_argument("--latent-lr", type=float, help="GIDM phase-1 learning rate")
+    hyper.add_argument("--ddim-steps", type=int, help="DDIM steps K in GIDM's sampler")
+    hyper.add_argument("--distance", help="gradient distance: l2 or cosine")
+    hyper.add_argument("--layer-weights", help="uniform or normalized")
+    hyper.add_argument("--tv-weight", type=float, help="total-variation weight")
+    hyper.add_argument("--optimizer", help="adam or sgd")
+    hyper.add_argument("--lr-schedule", help="constant or cosine")
+    hyper.add_argument("--restarts", type=int, help="GIDM: best of this many start latents")
+    hyper.add_argument("--report-every", type=int, help="iterations between events")
+    defence = parser.add_argument_group("defence (overrides the preset's)")
+    defence.add_argument("--clip", type=float, help="clip the update's L2 norm to this")
+    defence.add_argument("--sigma", type=float, help="Gaussian noise multiplier (std = sigma * clip)")
+    defence.add_argument("--keep", type=float, help="top-k pruning: fraction of each tensor kept")
+
+
+def configs_from_args(args: argparse.Namespace) -> tuple[AttackConfig, "ThreatModel"]:  # noqa: F821
+    """Validated configs from parsed flags (raises ConfigError with a one-line message)."""
+    from dataclasses import replace
+
+    threat = threat_preset(args.threat)
+    if args.prior:
+        threat = replace(threat, prior=args.prior)
+    overrides = {k: getattr(args, k) for k in ("clip", "sigma", "keep") if getattr(args, k) is not None}
+    if overrides:
+        threat = replace(threat, defence=DefenceConfig(**{**threat.defence.__dict__, **overrides}))
+    config = attack_config(
+        args.method, iterations=args.iterations, lr=args.lr, latent_iterations=args.latent_iterations,
+        latent_lr=args.latent_lr, ddim_steps=args.ddim_steps, distance=args.distance,
+        layer_weights=args.layer_weights, tv_weight=args.tv_weight, optimizer=args.optimizer,
+        lr_schedule=args.lr_schedule, restarts=args.restarts, report_every=args.report_every, seed=args.seed)
+    return config, threat
+
+
+def run_attack(args: argparse.Namespace) -> int:
+    from .attacks import start_attack
+    from .client import PrivateBatch, share
+    from .data import grid, load_batch
+    from .evaluation import Evaluator
+    from .models import load_model
+
+    config, threat = configs_from_args(args)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    model = load_model(args.model, device)
+    size = args.size or model.image_size
+    model.check_size(size)
+    x0 = load_batch(args.image, size, model.channels)
+    prior = None if threat.prior == "attacked" else load_model(threat.prior, device)
+    batch = PrivateBatch.draw(x0, model.num_train_timesteps, args.seed, args.t)
+    update = share(model, batch, threat, seed=args.seed)
+    out = args.out or Path("runs") / f"{config.method}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out.mkdir(parents=True, exist_ok=True)
+
+    evaluator = Evaluator(batch, lpips_every=0)
+    run = start_attack(model, update, threat, config, prior)
+    progress = _progress_bar(config.total_iterations)
+    last = None
+    for event in evaluator.track(run):
+        last = event
+        progress.update(event.iteration - progress.n)
+        if event.metrics:
+            progress.set_postfix(phase=event.phase, loss=f"{event.losses.get('matching', 0):.3g}",
+                                 psnr=f"{event.metrics.get('psnr', 0):.1f}")
+        if event.message and event.kind != "progress":
+            progress.write(event.message)
+    progress.close()
+    result = run.result
+    if result is None:
+        print(f"error: {last.message if last else 'the attack produced nothing'}", file=sys.stderr)
+        return 1
+    metrics = evaluator.score_result(result)
+    report = {
+        **metrics, "method": config.method, "model": model.name, "threat": threat.describe(), "status": result.status,
+        "message": result.message, "matching_loss": result.matching_loss, "iterations": result.iterations,
+        "seconds": result.seconds, "seconds_per_iteration": result.seconds / max(result.iterations, 1),
+        "t_true": batch.t.tolist(), "t_est": list(result.t_estimate) if result.t_estimate else None,
+        "phase_starts": result.phase_starts, "config": config.__dict__, "device": str(device),
+        "command": command_line(sys.argv[1:]),
+    }
+    (out / "metrics.json").write_text(json.dumps(report, indent=2))
+    grid(result.reconstruction).save(out / "reconstruction.png")
+    grid(batch.x0).save(out / "original.png")
+    for phase, image in result.snapshots.items():
+        grid(image).save(out / f"snapshot-{phase}.png")
+    write_loss_csv(result.history, out / "loss.csv")
+    print(f"{config.method}: PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}, LPIPS {metrics['lpips']:.3f}"
+          f" in {result.iterations} iterations, {result.seconds:.1f} s -> {out}")
+    return 0 if result.status != "error" else 1
+
+
+def write_loss_csv(history: list[dict], path: Path) -> None:
+    """One row per iteration: iteration, phase, then every loss term any phase reported."""
+    columns = ["iteration", "phase"]
+    for row in history:
+        columns += [k for k in row if k not in columns]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def command_line(argv: list[str]) -> str:
+    return "python -m gidm_core " + " ".join(shlex.quote(a) for a in argv)
+
+
+def _progress_bar(total: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="it", dynamic_ncols=True, file=sys.stderr)
+
+
+def list_models(args: argparse.Namespace) -> int:
+    from .models import RANDOM_ARCHITECTURES, bundled_specs
+
+    for spec in bundled_specs():
+        print(spec)
+    print("random:" + "|".join(RANDOM_ARCHITECTURES) + "[-<size>][-epsilon|-v_prediction|-sample]")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m gidm_core", description="Gradient inversion of federated "
+                                     "diffusion models (GIDM, GIDM+) and baselines.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    attack = commands.add_parser("attack", help="reconstruct images from a simulated client's shared gradient")
+    add_attack_arguments(attack)
+    attack.set_defaults(func=run_attack)
+    models = commands.add_parser("models", help="list the models this install can load offline")
+    models.set_defaults(func=list_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .data import ImageLoadError
+    from .models import ModelLoadError
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    try:
+        return args.func(args)
+    except (ConfigError, ImageLoadError, ModelLoadError, UsageError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
