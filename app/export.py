@@ -1,0 +1,85 @@
+"""Export one finished run as a zip: PNGs, metrics JSON, the loss CSV and the exact CLI command that reruns it."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from gidm_core.cli import write_loss_csv
+from gidm_core.data import grid
+
+if TYPE_CHECKING:
+    from .runner import RunRecord
+
+
+def _victim_file(index: int) -> str:
+    return f"victim-{index}.png"
+
+
+def rerun_command(record: RunRecord) -> str:
+    """`python -m gidm_core attack ...` with every setting spelled out (flags from cli.add_attack_arguments).
+    Images the CLI cannot name (uploads, webcam, fallback photos) are the victim PNGs inside the zip."""
+    s = record.settings
+    cfg = record.config
+    args = ["attack", "--model", s.model]
+    for i, (name, _, bundled) in enumerate(record.victims):
+        args += ["--image", name if bundled else _victim_file(i)]
+    args += ["--method", s.method, "--threat", "private-eps-t" if s.secrets == "private" else "paper",
+             "--size", str(record.size), "--seed", str(s.seed)]
+    if s.client_t >= 0:
+        args += ["--t", str(s.client_t)]
+    if s.prior != "attacked":
+        args += ["--prior", s.prior]
+    args += ["--iterations", str(cfg["iterations"]), "--lr", f"{cfg['lr']:g}",
+             "--latent-iterations", str(cfg["latent_iterations"]), "--latent-lr", f"{cfg['latent_lr']:g}",
+             "--ddim-steps", str(cfg["ddim_steps"]), "--distance", cfg["distance"],
+             "--layer-weights", cfg["layer_weights"], "--tv-weight", f"{cfg['tv_weight']:g}",
+             "--optimizer", cfg["optimizer"], "--lr-schedule", cfg["lr_schedule"],
+             "--restarts", str(cfg["restarts"]), "--report-every", str(cfg["report_every"])]
+    if s.defence == "clip + Gaussian noise":
+        args += ["--clip", f"{s.clip:g}", "--sigma", f"{s.sigma:g}"]
+    elif s.defence == "top-k pruning":
+        args += ["--keep", f"{s.keep:g}"]
+    return "python -m gidm_core " + " ".join(shlex.quote(a) for a in args)
+
+
+def metrics_report(record: RunRecord) -> dict:
+    s = record.settings
+    return {
+        **record.metrics, "run": record.number, "method": s.method, "model": record.model_name,
+        "threat": record.threat, "status": record.status, "message": record.message,
+        "matching_loss": record.matching_loss, "iterations": record.iterations, "seconds": record.seconds,
+        "seconds_to_first_image": record.first_image_s, "seconds_to_30db": record.time_to_30db_s,
+        "size": record.size, "batch_size": len(record.victims), "victims": [v[0] for v in record.victims],
+        "t_true": record.t_true, "t_est": record.t_estimate, "phase_starts": record.phase_starts,
+        "config": record.config, "command": record.command,
+        "metrics_trace": [{k: v for k, v in row.items() if k != "message"} for row in record.trace],
+    }
+
+
+def export_zip(record: RunRecord, folder: Path | None = None) -> Path:
+    """Write the run's files into a zip (in a fresh temporary folder unless given) and return its path."""
+    folder = Path(folder or tempfile.mkdtemp(prefix="gidm-export-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = folder / f"gidm-run-{record.number}"
+    staging.mkdir(exist_ok=True)
+    grid(record.original).save(staging / "original.png")
+    grid(record.reconstruction).save(staging / "reconstruction.png")
+    for i, (_, tensor, _) in enumerate(record.victims):
+        grid(tensor).save(staging / _victim_file(i))
+    for i, (image, _) in enumerate(record.filmstrip):
+        grid(image).save(staging / f"filmstrip-{i:02d}.png")
+    (staging / "metrics.json").write_text(json.dumps(metrics_report(record), indent=2, default=str))
+    write_loss_csv(record.history, staging / "loss.csv")
+    (staging / "command.txt").write_text(
+        "# Run from the unzipped folder (victim-*.png are the exact victim images at the attack's size):\n"
+        + record.command + "\n")
+    target = folder / f"gidm-run-{record.number}.zip"
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(staging.iterdir()):
+            archive.write(path, path.name)
+    return target

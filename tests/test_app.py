@@ -1,0 +1,147 @@
+"""The Gradio app, driven in-process through gradio_client: streaming, stopping, bad input, and two sessions at once.
+
+Runs are tiny (random:tiny-32, a few dozen iterations) so the whole file takes well under a minute on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+
+from app import create_app, launch_kwargs  # noqa: E402
+from app import runner  # noqa: E402
+
+TINY = dict(model="random:tiny-32", uploads=None, webcam=None, iterations=30, latent_iterations=2, ddim_steps=1,
+            report_every=3, batch_size=1, source="Gallery")
+STATUS, ORIGINAL, RECON, DIFF, LOSS, METRICS, TPLOT, FILM, TABLE, PICK_A, PICK_B, EXPORT = range(12)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def url():
+    demo = create_app()
+    port = _free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs())
+    yield f"http://127.0.0.1:{port}"
+    demo.close()
+
+
+def _gallery(i: int = 0) -> list[str]:
+    return [runner.gallery_items()[i].name]
+
+
+def _digest(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _stream(client: Client, **overrides) -> list[tuple]:
+    job = client.submit(api_name="/run", **{**TINY, "gallery": _gallery(), **overrides})
+    return list(job)
+
+
+def test_streams_images_and_metrics_that_change(url):
+    client = Client(url, verbose=False)
+    outputs = _stream(client)
+    assert len(outputs) >= 4, [o[STATUS] for o in outputs]
+    live = [o for o in outputs if isinstance(o[RECON], str)]
+    assert len(live) >= 3, "expected several live frames with a reconstruction"
+    recon_digests = {_digest(o[RECON]) for o in live}
+    assert len(recon_digests) >= 3, "the reconstruction should change while the run goes"
+    assert len({_digest(o[ORIGINAL]) for o in live}) == 1, "the original stays the same"
+    psnrs = [float(o[STATUS].split("PSNR ")[1].split(" dB")[0]) for o in live if "PSNR " in o[STATUS]]
+    assert len(set(psnrs)) >= 2, f"metrics should change: {psnrs}"
+    assert all(isinstance(o[LOSS], dict) and o[LOSS].get("type") == "plotly" for o in live)
+    assert '"type":"log"' in live[-1][LOSS]["plot"].replace(" ", ""), "the loss axis is log scale"
+    final = outputs[-1]
+    assert final[STATUS].startswith("**Finished**"), final[STATUS]
+    assert isinstance(final[FILM], list) and len(final[FILM]) >= 3
+    assert len(final[TABLE]["data"]) == 1
+    with zipfile.ZipFile(final[EXPORT]) as archive:
+        names = set(archive.namelist())
+        assert {"original.png", "reconstruction.png", "metrics.json", "loss.csv", "command.txt"} <= names
+        command = archive.read("command.txt").decode()
+    assert "python -m gidm_core attack --model random:tiny-32" in command
+    assert "--iterations 30" in command and "--latent-iterations 2" in command
+
+
+def test_rerun_command_parses_with_the_cli(url):
+    from gidm_core.cli import build_parser, configs_from_args
+
+    client = Client(url, verbose=False)
+    outputs = _stream(client, defence="top-k pruning", keep=0.5, iterations=6, method="dlg")
+    with zipfile.ZipFile(outputs[-1][EXPORT]) as archive:
+        command = archive.read("command.txt").decode().strip().splitlines()[-1]
+    argv = command.split("python -m gidm_core ", 1)[1].split()
+    config, threat = configs_from_args(build_parser().parse_args(argv))
+    assert config.method == "dlg" and config.iterations == 6 and threat.defence.keep == 0.5
+
+
+def test_stop_ends_the_run_and_keeps_the_best(url):
+    client = Client(url, verbose=False)
+    job = client.submit(api_name="/run", **{**TINY, "gallery": _gallery(), "iterations": 5000})
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if any(isinstance(o[RECON], str) for o in job.outputs()):
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("no reconstruction arrived within 60 s")
+    pressed = time.time()
+    client.predict(api_name="/stop")
+    outputs = job.result(timeout=30) and job.outputs()
+    assert time.time() - pressed < 15
+    final = outputs[-1]
+    assert final[STATUS].startswith("**Stopped**"), final[STATUS]
+    assert isinstance(final[RECON], str) and isinstance(final[EXPORT], str)
+
+
+def test_bad_input_gets_a_message_and_the_app_keeps_serving(url, tmp_path):
+    client = Client(url, verbose=False)
+    with pytest.raises(Exception) as refused:  # the validator refuses it at the control
+        client.predict(api_name="/run", **{**TINY, "gallery": _gallery(), "lr": 0})
+    assert "learning rate" in str(refused.value).lower() or "lr" in str(refused.value).lower() \
+        or "between" in str(refused.value)
+    corrupt = tmp_path / "photo.png"
+    corrupt.write_bytes(b"this is not a png")
+    outputs = _stream(client, source="Upload", uploads=[handle_file(str(corrupt))])
+    assert "not a readable image" in outputs[-1][STATUS], outputs[-1][STATUS]
+    outputs = _stream(client, model="nobody/no-such-model")
+    assert "Cannot start" in outputs[-1][STATUS] and "no-such-model" in outputs[-1][STATUS]
+    outputs = _stream(client, iterations=6)  # still serving
+    assert outputs[-1][STATUS].startswith("**Finished**")
+
+
+def test_two_clients_get_their_own_results(url):
+    results: dict[str, list[tuple]] = {}
+
+    def go(name: str, index: int, seed: int) -> None:
+        client = Client(url, verbose=False)
+        results[name] = _stream(client, gallery=_gallery(index), seed=seed, iterations=20)
+
+    threads = [threading.Thread(target=go, args=("a", 0, 1)), threading.Thread(target=go, args=("b", 1, 2))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    a, b = results["a"][-1], results["b"][-1]
+    assert a[STATUS].startswith("**Finished**") and b[STATUS].startswith("**Finished**")
+    assert _digest(a[ORIGINAL]) != _digest(b[ORIGINAL]), "each client attacked its own victim"
+    assert _digest(a[RECON]) != _digest(b[RECON])
+    assert len(a[TABLE]["data"]) == 1 and len(b[TABLE]["data"]) == 1, "run tables are per session"
