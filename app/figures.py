@@ -46,7 +46,7 @@ def loss_figure(history: list[dict], phase_starts: dict[str, int], total_iterati
                       annotation_font_size=10)
         if i > 0:
             fig.add_vline(x=start, line=dict(color="#c0392b", width=1.5, dash="dash"))
-    fig.update_yaxes(type="log", title_text="loss", exponentformat="power")
+    fig.update_yaxes(type="log", title_text="loss", exponentformat="power", dtick=1)
     fig.update_xaxes(title_text="iteration", range=[0, end])
     return _layout(fig, "Gradient matching loss (log scale)")
 

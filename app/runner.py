@@ -48,22 +48,25 @@ DEFENCES = ("none", "clip + Gaussian noise", "top-k pruning")
 METHOD_LABELS = {"gidm": "GIDM", "gidm-plus": "GIDM+", "gidm-latent": "GIDM-latent", "dlg": "DLG", "ig": "IG"}
 RESOLUTIONS = ("model's own", "16", "32", "64", "128")
 MAX_BATCH = 8
+ORPHAN_S = 60.0  # a run whose page stopped pulling updates for this long (tab closed) stops itself
 DISPLAY_PX = 224  # each image is enlarged to about this many pixels per side, nearest-neighbour
 
 # Hyperparameter presets (the threat part of each preset is set alongside). "Fast CPU demo" is the default: a
 # short latent (DDIM) phase so the prior shows, then pixel matching, which reaches ~30 dB on a 2-core CPU.
 PRESETS: dict[str, dict[str, Any]] = {
-    "Fast CPU demo": dict(method="gidm", secrets="known", defence="none", iterations=200, lr=0.05,
+    "Fast CPU demo": dict(method="gidm", secrets="known", defence="none", iterations=200, lr=0.1,
                           latent_iterations=10, latent_lr=0.05, ddim_steps=2, distance="l2", tv_weight=0.0,
                           report_every=5),
     "Paper setting (slow on CPU)": dict(method="gidm", secrets="known", defence="none", iterations=5000, lr=0.01,
                                         latent_iterations=2500, latent_lr=0.01, ddim_steps=16, distance="l2",
                                         tv_weight=0.0, report_every=25),
-    "Private eps and t (GIDM+)": dict(method="gidm-plus", secrets="private", defence="none", iterations=400,
-                                      lr=0.05, latent_iterations=0, latent_lr=0.05, ddim_steps=2, distance="l2",
-                                      tv_weight=0.0, report_every=10),
+    # GIDM+ follows the core's own defaults for it (its iterations and learning rate are tuned there).
+    "Private eps and t (GIDM+)": dict(method="gidm-plus", secrets="private", defence="none",
+                                      iterations=attack_config("gidm-plus").iterations,
+                                      lr=attack_config("gidm-plus").lr, latent_iterations=0, latent_lr=0.05,
+                                      ddim_steps=2, distance="l2", tv_weight=0.0, report_every=10),
     "Under DP (clip + noise)": dict(method="gidm", secrets="known", defence="clip + Gaussian noise", clip=1.0,
-                                    sigma=0.01, keep=1.0, iterations=200, lr=0.05, latent_iterations=10,
+                                    sigma=0.01, keep=1.0, iterations=200, lr=0.1, latent_iterations=10,
                                     latent_lr=0.05, ddim_steps=2, distance="l2", tv_weight=0.0, report_every=5),
 }
 DEFAULT_PRESET = "Fast CPU demo"
@@ -158,7 +161,7 @@ class Settings:
     keep: float = 0.1
     method: str = "gidm"
     iterations: int = 200
-    lr: float = 0.05
+    lr: float = 0.1
     latent_iterations: int = 10
     latent_lr: float = 0.05
     ddim_steps: int = 2
@@ -272,16 +275,21 @@ _MODEL_CACHE_SIZE = 4
 
 
 def get_model(spec: str, device: str) -> DiffusionModel:
+    """A private copy of the model `spec` on `device`; loads (outside the lock, so a slow hub download does not
+    hold up other sessions) and caches the first time."""
     key = (spec, device)
     with _MODELS_LOCK:
         model = _MODELS.get(key)
-        if model is None:
-            model = load_model(spec, device)
+    if model is None:
+        model = load_model(spec, device)
+        with _MODELS_LOCK:
             _MODELS[key] = model
             while len(_MODELS) > _MODEL_CACHE_SIZE:
                 _MODELS.popitem(last=False)
-        _MODELS.move_to_end(key)
-        return copy.deepcopy(model)
+    with _MODELS_LOCK:
+        if key in _MODELS:
+            _MODELS.move_to_end(key)
+    return copy.deepcopy(model)
 
 
 def device_name() -> str:
@@ -484,12 +492,15 @@ def stream(session: Session, settings: Settings, min_interval: float = 0.4):
 
         events: queue.Queue = queue.Queue()
         done = object()
+        alive = [time.perf_counter()]  # when the UI last pulled events; a run nobody watches stops itself
 
         def work() -> None:
             torch.set_grad_enabled(True)
             try:
                 for event in Evaluator(batch, lpips_every=5).track(run):
                     events.put(event)
+                    if time.perf_counter() - alive[0] > ORPHAN_S:
+                        stop.set()
             except Exception as err:  # noqa: BLE001  (shown to the user; the app keeps serving)
                 events.put(err)
             finally:
@@ -498,7 +509,7 @@ def stream(session: Session, settings: Settings, min_interval: float = 0.4):
         worker = threading.Thread(target=work, name="gidm-attack", daemon=True)
         worker.start()
         yield from _frames(session, settings, run, batch, events, done, named, model, threat, config, size,
-                           started, min_interval)
+                           started, min_interval, alive)
     finally:
         stop.set()
         if worker is not None:
@@ -514,7 +525,7 @@ def _one_line(err: BaseException) -> str:
 
 def _frames(session: Session, settings: Settings, run: Run, batch: PrivateBatch, events: queue.Queue, done: object,
             named, model: DiffusionModel, threat: ThreatModel, config: AttackConfig, size: int, started: float,
-            min_interval: float):
+            min_interval: float, alive: list[float]):
     truth = batch.x0
     trace: list[dict] = []
     film: list[tuple[torch.Tensor, str]] = []
@@ -527,6 +538,7 @@ def _frames(session: Session, settings: Settings, run: Run, batch: PrivateBatch,
     finished = False
     fresh = False  # a scored event arrived since the last frame
     while not finished:
+        alive[0] = time.perf_counter()
         try:
             item = events.get(timeout=0.25)
         except queue.Empty:

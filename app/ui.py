@@ -7,9 +7,9 @@ from typing import Any
 
 import gradio as gr
 
-from gidm_core.config import METHOD_DEFAULTS
+from gidm_core.config import attack_config
 
-from . import figures, runner
+from . import runner
 from .export import export_zip
 
 CSS = """
@@ -80,8 +80,8 @@ def build_app() -> gr.Blocks:
                                               info="several images make a batch")
                         with gr.Row():
                             uploads = gr.File(file_count="multiple", type="filepath", label="Upload images",
-                                              height=140)
-                            webcam = gr.Image(sources=["webcam"], type="numpy", label="Webcam", height=140)
+                                              height=170)
+                            webcam = gr.Image(sources=["webcam"], type="numpy", label="Webcam", height=170)
                         with gr.Row():
                             resolution = gr.Dropdown(list(runner.RESOLUTIONS), value=s.resolution,
                                                      label="Resolution (px)")
@@ -134,10 +134,10 @@ def build_app() -> gr.Blocks:
                                               interactive=False, height=270)
                     diff = gr.Image(label="Difference", format="png", elem_classes="pixelated",
                                     interactive=False, height=270)
-                loss_plot = gr.Plot(figures.loss_figure([], {}, 1), label="Loss", elem_id="loss-plot")
+                loss_plot = gr.Plot(None, label="Loss", elem_id="loss-plot")
                 with gr.Row():
-                    metrics_plot = gr.Plot(figures.metrics_figure([]), label="Metrics")
-                    t_plot = gr.Plot(figures.t_figure([], [], True), label="t and eps")
+                    metrics_plot = gr.Plot(None, label="Metrics")
+                    t_plot = gr.Plot(None, label="t and eps")
                 filmstrip = gr.Gallery(label="Filmstrip (snapshots of the run)", columns=9, height=150,
                                        format="png", elem_classes="pixelated", allow_preview=True)
                 export_file = gr.File(label="Export: PNGs, metrics.json, loss.csv, command.txt", interactive=False)
@@ -250,8 +250,9 @@ def apply_preset(name: str):
 
 
 def method_defaults(method: str):
-    d = METHOD_DEFAULTS.get(method, {})
-    return d.get("distance", "l2"), d.get("tv_weight", 0.0), d.get("lr", 0.05)
+    """The method's own defaults for the controls it differs on (from the core's config)."""
+    config = attack_config(method)
+    return config.distance, config.tv_weight, config.lr
 
 
 def pick_gallery(current: list[str] | None, evt: gr.SelectData):

@@ -21,7 +21,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "screenshot.png"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-TARGET_PSNR = float(os.environ.get("GIDM_BROWSER_PSNR", "28"))  # let the image emerge before pressing Stop
+TARGET_PSNR = float(os.environ.get("GIDM_BROWSER_PSNR", "30"))  # let the image emerge before pressing Stop
 PATIENCE_S = float(os.environ.get("GIDM_BROWSER_PATIENCE", "75"))
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is absent: "
