@@ -100,7 +100,7 @@ class AttackConfig:
 
     method: str = "gidm"
     iterations: int = 300
-    lr: float = 0.05
+    lr: float = 0.1
     latent_iterations: int = 100
     latent_lr: float = 0.05
     ddim_steps: int = 4
@@ -160,7 +160,7 @@ class AttackConfig:
 # variation (Geiping et al. 2020); GIDM follows the paper's plain L2 matching in both phases.
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "dlg": dict(distance="l2", tv_weight=0.0),
-    "ig": dict(distance="cosine", tv_weight=1e-3, lr=0.1),
+    "ig": dict(distance="cosine", tv_weight=1e-3),
     "gidm": dict(distance="l2", tv_weight=0.0),
     "gidm-latent": dict(distance="l2", tv_weight=0.0),
     "gidm-plus": dict(distance="l2", tv_weight=0.0, iterations=400),

@@ -218,8 +218,9 @@ class Run:
         ctx = self.context
         status, message = "done", "finished"
         try:
-            with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
-                yield from self._attack(ctx)
+            # No global SDPA switch here: models.prepare_for_inversion already gave every attention module the
+            # plain (twice differentiable) processor, and a global switch would leak between concurrent runs.
+            yield from self._attack(ctx)
         except _StopRequested:
             status, message = "stopped", f"stopped by the user at iteration {ctx.iteration}"
         except Diverged as err:
