@@ -1,0 +1,349 @@
+"""FedAvg training of a diffusion model over simulated clients: the process that makes the bundled models.
+
+Each round the server broadcasts the global UNet; each of N clients copies it, takes E local steps on its own shard
+of the data (its loss is `diffusion.diffusion_loss`, the very function the attacked client and the attacks call),
+and sends back its weights; the server averages them weighted by shard size and keeps an EMA of the global model.
+
+Clients keep their own optimiser state across rounds (a cross-silo client is a persistent device); only weights
+leave a client. Checkpoints are diffusers pipeline folders (model_index.json, unet/, scheduler/), loadable with
+`UNet2DModel.from_pretrained(dir / "unet")`, `DDPMPipeline.from_pretrained(dir)` or `models.load_model(dir)`; the
+`unet/` of a checkpoint holds the EMA weights (the published model), `training_state.pt` everything to resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel
+
+from .datasets import DATASETS, Augmenter, ImageSet, load_dataset, training_record
+from .diffusion import diffusion_loss
+from .models import RANDOM_ARCHITECTURES, DiffusionModel
+
+# The bundled models' architectures: the random-init ones plus a 4-level UNet whose full-resolution level is narrow,
+# so that a ~1 M-parameter model trains and is attacked at 64 px about as fast as "small" at 32 px.
+ARCHITECTURES: dict[str, dict] = {
+    **RANDOM_ARCHITECTURES,
+    "small4": dict(
+        block_out_channels=(16, 32, 64, 64),
+        down_block_types=("DownBlock2D",) * 4,
+        up_block_types=("UpBlock2D",) * 4,
+        layers_per_block=1,
+        norm_num_groups=8,
+    ),
+}
+STATE_FILE = "training_state.pt"
+RECORD_FILE = "training.json"
+
+
+@dataclass
+class TrainConfig:
+    dataset: str = "lfw-faces"
+    size: int = 32
+    arch: str = "small"
+    clients: int = 4
+    clients_per_round: int = 0  # FedAvg's fraction C as a count: 0 means every client, every round
+    rounds: int = 100
+    local_steps: int = 10
+    batch_size: int = 8
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    grad_clip: float = 1.0
+    ema_decay: float = 0.95
+    augment: bool = True
+    seed: int = 0
+    checkpoint_every: int = 10
+    channels: int = 3
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.dataset in DATASETS, f"unknown dataset {self.dataset!r}: choose one of {', '.join(DATASETS)}"),
+            (self.arch in ARCHITECTURES, f"unknown architecture {self.arch!r}: choose one of {', '.join(ARCHITECTURES)}"),
+            (self.optimizer in ("adam", "sgd"), f"client optimizer must be adam or sgd, got {self.optimizer!r}"),
+            (self.clients >= 1 and self.rounds >= 1 and self.local_steps >= 1 and self.batch_size >= 1,
+             "clients, rounds, local steps and batch size must all be >= 1"),
+            (0 <= self.clients_per_round <= self.clients,
+             f"clients per round must be in [0, {self.clients}], got {self.clients_per_round}"),
+            (self.lr > 0, f"learning rate must be > 0, got {self.lr}"),
+            (0 <= self.ema_decay < 1, f"EMA decay must be in [0, 1), got {self.ema_decay}"),
+            (self.size >= 8, f"image size must be >= 8, got {self.size}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        factor = 2 ** (len(ARCHITECTURES[self.arch]["block_out_channels"]) - 1)
+        if self.size % factor:
+            raise ValueError(f"image size {self.size} must be a multiple of {factor} for architecture {self.arch}")
+
+
+def make_scheduler() -> DDPMScheduler:
+    """The bundled models' schedule: 1000 DDPM steps, linear betas, epsilon prediction, clipped samples."""
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
+                         prediction_type="epsilon", clip_sample=True)
+
+
+def make_unet(config: TrainConfig) -> UNet2DModel:
+    torch.manual_seed(config.seed)
+    return UNet2DModel(sample_size=config.size, in_channels=config.channels, out_channels=config.channels,
+                       **ARCHITECTURES[config.arch])
+
+
+def shards(count: int, clients: int, seed: int) -> list[np.ndarray]:
+    """A seeded partition of range(count) into `clients` disjoint, near-equal shards (IID)."""
+    if clients > count:
+        raise ValueError(f"{clients} clients for {count} images: each client needs at least one")
+    order = np.random.default_rng(seed).permutation(count)
+    return [np.sort(s) for s in np.array_split(order, clients)]
+
+
+def _state(unet: UNet2DModel) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in unet.state_dict().items()}
+
+
+class FedAvgTrainer:
+    """FedAvg over `config.clients` simulated clients; `run()` yields one progress dict per round."""
+
+    def __init__(self, config: TrainConfig, out: Path | None = None, log=None) -> None:
+        self.config = config
+        self.out = Path(out) if out else None
+        self.log = log or (lambda line: None)
+        self.data: ImageSet = load_dataset(config.dataset)
+        self.images = self.data.tensors(config.size, config.channels)
+        self.shards = shards(len(self.data), config.clients, config.seed)
+        self.scheduler = make_scheduler()
+        self.unet = make_unet(config)  # the working copy every client trains on in turn
+        self.global_state = _state(self.unet)
+        self.ema_state = {k: v.clone() for k, v in self.global_state.items()}
+        self.client_optim: list[dict | None] = [None] * config.clients
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.augment = Augmenter() if config.augment else None
+        self.round = 0
+        self.history: list[dict] = []
+        self.seconds = 0.0
+
+    # --- one round -------------------------------------------------------------------------------------------
+    def _optimizer(self) -> torch.optim.Optimizer:
+        params = self.unet.parameters()
+        if self.config.optimizer == "adam":
+            return torch.optim.Adam(params, lr=self.config.lr)
+        return torch.optim.SGD(params, lr=self.config.lr)
+
+    def client_batch(self, client: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A client's private batch for one local step: (x0, eps, t), drawn from the trainer's seeded generator."""
+        shard = self.shards[client]
+        pick = torch.randint(0, len(shard), (self.config.batch_size,), generator=self.generator)
+        x0 = self.images[torch.as_tensor(shard)[pick]]
+        if self.augment is not None:
+            x0 = self.augment(x0, self.generator)
+        eps = torch.randn(x0.shape, generator=self.generator)
+        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (x0.shape[0],), generator=self.generator)
+        return x0, eps, t
+
+    def local_update(self, client: int) -> tuple[dict[str, torch.Tensor], float]:
+        """Client `client` starts from the global weights, takes E steps of the client's own loss, returns weights."""
+        self.unet.load_state_dict(self.global_state)
+        self.unet.train()
+        optimizer = self._optimizer()
+        if self.client_optim[client] is not None:
+            optimizer.load_state_dict(self.client_optim[client])
+        model = DiffusionModel(self.unet, self.scheduler, f"client-{client}")
+        losses = []
+        for _ in range(self.config.local_steps):
+            x0, eps, t = self.client_batch(client)
+            loss = diffusion_loss(model, x0, eps, t)  # the same code path the attacked client runs
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.unet.parameters(), self.config.grad_clip)
+            optimizer.step()
+            losses.append(loss.item())
+        self.client_optim[client] = optimizer.state_dict()
+        return _state(self.unet), float(np.mean(losses))
+
+    def step_round(self) -> dict:
+        start = time.perf_counter()
+        chosen = list(range(self.config.clients))
+        if 0 < self.config.clients_per_round < self.config.clients:
+            order = torch.randperm(self.config.clients, generator=self.generator)
+            chosen = sorted(order[:self.config.clients_per_round].tolist())
+        total = sum(len(self.shards[c]) for c in chosen)
+        average = {k: torch.zeros_like(v) for k, v in self.global_state.items()}
+        losses = []
+        for client in chosen:
+            weights, loss = self.local_update(client)
+            share = len(self.shards[client]) / total
+            for k, v in weights.items():
+                if v.is_floating_point():
+                    average[k] += share * v
+                else:
+                    average[k] = v
+            losses.append(loss)
+        self.global_state = average
+        self.round += 1
+        decay = min(self.config.ema_decay, (1 + self.round) / (10 + self.round))
+        for k, v in self.global_state.items():
+            if v.is_floating_point():
+                self.ema_state[k].mul_(decay).add_(v, alpha=1 - decay)
+            else:
+                self.ema_state[k] = v.clone()
+        seconds = time.perf_counter() - start
+        self.seconds += seconds
+        entry = {"round": self.round, "loss": float(np.mean(losses)), "clients": chosen, "client_losses": losses,
+                 "seconds": round(seconds, 3), "elapsed": round(self.seconds, 1)}
+        self.history.append(entry)
+        return entry
+
+    def run(self):
+        """Train up to `config.rounds`, checkpointing every `checkpoint_every` rounds and at the end."""
+        while self.round < self.config.rounds:
+            entry = self.step_round()
+            yield entry
+            last = self.round == self.config.rounds
+            if self.out and (last or self.round % self.config.checkpoint_every == 0):
+                self.save(self.out / f"round-{self.round:04d}")
+
+    # --- models and checkpoints ------------------------------------------------------------------------------
+    def model(self, ema: bool = True) -> DiffusionModel:
+        """A copy of the global (or EMA) model as a `DiffusionModel`, float32, eval mode."""
+        unet = make_unet(self.config)
+        unet.load_state_dict(self.ema_state if ema else self.global_state)
+        return DiffusionModel(unet.eval(), make_scheduler(), f"fedavg-round-{self.round}")
+
+    def eval_loss(self, batches: int = 4, ema: bool = True, seed: int = 1234) -> float:
+        """The diffusion loss on fixed draws (images, eps, t) from the whole training set, without augmentation."""
+        model = self.model(ema)
+        generator = torch.Generator().manual_seed(seed)
+        values = []
+        with torch.no_grad():
+            for _ in range(batches):
+                pick = torch.randint(0, len(self.images), (16,), generator=generator)
+                x0 = self.images[pick]
+                eps = torch.randn(x0.shape, generator=generator)
+                t = torch.randint(0, model.num_train_timesteps, (x0.shape[0],), generator=generator)
+                values.append(diffusion_loss(model, x0, eps, t).item())
+        return float(np.mean(values))
+
+    def save(self, folder: Path) -> Path:
+        folder = Path(folder)
+        model = self.model(ema=True)
+        DDPMPipeline(unet=model.unet, scheduler=model.scheduler).save_pretrained(folder, safe_serialization=True)
+        record = {
+            "round": self.round, "config": asdict(self.config), "weights": "EMA of the FedAvg global model",
+            "client_shard_sizes": [len(s) for s in self.shards], "train_seconds": round(self.seconds, 1),
+            "last_loss": self.history[-1]["loss"] if self.history else None,
+            "history": [{k: e[k] for k in ("round", "loss", "elapsed")} for e in self.history],
+            "training_set": training_record(self.data),
+        }
+        (folder / RECORD_FILE).write_text(json.dumps(record, indent=1))
+        torch.save({"round": self.round, "config": asdict(self.config), "global": self.global_state,
+                    "ema": self.ema_state, "client_optim": self.client_optim,
+                    "generator": self.generator.get_state(), "history": self.history, "seconds": self.seconds},
+                   folder / STATE_FILE)
+        return folder
+
+    @classmethod
+    def resume(cls, folder: Path, out: Path | None = None, rounds: int | None = None, log=None) -> FedAvgTrainer:
+        """A trainer that continues exactly where the checkpoint in `folder` stopped (optionally to more rounds)."""
+        state_path = Path(folder) / STATE_FILE
+        if not state_path.is_file():
+            raise FileNotFoundError(f"{folder} has no {STATE_FILE}: not a trainer checkpoint")
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        config = TrainConfig(**{**state["config"], **({"rounds": rounds} if rounds else {})})
+        trainer = cls(config, out, log)
+        trainer.global_state, trainer.ema_state = state["global"], state["ema"]
+        trainer.client_optim = state["client_optim"]
+        trainer.generator.set_state(state["generator"])
+        trainer.round, trainer.history, trainer.seconds = state["round"], state["history"], state["seconds"]
+        return trainer
+
+
+# --- sampling (for model cards) ----------------------------------------------------------------------------------
+@torch.no_grad()
+def sample(model: DiffusionModel, count: int = 16, steps: int = 100, seed: int = 0) -> torch.Tensor:
+    """`count` images in [-1, 1] from deterministic DDIM (eta 0) with `steps` steps, seeded."""
+    scheduler = DDIMScheduler.from_config(model.scheduler.config, clip_sample=True, set_alpha_to_one=True)
+    scheduler.set_timesteps(steps)
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn((count, model.channels, model.image_size, model.image_size), generator=generator)
+    model.unet.eval()
+    for t in scheduler.timesteps:
+        output = model.unet(x, t).sample
+        x = scheduler.step(output, t, x, eta=0.0).prev_sample
+    return x.clamp(-1, 1)
+
+
+# --- command line ------------------------------------------------------------------------------------------------
+def add_train_command(subparsers) -> None:
+    """Register `python -m gidm_core train` on the CLI's subparsers."""
+    defaults = TrainConfig()
+    parser = subparsers.add_parser("train", help="train a diffusion model with FedAvg over simulated clients")
+    parser.add_argument("--out", type=Path, required=True, help="output folder; checkpoints go to OUT/round-NNNN/")
+    parser.add_argument("--resume", type=Path, default=None, help="a checkpoint folder to continue from")
+    parser.add_argument("--dataset", default=defaults.dataset, help=f"one of {', '.join(DATASETS)}")
+    parser.add_argument("--size", type=int, default=defaults.size, help="image size in pixels")
+    parser.add_argument("--arch", default=defaults.arch, help=f"UNet architecture: {', '.join(ARCHITECTURES)}")
+    parser.add_argument("--clients", type=int, default=defaults.clients, help="simulated clients, one shard each")
+    parser.add_argument("--clients-per-round", type=int, default=defaults.clients_per_round,
+                        help="clients sampled each round (0: all)")
+    parser.add_argument("--rounds", type=int, default=defaults.rounds, help="FedAvg rounds R (total)")
+    parser.add_argument("--local-steps", type=int, default=defaults.local_steps, help="local steps E per round")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="client batch size")
+    parser.add_argument("--lr", type=float, default=defaults.lr, help="client learning rate")
+    parser.add_argument("--optimizer", default=defaults.optimizer, help="client optimizer: adam or sgd")
+    parser.add_argument("--grad-clip", type=float, default=defaults.grad_clip, help="client gradient-norm clip "
+                        "(0: off)")
+    parser.add_argument("--ema-decay", type=float, default=defaults.ema_decay, help="EMA decay per round")
+    parser.add_argument("--no-augment", action="store_true", help="no flips, shifts or zoom")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="seeds init, shards, batches, eps and t")
+    parser.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every, help="rounds between "
+                        "checkpoints (the last round is always saved)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.set_defaults(func=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from .cli import UsageError
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    try:
+        if args.resume:
+            trainer = FedAvgTrainer.resume(args.resume, args.out, args.rounds if args.rounds else None)
+        else:
+            config = TrainConfig(
+                dataset=args.dataset, size=args.size, arch=args.arch, clients=args.clients,
+                clients_per_round=args.clients_per_round, rounds=args.rounds,
+                local_steps=args.local_steps, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+                grad_clip=args.grad_clip, ema_decay=args.ema_decay, augment=not args.no_augment, seed=args.seed,
+                checkpoint_every=args.checkpoint_every)
+            trainer = FedAvgTrainer(config, args.out)
+    except (ValueError, FileNotFoundError) as err:
+        raise UsageError(str(err)) from None
+    config = trainer.config
+    params = sum(p.numel() for p in trainer.unet.parameters())
+    per_round = config.clients_per_round or config.clients
+    print(f"FedAvg: {per_round} of {config.clients} clients per round x {config.local_steps} local steps x batch {config.batch_size}, "
+          f"{config.rounds} rounds, {config.dataset} ({len(trainer.data)} images, shards "
+          f"{[len(s) for s in trainer.shards]}) at {config.size} px, {config.arch} UNet {params / 1e6:.2f} M params"
+          + (f"; resuming after round {trainer.round}" if trainer.round else ""), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    width = len(str(config.rounds))
+    for entry in trainer.run():
+        print(f"round {entry['round']:>{width}}/{config.rounds}  loss {entry['loss']:.4f}  "
+              f"{entry['seconds']:.1f} s/round  elapsed {entry['elapsed']:.0f} s", flush=True)
+        with (args.out / "history.jsonl").open("a") as handle:
+            handle.write(json.dumps(entry) + "\n")
+    final = args.out / f"round-{trainer.round:04d}"
+    print(f"done: {trainer.round} rounds in {trainer.seconds:.0f} s, last round loss "
+          f"{trainer.history[-1]['loss']:.4f}, EMA eval loss {trainer.eval_loss():.4f} -> {final}", flush=True)
+    return 0
+
+
+__all__ = ["ARCHITECTURES", "FedAvgTrainer", "TrainConfig", "add_train_command", "make_scheduler", "sample",
+           "shards"]
