@@ -54,20 +54,22 @@ DISPLAY_PX = 224  # each image is enlarged to about this many pixels per side, n
 # Hyperparameter presets (the threat part of each preset is set alongside). "Fast CPU demo" is the default: a
 # short latent (DDIM) phase so the prior shows, then pixel matching, which reaches ~30 dB on a 2-core CPU.
 PRESETS: dict[str, dict[str, Any]] = {
-    "Fast CPU demo": dict(method="gidm", secrets="known", defence="none", iterations=200, lr=0.1,
-                          latent_iterations=10, latent_lr=0.05, ddim_steps=2, distance="l2", tv_weight=0.0,
-                          report_every=5),
+    "Fast CPU demo": dict(method="gidm", secrets="known", defence="none", iterations=400, lr=0.1,
+                          latent_iterations=10, latent_lr=0.05, ddim_steps=2, distance="cosine", tv_weight=0.0,
+                          lr_schedule="constant", report_every=5),
     "Paper setting (slow on CPU)": dict(method="gidm", secrets="known", defence="none", iterations=5000, lr=0.01,
                                         latent_iterations=2500, latent_lr=0.01, ddim_steps=16, distance="l2",
-                                        tv_weight=0.0, report_every=25),
+                                        tv_weight=0.0, lr_schedule="constant", report_every=25),
     # GIDM+ follows the core's own defaults for it (its iterations and learning rate are tuned there).
     "Private eps and t (GIDM+)": dict(method="gidm-plus", secrets="private", defence="none",
                                       iterations=attack_config("gidm-plus").iterations,
                                       lr=attack_config("gidm-plus").lr, latent_iterations=0, latent_lr=0.05,
-                                      ddim_steps=2, distance="l2", tv_weight=0.0, report_every=10),
+                                      ddim_steps=2, distance="l2", tv_weight=0.0,
+                                      lr_schedule=attack_config("gidm-plus").lr_schedule, report_every=10),
     "Under DP (clip + noise)": dict(method="gidm", secrets="known", defence="clip + Gaussian noise", clip=1.0,
-                                    sigma=0.01, keep=1.0, iterations=200, lr=0.1, latent_iterations=10,
-                                    latent_lr=0.05, ddim_steps=2, distance="l2", tv_weight=0.0, report_every=5),
+                                    sigma=0.01, keep=1.0, iterations=400, lr=0.1, latent_iterations=10,
+                                    latent_lr=0.05, ddim_steps=2, distance="cosine", tv_weight=0.0,
+                                    lr_schedule="constant", report_every=5),
 }
 DEFAULT_PRESET = "Fast CPU demo"
 
@@ -160,13 +162,14 @@ class Settings:
     sigma: float = 0.01
     keep: float = 0.1
     method: str = "gidm"
-    iterations: int = 200
+    iterations: int = 400
     lr: float = 0.1
     latent_iterations: int = 10
     latent_lr: float = 0.05
     ddim_steps: int = 2
-    distance: str = "l2"
+    distance: str = "cosine"
     tv_weight: float = 0.0
+    lr_schedule: str = "constant"
     seed: int = 0
     report_every: int = 5
 
@@ -202,6 +205,8 @@ def field_errors(values: dict[str, Any]) -> dict[str, str]:
         errors["method"] = f"unknown method {values.get('method')!r}"
     if values.get("distance") not in ("l2", "cosine"):
         errors["distance"] = "choose l2 or cosine"
+    if values.get("lr_schedule") not in ("constant", "cosine"):
+        errors["lr_schedule"] = "choose constant or cosine"
     if values.get("defence") not in DEFENCES:
         errors["defence"] = f"choose one of {', '.join(DEFENCES)}"
     if values.get("secrets") not in SECRETS:
@@ -261,7 +266,8 @@ def configs(settings: Settings) -> tuple[AttackConfig, ThreatModel]:
     config = attack_config(settings.method, iterations=settings.iterations, lr=settings.lr,
                            latent_iterations=settings.latent_iterations, latent_lr=settings.latent_lr,
                            ddim_steps=settings.ddim_steps, distance=settings.distance, tv_weight=settings.tv_weight,
-                           seed=settings.seed, report_every=settings.report_every)
+                           lr_schedule=settings.lr_schedule, seed=settings.seed,
+                           report_every=settings.report_every)
     return config, threat
 
 
