@@ -1,0 +1,61 @@
+"""`python -m gidm_core attack`: its outputs, and one clear line with exit code 2 for each bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PHOTO = ROOT / "tests" / "data" / "lpips" / "ex_ref.png"
+
+
+def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gidm_core", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
+
+
+def test_attack_writes_every_output(tmp_path):
+    out = tmp_path / "run"
+    done = cli("attack", "--model", "random:tiny-32", "--image", str(PHOTO), "--method", "gidm",
+               "--latent-iterations", "3", "--ddim-steps", "2", "--iterations", "5", "--t", "77", "--seed", "4",
+               "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("psnr", "ssim", "lpips", "mse", "iterations", "seconds", "t_true", "t_est"):
+        assert key in metrics
+    assert metrics["iterations"] == 8 and metrics["t_true"] == [77] == metrics["t_est"]
+    for name in ("reconstruction.png", "original.png", "snapshot-latent.png", "snapshot-pixel.png", "loss.csv"):
+        assert (out / name).is_file(), name
+    rows = (out / "loss.csv").read_text().splitlines()
+    assert rows[0].startswith("iteration,phase") and len(rows) == 1 + 8
+    assert "--latent-iterations 3" in metrics["command"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--image", "/nonexistent.png"], "image not found"),
+    (["--image", __file__], "not a readable image"),
+    (["--image", str(PHOTO), "--method", "magic"], "unknown method 'magic'"),
+    (["--image", str(PHOTO), "--threat", "nope"], "unknown threat preset 'nope'"),
+    (["--image", str(PHOTO), "--lr", "0"], "learning rate must be > 0"),
+    (["--image", str(PHOTO), "--lr", "-1"], "learning rate must be > 0"),
+    (["--image", str(PHOTO), "--ddim-steps", "0"], "DDIM steps K must be >= 1"),
+    (["--image", str(PHOTO), "--size", "30"], "must be a positive multiple of 2"),
+    (["--image", str(PHOTO), "--model", "no/such-model-offline"], "no network"),
+    (["--image", str(PHOTO), "--model", "nonexistent_model"], "unknown model"),
+])
+def test_bad_input_gets_one_line_and_exit_2(args, message, tmp_path):
+    base = ["attack", "--model", "random:tiny-32", "--iterations", "1", "--out", str(tmp_path / "x")]
+    done = cli(*base, *args) if "--model" not in args else cli("attack", "--iterations", "1", *args)
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_models_lists_random_architectures():
+    done = cli("models")
+    assert done.returncode == 0 and "random:" in done.stdout
