@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from . import federated
+from . import bench, federated
 from .config import METHODS, THREAT_PRESETS, AttackConfig, ConfigError, DefenceConfig, attack_config, threat_preset
 
 EXIT_BAD_INPUT = 2
@@ -180,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     models = commands.add_parser("models", help="list the models this install can load offline")
     models.set_defaults(func=list_models)
     federated.add_train_command(commands)
+    bench.add_bench_command(commands)
     return parser
 
 

