@@ -1,23 +1,37 @@
 """GIDM+: the client keeps eps and t private; recover the image, eps and t together.
 
 1. t is read off the update exactly (`timestep.py`), or searched by matching loss where it cannot be.
-2. The shared gradient is -(2/N) J(x_t)^T r, with x_t the noisy input and r = target - prediction the residual:
-   for a fixed x_t it is linear in r. So the search runs over (x_t, r) rather than (x0, eps), where the naive joint
-   search stalls; each step's objective needs a single UNet forward. Any prediction type maps (x_t, r) back to
-   (x0, eps) exactly, since the target is r + prediction and x_t mixes x0 and eps with known weights.
-3. A final phase refines (x0, eps) jointly from that answer, on the client's own loss.
+2. The shared gradient is g = c J(x_t)^T r, with c = -2/N, J the Jacobian of the UNet output w.r.t. the weights at
+   the noisy input x_t, and r = target - prediction the residual. Any prediction type maps (x_t, r) back to
+   (x0, eps) exactly (`split_target`), so the search runs over (x_t, r) rather than (x0, eps), where joint Adam stalls.
+3. Variable projection: for a fixed x_t, g is linear in r, so the best r is a linear least-squares problem. Each
+   step solves it approximately with a few conjugate-gradient steps warm-started from the last r, and Adam searches
+   x_t alone on the reduced objective (at the least-squares r, the partial derivative w.r.t. x_t is the reduced
+   objective's gradient). Adam on r itself is a poorly conditioned solver for this quadratic: see docs/gidm_plus.md.
+4. The image prior x0 in [-1, 1]: after every step, x_t is moved so that x0 = (x_t - sqrt(1-abar) eps)/sqrt(abar)
+   is clamped at the current eps.
+
+Where it stops working: x0 = (x_t - sqrt(1-abar) eps)/sqrt(abar) amplifies any error in x_t and eps by
+1/sqrt(abar_t) (about 3.4 at t=500, 17 at t=750, 100 at t=950 for the linear DDPM schedule), so a matching loss that
+gives a sharp image at small t gives noise at large t.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 
 import torch
 
+from ..diffusion import q_sample, training_target
+from ..matching import GradientMatcher
 from ..models import DiffusionModel
 from .base import AttackContext, Event, Guess, Objective
-from .pixel import matcher_for, pixel_phase
+from .pixel import matcher_for
 from .secrets import resolve_timesteps
+
+CG_STEPS = 2  # least-squares steps for r per residual-phase step (1 stalls at t=500)
+REFINE_CG_STEPS = 4  # near the answer, eps is only as good as r: spend more on it
+REFINE_LR_FACTOR = 0.1  # the refine phase restarts Adam; a full learning rate would throw x_t off the answer
 
 
 def split_target(model: DiffusionModel, x_t: torch.Tensor, target: torch.Tensor,
@@ -36,26 +50,67 @@ def split_target(model: DiffusionModel, x_t: torch.Tensor, target: torch.Tensor,
     return x0, s * x_t + a * target
 
 
+def solve_residual(matcher: GradientMatcher, prediction: torch.Tensor, r: torch.Tensor, scale: float,
+                   steps: int) -> torch.Tensor:
+    """A few CGLS steps on min_r sum_l w_l ||scale J_l^T r - g*_l||^2 from `r`, with the prediction's graph held.
+
+    J^T p is one backward pass; J u is the derivative of J^T v w.r.t. a dummy v (the double-backward trick).
+    """
+    params = list(matcher.model.unet.parameters())
+    weights, targets = matcher.weights, matcher.targets
+    dummy = torch.zeros_like(prediction, requires_grad=True)
+    linear = torch.autograd.grad(prediction, params, grad_outputs=dummy, create_graph=True)
+
+    def forward(p: torch.Tensor) -> list[torch.Tensor]:
+        return [scale * g for g in torch.autograd.grad(prediction, params, grad_outputs=p, retain_graph=True)]
+
+    def adjoint(e: list[torch.Tensor]) -> torch.Tensor:
+        weighted = [w * x for w, x in zip(weights, e)]
+        return scale * torch.autograd.grad(linear, dummy, grad_outputs=weighted, retain_graph=True)[0]
+
+    def inner(u: list[torch.Tensor], v: list[torch.Tensor]) -> torch.Tensor:
+        return sum((w * a * b).sum() for w, a, b in zip(weights, u, v))
+
+    r = r.detach().clone()
+    error = [g_star - g for g_star, g in zip(targets, forward(r))]
+    descent = adjoint(error)
+    direction, norm = descent.clone(), descent.pow(2).sum()
+    for _ in range(steps):
+        image = forward(direction)
+        alpha = norm / inner(image, image).clamp_min(1e-30)
+        r = r + alpha * direction
+        error = [e - alpha * q for e, q in zip(error, image)]
+        descent = adjoint(error)
+        new_norm = descent.pow(2).sum()
+        direction = descent + (new_norm / norm.clamp_min(1e-30)) * direction
+        norm = new_norm
+    return r.detach()
+
+
 def gidm_plus_attack(ctx: AttackContext) -> Generator[Event, None, None]:
     cfg = ctx.config
     model = ctx.model
     matcher = matcher_for(ctx)
     t = yield from resolve_timesteps(ctx, matcher)
     params = list(model.unet.parameters())
-    elements = float(torch.tensor(ctx.shape).prod())
+    scale = -2.0 / float(torch.tensor(ctx.shape).prod())
     x_t = (ctx.randn() * 0.5).requires_grad_(True)
-    r = torch.zeros(ctx.shape, device=ctx.device).requires_grad_(True)
+    residual = {"r": torch.zeros(ctx.shape, device=ctx.device)}
 
-    def objective() -> Objective:
-        prediction = model.unet(x_t, t).sample
-        surrogate = -(2.0 / elements) * (r * prediction).sum()
-        grads = torch.autograd.grad(surrogate, params, create_graph=True)
-        matching = matcher.distance_to(grads)
-        x0, eps = split_target(model, x_t.detach(), r.detach() + prediction.detach(), t)
-        return Objective(matching, matching, {}, Guess(x0, eps, t))
+    def objective(cg_steps: int) -> Callable[[], Objective]:
+        def evaluate() -> Objective:
+            prediction = model.unet(x_t, t).sample
+            r = residual["r"] = solve_residual(matcher, prediction, residual["r"], scale, cg_steps)
+            grads = torch.autograd.grad(scale * (r * prediction).sum(), params, create_graph=True)
+            matching = matcher.distance_to(grads)
+            x0, eps = split_target(model, x_t.detach(), r + prediction.detach(), t)
+            return Objective(matching, matching, {}, Guess(x0, eps, t))
+        return evaluate
 
-    guess = yield from ctx.optimise("residual", [x_t, r], objective, cfg.iterations, cfg.lr)
-    eps = guess.eps.clone().requires_grad_(True)
-    yield from pixel_phase(ctx, matcher, guess.image, eps, [eps], t, cfg.refine_iterations,
-                           phase="refine")
-
+    best = yield from ctx.optimise("residual", [x_t], objective(CG_STEPS), cfg.iterations, cfg.lr)
+    if cfg.refine_iterations > 0:
+        with torch.no_grad():  # restart from the best (x_t, r), which the best (x0, eps) pins down exactly
+            x_t.copy_(q_sample(model, best.image, best.eps, t))
+            residual["r"] = training_target(model, best.image, best.eps, t) - model.unet(x_t, t).sample
+        yield from ctx.optimise("refine", [x_t], objective(REFINE_CG_STEPS), cfg.refine_iterations,
+                                cfg.lr * REFINE_LR_FACTOR)
