@@ -291,7 +291,8 @@ def add_train_command(subparsers) -> None:
     parser.add_argument("--clients", type=int, default=defaults.clients, help="simulated clients, one shard each")
     parser.add_argument("--clients-per-round", type=int, default=defaults.clients_per_round,
                         help="clients sampled each round (0: all)")
-    parser.add_argument("--rounds", type=int, default=defaults.rounds, help="FedAvg rounds R (total)")
+    parser.add_argument("--rounds", type=int, default=None, help=f"FedAvg rounds R, in total (default "
+                        f"{defaults.rounds}; when resuming, the checkpoint's)")
     parser.add_argument("--local-steps", type=int, default=defaults.local_steps, help="local steps E per round")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="client batch size")
     parser.add_argument("--lr", type=float, default=defaults.lr, help="client learning rate")
@@ -314,11 +315,11 @@ def run_train(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     try:
         if args.resume:
-            trainer = FedAvgTrainer.resume(args.resume, args.out, args.rounds if args.rounds else None)
+            trainer = FedAvgTrainer.resume(args.resume, args.out, args.rounds)
         else:
             config = TrainConfig(
                 dataset=args.dataset, size=args.size, arch=args.arch, clients=args.clients,
-                clients_per_round=args.clients_per_round, rounds=args.rounds,
+                clients_per_round=args.clients_per_round, rounds=TrainConfig.rounds if args.rounds is None else args.rounds,
                 local_steps=args.local_steps, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
                 grad_clip=args.grad_clip, ema_decay=args.ema_decay, augment=not args.no_augment, seed=args.seed,
                 checkpoint_every=args.checkpoint_every)

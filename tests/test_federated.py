@@ -141,6 +141,8 @@ def test_train_cli_shows_progress_resumes_and_rejects_bad_input(tmp_path, capsys
     out = capsys.readouterr().out
     assert "resuming after round 1" in out and "round 2/3" in out and "round 3/3" in out
     assert (tmp_path / "more" / "round-0003" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    assert main(["train", "--out", str(tmp_path / "same"), "--resume", str(tmp_path / "run" / "round-0001")]) == 0
+    assert "done: 2 rounds" in capsys.readouterr().out  # without --rounds, the checkpoint's own total
     assert main(["train", "--out", str(tmp_path / "bad"), "--arch", "nope"]) == 2
     assert "unknown architecture" in capsys.readouterr().err
     assert main(["train", "--out", str(tmp_path / "bad"), "--size", "30"]) == 2
