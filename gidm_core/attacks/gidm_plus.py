@@ -8,12 +8,12 @@
    step solves it approximately with a few conjugate-gradient steps warm-started from the last r, and Adam searches
    x_t alone on the reduced objective (at the least-squares r, the partial derivative w.r.t. x_t is the reduced
    objective's gradient). Adam on r itself is a poorly conditioned solver for this quadratic: see docs/gidm_plus.md.
-4. The image prior x0 in [-1, 1]: after every step, x_t is moved so that x0 = (x_t - sqrt(1-abar) eps)/sqrt(abar)
-   is clamped at the current eps.
+4. A refine phase restarts from the best (x_t, r) with more CG steps and a smaller learning rate. (Clamping x0 to
+   [-1, 1] after every step was measured to hurt: it pulls x_t off the path the warm-started solver follows.)
 
 Where it stops working: x0 = (x_t - sqrt(1-abar) eps)/sqrt(abar) amplifies any error in x_t and eps by
-1/sqrt(abar_t) (about 3.4 at t=500, 17 at t=750, 100 at t=950 for the linear DDPM schedule), so a matching loss that
-gives a sharp image at small t gives noise at large t.
+sqrt(1-abar_t)/sqrt(abar_t) (about 1 at t=250, 3.4 at t=500, 17 at t=750, 97 at t=950 for the linear DDPM
+schedule), so a matching loss that gives a sharp image at small t gives noise at large t.
 """
 
 from __future__ import annotations
