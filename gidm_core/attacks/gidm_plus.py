@@ -13,7 +13,8 @@
 
 Where it stops working: x0 = (x_t - sqrt(1-abar) eps)/sqrt(abar) amplifies any error in x_t and eps by
 sqrt(1-abar_t)/sqrt(abar_t) (about 1 at t=250, 3.4 at t=500, 17 at t=750, 97 at t=950 for the linear DDPM
-schedule), so a matching loss that gives a sharp image at small t gives a rough one at large t (measured: docs/gidm_plus.md).
+schedule), so a matching loss that gives a sharp image at small t gives a rough one at large t
+(measured: docs/gidm_plus.md).
 """
 
 from __future__ import annotations
