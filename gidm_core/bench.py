@@ -430,7 +430,7 @@ def _row(label: str, group: str, base: Cell, methods: Iterable[str], **extra) ->
     return Row(label, group, tuple(cells), **extra)
 
 
-NOISE_LEVELS = (1e-5, 1e-4, 1e-3)  # Gaussian noise std after clipping the update's norm to 1
+NOISE_LEVELS = (1e-3, 1e-2, 1e-1)  # Gaussian noise std after clipping the update's norm to 1
 PRUNE_LEVELS = (0.5, 0.1, 0.01)  # fraction of each tensor kept
 
 

@@ -86,6 +86,7 @@ def configs_from_args(args: argparse.Namespace) -> tuple[AttackConfig, "ThreatMo
 
 def run_attack(args: argparse.Namespace) -> int:
     from .attacks import start_attack
+    from .attacks.gidm import check_prior
     from .client import PrivateBatch, share
     from .data import grid, load_batch
     from .evaluation import Evaluator
@@ -98,6 +99,8 @@ def run_attack(args: argparse.Namespace) -> int:
     model.check_size(size)
     x0 = load_batch(args.image, size, model.channels)
     prior = None if threat.prior == "attacked" else load_model(threat.prior, device)
+    if config.uses_latent_phase:
+        check_prior(prior or model, model.channels, size)
     batch = PrivateBatch.draw(x0, model.num_train_timesteps, args.seed, args.t)
     update = share(model, batch, threat, seed=args.seed)
     out = args.out or Path("runs") / f"{config.method}-{time.strftime('%Y%m%d-%H%M%S')}"

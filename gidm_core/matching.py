@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from .client import SharedUpdate, client_update
+from .config import DefenceConfig
 from .models import DiffusionModel
 
 
@@ -15,17 +16,24 @@ class GradientMatcher:
     - "cosine": 1 - <w g, g*> / (||w g|| ||w g*||) over the whole update (Inverting Gradients); blind to scale, so
       it suits updates whose norm was clipped.
     Layer weights: "uniform", or "normalized" (w_l = 1 / ||g*_l||^2, so that every tensor counts alike instead of
-    the few with the largest gradients).
+    the few with the largest gradients; floored so near-zero tensors do not get astronomical weights).
+
+    The defence is public (Kerckhoffs): the server clips its candidate updates to the same norm as the client did,
+    and compares only the entries that top-k pruning left, rather than fighting a transform it knows.
     """
 
     def __init__(self, model: DiffusionModel, update: SharedUpdate, distance: str = "l2",
-                 layer_weights: str = "uniform") -> None:
+                 layer_weights: str = "uniform", defence: DefenceConfig | None = None) -> None:
         self.model = model
         self.distance = distance
         self.targets = [g.detach().to(model.device) for g in update.gradients]
+        self.clip = defence.clip if defence is not None else 0.0
+        self.masks = ([(t != 0).to(t.dtype) for t in self.targets]
+                      if defence is not None and defence.keep < 1 else None)
         if layer_weights == "normalized":
-            norms = [t.pow(2).sum() for t in self.targets]
-            self.weights = [1.0 / n.clamp_min(1e-20) if n > 0 else torch.zeros(()) for n in norms]
+            norms = torch.stack([t.pow(2).sum() for t in self.targets])
+            floor = norms.max().clamp_min(1e-30) * 1e-8
+            self.weights = list(1.0 / norms.clamp_min(floor))
         else:
             self.weights = [torch.ones(()) for _ in self.targets]
         self.weights = [w.to(model.device) for w in self.weights]
@@ -38,6 +46,12 @@ class GradientMatcher:
 
     def distance_to(self, grads: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """Distance of any candidate update (e.g. one built from another parameterisation of the guess)."""
+        if self.clip > 0:
+            norm = torch.sqrt(sum(g.pow(2).sum() for g in grads))
+            scale = (self.clip / norm.clamp_min(1e-30)).clamp(max=1.0)
+            grads = tuple(g * scale for g in grads)
+        if self.masks is not None:
+            grads = tuple(g * m for g, m in zip(grads, self.masks))
         if self.distance == "l2":
             return sum((w * (g - t_).pow(2)).sum() for w, g, t_ in zip(self.weights, grads, self.targets))
         dot = sum((w * g * t_).sum() for w, g, t_ in zip(self.weights, grads, self.targets))

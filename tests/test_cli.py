@@ -43,7 +43,8 @@ def test_attack_writes_every_output(tmp_path):
     (["--image", str(PHOTO), "--lr", "0"], "learning rate must be > 0"),
     (["--image", str(PHOTO), "--lr", "-1"], "learning rate must be > 0"),
     (["--image", str(PHOTO), "--ddim-steps", "0"], "DDIM steps K must be >= 1"),
-    (["--image", str(PHOTO), "--size", "30"], "must be a positive multiple of 2"),
+    (["--image", str(PHOTO), "--size", "33"], "must be a positive multiple of 2"),
+    (["--image", str(PHOTO), "--prior", "random:small-32", "--size", "30"], "must be a positive multiple of 4"),
     (["--image", str(PHOTO), "--model", "no/such-model-offline"], "no network"),
     (["--image", str(PHOTO), "--model", "nonexistent_model"], "unknown model"),
 ])

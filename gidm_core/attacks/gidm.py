@@ -14,6 +14,7 @@ import torch
 
 from ..diffusion import DDIMSampler
 from ..matching import GradientMatcher, total_variation
+from ..models import DiffusionModel, ModelLoadError
 from .base import AttackContext, Event, Guess, Objective
 from .pixel import matcher_for, pixel_phase
 from .secrets import noise_variable, resolve_timesteps
@@ -25,9 +26,8 @@ def latent_phase(ctx: AttackContext, matcher: GradientMatcher, eps: torch.Tensor
     matching loss) is the start: one sampler pass each, far cheaper than full restarts."""
     cfg = ctx.config
     prior = ctx.prior
-    if (prior.channels, prior.image_size, prior.image_size) != tuple(ctx.update.image_shape):
-        raise ValueError(f"prior {prior.name} makes {prior.channels}x{prior.image_size}px images but the update "
-                         f"is for {ctx.update.image_shape}")
+    # The UNet is fully convolutional: the sampler draws images of the update's size, whatever size it trained on.
+    check_prior(prior, ctx.shape[1], ctx.shape[2])
     sampler = DDIMSampler(prior, cfg.ddim_steps)
     z = _best_start(ctx, sampler, matcher, eps, t).requires_grad_(True)
     secret_eps = bool(extra)
@@ -43,6 +43,13 @@ def latent_phase(ctx: AttackContext, matcher: GradientMatcher, eps: torch.Tensor
         return Objective(total, matching, terms, Guess(image, eps if secret_eps else None, t))
 
     return (yield from ctx.optimise("latent", [z, *extra], objective, cfg.latent_iterations, cfg.latent_lr))
+
+
+def check_prior(prior: DiffusionModel, channels: int, size: int) -> None:
+    """Refuse a prior that cannot draw images of this shape (raises `ModelLoadError`, one line)."""
+    if prior.channels != channels:
+        raise ModelLoadError(f"prior {prior.name} makes {prior.channels}-channel images, the victims have {channels}")
+    prior.check_size(size)
 
 
 def _best_start(ctx: AttackContext, sampler: DDIMSampler, matcher: GradientMatcher, eps: torch.Tensor,

@@ -17,7 +17,7 @@ from .secrets import noise_variable, resolve_timesteps
 
 
 def matcher_for(ctx: AttackContext) -> GradientMatcher:
-    return GradientMatcher(ctx.model, ctx.update, ctx.config.distance, ctx.config.layer_weights)
+    return GradientMatcher(ctx.model, ctx.update, ctx.config.distance, ctx.config.layer_weights, ctx.threat.defence)
 
 
 def pixel_phase(ctx: AttackContext, matcher: GradientMatcher, start: torch.Tensor, eps: torch.Tensor,
