@@ -148,7 +148,7 @@ def _load_folder(folder: Path, name: str) -> DiffusionModel:
     if not (unet_dir / "config.json").is_file():
         raise ModelLoadError(f"{folder} is not a diffusers model folder (no unet/config.json or config.json)")
     try:
-        unet = UNet2DModel.from_pretrained(unet_dir, use_safetensors=True)
+        unet = UNet2DModel.from_pretrained(unet_dir, use_safetensors=True, low_cpu_mem_usage=False)
     except (OSError, EnvironmentError, ValueError) as err:
         raise ModelLoadError(f"cannot load UNet from {unet_dir}: {str(err).splitlines()[0]}") from None
     if (sched_dir / "scheduler_config.json").is_file():
