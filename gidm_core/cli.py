@@ -11,12 +11,14 @@ import json
 import shlex
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from . import bench, federated
-from .config import METHODS, THREAT_PRESETS, AttackConfig, ConfigError, DefenceConfig, attack_config, threat_preset
+from .config import (METHODS, THREAT_PRESETS, AttackConfig, ConfigError, DefenceConfig, ThreatModel, attack_config,
+                     threat_preset)
 
 EXIT_BAD_INPUT = 2
 
@@ -66,10 +68,8 @@ def add_attack_arguments(parser: argparse.ArgumentParser) -> None:
     defence.add_argument("--keep", type=float, help="top-k pruning: fraction of each tensor kept")
 
 
-def configs_from_args(args: argparse.Namespace) -> tuple[AttackConfig, "ThreatModel"]:  # noqa: F821
+def configs_from_args(args: argparse.Namespace) -> tuple[AttackConfig, ThreatModel]:
     """Validated configs from parsed flags (raises ConfigError with a one-line message)."""
-    from dataclasses import replace
-
     threat = threat_preset(args.threat)
     if args.prior:
         threat = replace(threat, prior=args.prior)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 import torch
 from skimage import data as skdata
@@ -26,3 +28,17 @@ def tiny_model():
 @pytest.fixture(scope="session")
 def small_model():
     return random_model("small", 32)
+
+
+@pytest.fixture(scope="module")
+def app_url():
+    """The Gradio app, launched in-process on a free local port for one test module."""
+    from app import create_app, launch_kwargs
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    demo = create_app()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs())
+    yield f"http://127.0.0.1:{port}"
+    demo.close()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import threading
 import time
 import zipfile
@@ -20,7 +19,6 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
-from app import create_app, launch_kwargs  # noqa: E402
 from app import runner  # noqa: E402
 
 TINY = dict(model="random:tiny-32", uploads=None, webcam=None, iterations=30, latent_iterations=2, ddim_steps=1,
@@ -28,19 +26,7 @@ TINY = dict(model="random:tiny-32", uploads=None, webcam=None, iterations=30, la
 STATUS, ORIGINAL, RECON, DIFF, LOSS, METRICS, TPLOT, FILM, TABLE, PICK_A, PICK_B, EXPORT = range(12)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
-
-@pytest.fixture(scope="module")
-def url():
-    demo = create_app()
-    port = _free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs())
-    yield f"http://127.0.0.1:{port}"
-    demo.close()
 
 
 def _gallery(i: int = 0) -> list[str]:
@@ -56,8 +42,8 @@ def _stream(client: Client, **overrides) -> list[tuple]:
     return list(job)
 
 
-def test_streams_images_and_metrics_that_change(url):
-    client = Client(url, verbose=False)
+def test_streams_images_and_metrics_that_change(app_url):
+    client = Client(app_url, verbose=False)
     outputs = _stream(client)
     assert len(outputs) >= 4, [o[STATUS] for o in outputs]
     live = [o for o in outputs if isinstance(o[RECON], str)]
@@ -81,10 +67,10 @@ def test_streams_images_and_metrics_that_change(url):
     assert "--iterations 30" in command and "--latent-iterations 2" in command
 
 
-def test_rerun_command_parses_with_the_cli(url):
+def test_rerun_command_parses_with_the_cli(app_url):
     from gidm_core.cli import build_parser, configs_from_args
 
-    client = Client(url, verbose=False)
+    client = Client(app_url, verbose=False)
     outputs = _stream(client, defence="top-k pruning", keep=0.5, iterations=6, method="dlg")
     with zipfile.ZipFile(outputs[-1][EXPORT]) as archive:
         command = archive.read("command.txt").decode().strip().splitlines()[-1]
@@ -93,8 +79,8 @@ def test_rerun_command_parses_with_the_cli(url):
     assert config.method == "dlg" and config.iterations == 6 and threat.defence.keep == 0.5
 
 
-def test_stop_ends_the_run_and_keeps_the_best(url):
-    client = Client(url, verbose=False)
+def test_stop_ends_the_run_and_keeps_the_best(app_url):
+    client = Client(app_url, verbose=False)
     job = client.submit(api_name="/run", **{**TINY, "gallery": _gallery(), "iterations": 5000})
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -112,8 +98,8 @@ def test_stop_ends_the_run_and_keeps_the_best(url):
     assert isinstance(final[RECON], str) and isinstance(final[EXPORT], str)
 
 
-def test_bad_input_gets_a_message_and_the_app_keeps_serving(url, tmp_path):
-    client = Client(url, verbose=False)
+def test_bad_input_gets_a_message_and_the_app_keeps_serving(app_url, tmp_path):
+    client = Client(app_url, verbose=False)
     with pytest.raises(Exception) as refused:  # the validator refuses it at the control
         client.predict(api_name="/run", **{**TINY, "gallery": _gallery(), "lr": 0})
     assert "learning rate" in str(refused.value).lower() or "lr" in str(refused.value).lower() \
@@ -128,11 +114,11 @@ def test_bad_input_gets_a_message_and_the_app_keeps_serving(url, tmp_path):
     assert outputs[-1][STATUS].startswith("**Finished**")
 
 
-def test_two_clients_get_their_own_results(url):
+def test_two_clients_get_their_own_results(app_url):
     results: dict[str, list[tuple]] = {}
 
     def go(name: str, index: int, seed: int) -> None:
-        client = Client(url, verbose=False)
+        client = Client(app_url, verbose=False)
         results[name] = _stream(client, gallery=_gallery(index), seed=seed, iterations=20)
 
     threads = [threading.Thread(target=go, args=("a", 0, 1)), threading.Thread(target=go, args=("b", 1, 2))]

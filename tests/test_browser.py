@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -30,21 +29,7 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium
                                 "apt-get install -y chromium (scripts/test.sh does it when run as root)")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
-
-@pytest.fixture(scope="module")
-def url():
-    from app import create_app, launch_kwargs
-
-    demo = create_app()
-    port = _free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs())
-    yield f"http://127.0.0.1:{port}"
-    demo.close()
 
 
 def _psnr(status: str) -> float | None:
@@ -52,7 +37,7 @@ def _psnr(status: str) -> float | None:
     return float(match.group(1)) if match else None
 
 
-def test_run_watch_stop_screenshot(url, capsys):
+def test_run_watch_stop_screenshot(app_url, capsys):
     sync_api = pytest.importorskip("playwright.sync_api")
     seen: list[str] = []
     with sync_api.sync_playwright() as pw, tempfile.TemporaryDirectory() as profile:
@@ -61,7 +46,7 @@ def test_run_watch_stop_screenshot(url, capsys):
             viewport={"width": 1500, "height": 1000}, device_scale_factor=1)
         try:
             page = browser.pages[0] if browser.pages else browser.new_page()
-            page.goto(url, wait_until="domcontentloaded", timeout=60_000)
+            page.goto(app_url, wait_until="domcontentloaded", timeout=60_000)
             run = page.locator("#run-btn")
             run.wait_for(state="visible", timeout=60_000)
             status = page.locator("#status")

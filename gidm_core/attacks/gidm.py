@@ -13,10 +13,10 @@ from collections.abc import Generator
 import torch
 
 from ..diffusion import DDIMSampler
-from ..matching import GradientMatcher, total_variation
+from ..matching import GradientMatcher
 from ..models import DiffusionModel, ModelLoadError
-from .base import AttackContext, Event, Guess, Objective
-from .pixel import matcher_for, pixel_phase
+from .base import AttackContext, Event, Guess
+from .pixel import image_objective, matcher_for, pixel_phase
 from .secrets import noise_variable, resolve_timesteps
 
 
@@ -30,18 +30,7 @@ def latent_phase(ctx: AttackContext, matcher: GradientMatcher, eps: torch.Tensor
     check_prior(prior, ctx.shape[1], ctx.shape[2])
     sampler = DDIMSampler(prior, cfg.ddim_steps)
     z = _best_start(ctx, sampler, matcher, eps, t).requires_grad_(True)
-    secret_eps = bool(extra)
-
-    def objective() -> Objective:
-        image = sampler(z)
-        matching = matcher(image, eps, t)
-        terms: dict[str, torch.Tensor] = {}
-        total = matching
-        if cfg.tv_weight > 0:
-            terms["tv"] = total_variation(image)
-            total = total + cfg.tv_weight * terms["tv"]
-        return Objective(total, matching, terms, Guess(image, eps if secret_eps else None, t))
-
+    objective = image_objective(ctx, matcher, lambda: sampler(z), eps, t, secret_eps=bool(extra))
     return (yield from ctx.optimise("latent", [z, *extra], objective, cfg.latent_iterations, cfg.latent_lr))
 
 

@@ -7,7 +7,7 @@ are kept inside the image range [-1, 1] after every step.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 
 import torch
 
@@ -20,23 +20,31 @@ def matcher_for(ctx: AttackContext) -> GradientMatcher:
     return GradientMatcher(ctx.model, ctx.update, ctx.config.distance, ctx.config.layer_weights, ctx.threat.defence)
 
 
+def image_objective(ctx: AttackContext, matcher: GradientMatcher, make_image: Callable[[], torch.Tensor],
+                    eps: torch.Tensor, t: torch.Tensor, secret_eps: bool) -> Callable[[], Objective]:
+    """Matching loss of the image `make_image()` returns (pixels, or a sampler's output), plus the TV prior."""
+    tv_weight = ctx.config.tv_weight
+
+    def objective() -> Objective:
+        image = make_image()
+        matching = matcher(image, eps, t)
+        terms: dict[str, torch.Tensor] = {}
+        total = matching
+        if tv_weight > 0:
+            terms["tv"] = total_variation(image)
+            total = total + tv_weight * terms["tv"]
+        return Objective(total, matching, terms, Guess(image, eps if secret_eps else None, t))
+
+    return objective
+
+
 def pixel_phase(ctx: AttackContext, matcher: GradientMatcher, start: torch.Tensor, eps: torch.Tensor,
                 extra: list[torch.Tensor], t: torch.Tensor, iterations: int | None = None,
                 phase: str = "pixel") -> Generator[Event, None, Guess]:
     """Optimise pixels (and eps, when it is among `extra`) from `start` against the shared update."""
     cfg = ctx.config
     x = start.detach().clone().clamp(-1, 1).requires_grad_(True)
-    secret_eps = bool(extra)
-
-    def objective() -> Objective:
-        matching = matcher(x, eps, t)
-        terms: dict[str, torch.Tensor] = {}
-        total = matching
-        if cfg.tv_weight > 0:
-            terms["tv"] = total_variation(x)
-            total = total + cfg.tv_weight * terms["tv"]
-        return Objective(total, matching, terms, Guess(x, eps if secret_eps else None, t))
-
+    objective = image_objective(ctx, matcher, lambda: x, eps, t, secret_eps=bool(extra))
     steps = cfg.iterations if iterations is None else iterations
     return (yield from ctx.optimise(phase, [x, *extra], objective, steps, cfg.lr,
                                     project=lambda: x.clamp_(-1, 1)))
