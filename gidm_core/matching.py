@@ -40,9 +40,9 @@ class GradientMatcher:
         if distance == "cosine":
             self._target_norm = torch.sqrt(sum((w * t.pow(2)).sum() for w, t in zip(self.weights, self.targets)))
 
-    def __call__(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Distance of the update the client would send for (x0, eps, t)."""
-        return self.distance_to(client_update(self.model, x0, eps, t, create_graph=True))
+    def __call__(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, create_graph: bool = True) -> torch.Tensor:
+        """Distance of the update the client would send for (x0, eps, t); `create_graph=False` only scores it."""
+        return self.distance_to(client_update(self.model, x0, eps, t, create_graph=create_graph))
 
     def distance_to(self, grads: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """Distance of any candidate update (e.g. one built from another parameterisation of the guess)."""

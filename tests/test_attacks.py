@@ -132,3 +132,10 @@ def test_timestep_search_fallback_when_the_layer_is_unreadable(tiny_model, photo
     result, events, _ = _attack(tiny_model, photo32, "dlg", threat=threat, t=999, iterations=2)
     assert "matching-loss search" in events[0].message
     assert len(result.t_estimate) == 1 and 0 <= result.t_estimate[0] < 1000
+
+
+def test_restarts_start_from_the_best_scoring_latent(tiny_model, photo32):
+    one, _, _ = _attack(tiny_model, photo32, "gidm-latent", latent_iterations=1, ddim_steps=1)
+    best_of_4, _, _ = _attack(tiny_model, photo32, "gidm-latent", latent_iterations=1, ddim_steps=1, restarts=4)
+    # The first candidate of the 4 is the single run's start, so the best of 4 can only match as well or better.
+    assert best_of_4.history[0]["matching"] <= one.history[0]["matching"]

@@ -50,7 +50,7 @@ def _best_start(ctx: AttackContext, sampler: DDIMSampler, matcher: GradientMatch
     for z in candidates:
         with torch.no_grad():
             image = sampler(z)
-        losses.append(float(matcher(image, eps, t).detach()))
+        losses.append(float(matcher(image, eps.detach(), t, create_graph=False)))
     return candidates[min(range(len(losses)), key=losses.__getitem__)]
 
 
