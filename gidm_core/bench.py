@@ -28,6 +28,8 @@ from typing import Any
 
 import torch
 
+from .config import AttackConfig
+
 BENCH_VERSION = 1
 METHOD_ORDER = ("dlg", "ig", "gidm-latent", "gidm", "gidm-plus")
 METHOD_LABELS = {"dlg": "DLG", "ig": "IG", "gidm-latent": "GIDM-latent", "gidm": "GIDM", "gidm-plus": "GIDM+"}
@@ -77,7 +79,7 @@ class Cell:
             latent = max(1, round(n * self.latent_share))
             return dict(latent_iterations=latent, iterations=n - latent)
         if self.method == "gidm-plus":
-            residual = next(k for k in range(n + 1) if k + k // 2 >= n)  # GIDM+ refines for half its residual phase
+            residual = AttackConfig.gidm_plus_iterations(n)
             return dict(iterations=residual, latent_iterations=0)
         return dict(iterations=n, latent_iterations=0)
 

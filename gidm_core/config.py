@@ -143,6 +143,11 @@ class AttackConfig:
         """GIDM+'s closing joint (x0, eps) phase runs half as long as its residual phase."""
         return self.iterations // 2 if self.method == "gidm-plus" else 0
 
+    @staticmethod
+    def gidm_plus_iterations(total: int) -> int:
+        """The `iterations` that give GIDM+ `total` steps in all (residual phase + its half-length refine phase)."""
+        return next(k for k in range(total + 1) if k + k // 2 >= total)
+
     @property
     def total_iterations(self) -> int:
         if self.method == "gidm-plus":

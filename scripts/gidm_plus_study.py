@@ -20,15 +20,10 @@ from skimage import data as skdata
 
 from gidm_core.attacks import start_attack
 from gidm_core.client import PrivateBatch, share
-from gidm_core.config import attack_config, threat_preset
+from gidm_core.config import AttackConfig, attack_config, threat_preset
 from gidm_core.data import load_image
 from gidm_core.metrics import psnr, to_unit
 from gidm_core.models import load_model
-
-
-def residual_iterations(total: int) -> int:
-    """The `iterations` giving GIDM+ `total` steps in all (its refine phase is half its residual phase)."""
-    return next(k for k in range(total + 1) if k + k // 2 >= total)
 
 
 def run_one(model_spec: str, t: int, seed: int, total: int) -> dict:
@@ -37,7 +32,7 @@ def run_one(model_spec: str, t: int, seed: int, total: int) -> dict:
     batch = PrivateBatch.draw(x0, model.num_train_timesteps, seed=seed, t=[t])
     threat = threat_preset("private-eps-t")
     update = share(model, batch, threat)
-    config = attack_config("gidm-plus", iterations=residual_iterations(total), seed=seed, report_every=50)
+    config = attack_config("gidm-plus", iterations=AttackConfig.gidm_plus_iterations(total), seed=seed, report_every=50)
     started = time.perf_counter()
     result = start_attack(model, update, threat, config).run_to_end()
     seconds = time.perf_counter() - started
