@@ -139,3 +139,20 @@ def test_restarts_start_from_the_best_scoring_latent(tiny_model, photo32):
     best_of_4, _, _ = _attack(tiny_model, photo32, "gidm-latent", latent_iterations=1, ddim_steps=1, restarts=4)
     # The first candidate of the 4 is the single run's start, so the best of 4 can only match as well or better.
     assert best_of_4.history[0]["matching"] <= one.history[0]["matching"]
+
+
+def test_time_spent_by_the_consumer_is_not_the_attacks(tiny_model, photo32):
+    import time
+
+    batch = PrivateBatch.draw(photo32, 1000, seed=0, t=[500])
+    update = share(tiny_model, batch, PAPER)
+    run = start_attack(tiny_model, update, PAPER, attack_config("dlg", iterations=4, report_every=1))
+    started = time.perf_counter()
+    events = []
+    for event in run:
+        events.append(event)
+        time.sleep(0.3)  # a slow consumer: scoring, a UI, a network
+    wall = time.perf_counter() - started
+    assert len(events) == 5
+    assert run.result.seconds < wall - 4 * 0.3
+    assert events[-1].elapsed == pytest.approx(run.result.seconds, abs=0.05)

@@ -33,7 +33,7 @@ class Event:
     losses: dict[str, float]
     reconstruction: torch.Tensor  # (B, C, H, W) on the CPU, in [-1, 1]
     t_estimate: tuple[int, ...] | None
-    elapsed: float
+    elapsed: float  # seconds of attack computation so far; time the consumer spends between events is excluded
     message: str = ""
     eps_estimate: torch.Tensor | None = None  # (B, C, H, W) on the CPU, when the attack estimates eps
     metrics: dict[str, float] = field(default_factory=dict)
@@ -109,11 +109,16 @@ class AttackContext:
         self.iteration = 0
         self.total_iterations = config.total_iterations
         self.started = time.perf_counter()
+        self.paused = 0.0  # seconds spent suspended at a yield, i.e. in the consumer (scoring, UI), not attacking
         self.best: tuple[float, Guess] | None = None
         self.t_estimate: tuple[int, ...] | None = tuple(update.t.tolist()) if update.t is not None else None
         self.history: list[dict[str, float | int | str]] = []
         self.snapshots: dict[str, torch.Tensor] = {}
         self.phase_starts: dict[str, int] = {}
+
+    def clock(self) -> float:
+        """Seconds this attack has spent computing: wall time since the start, less the consumer's time."""
+        return time.perf_counter() - self.started - self.paused
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -129,8 +134,7 @@ class AttackContext:
             guess = Guess(guess)
         eps = None if guess.eps is None else guess.eps.detach().float().cpu()
         return Event(kind, self.iteration, self.total_iterations, phase, losses,
-                     guess.image.detach().float().cpu().clamp(-1, 1), self.t_estimate,
-                     time.perf_counter() - self.started, message, eps)
+                     guess.image.detach().float().cpu().clamp(-1, 1), self.t_estimate, self.clock(), message, eps)
 
     def consider(self, matching: float, guess: Guess) -> None:
         """Keep `guess` as the run's answer if it matches better than every earlier one (guess already detached)."""
@@ -192,7 +196,7 @@ class AttackContext:
         t = tuple(guess.t.tolist()) if guess.t is not None else self.t_estimate
         return Result(guess.image.detach().cpu(), loss, t,
                       None if guess.eps is None else guess.eps.detach().cpu(), self.iteration,
-                      time.perf_counter() - self.started, self.history, self.snapshots, self.phase_starts,
+                      self.clock(), self.history, self.snapshots, self.phase_starts,
                       status, message)
 
 
@@ -220,7 +224,10 @@ class Run:
         try:
             # No global SDPA switch here: models.prepare_for_inversion already gave every attention module the
             # plain (twice differentiable) processor, and a global switch would leak between concurrent runs.
-            yield from self._attack(ctx)
+            for event in self._attack(ctx):
+                suspended = time.perf_counter()
+                yield event
+                ctx.paused += time.perf_counter() - suspended
         except _StopRequested:
             status, message = "stopped", f"stopped by the user at iteration {ctx.iteration}"
         except Diverged as err:
@@ -228,7 +235,7 @@ class Run:
         if ctx.best is None:
             self.result = None
             yield Event("error", ctx.iteration, ctx.total_iterations, "", {}, torch.zeros(ctx.shape),
-                        ctx.t_estimate, time.perf_counter() - ctx.started, message)
+                        ctx.t_estimate, ctx.clock(), message)
             return
         self.result = ctx.result(status, message)
         yield ctx.event(status, "final", {"matching": self.result.matching_loss}, ctx.best[1], message)
