@@ -125,6 +125,13 @@ def build_app() -> gr.Blocks:
                             tv_weight = gr.Number(s.tv_weight, label="TV weight", minimum=0)
                             lr_schedule = gr.Radio(["constant", "cosine"], value=s.lr_schedule,
                                                    label="Learning-rate schedule")
+                        with gr.Row():
+                            optimizer = gr.Radio(list(runner.OPTIMIZERS), value=s.optimizer, label="Optimiser",
+                                                 info="lbfgs: quasi-Newton with a line search, no learning rate "
+                                                      "needed (fast on trained models); adam/sgd use the rates above")
+                            layer_weights = gr.Radio(["normalized", "uniform"], value=s.layer_weights,
+                                                     label="Layer weights",
+                                                     info="normalized: every layer's gradient counts alike")
                             seed = gr.Number(s.seed, label="Seed", precision=0, minimum=0)
             with gr.Column(scale=3, min_width=420):
                 status = gr.Markdown("Ready. Press **Run**.", elem_id="status")
@@ -156,11 +163,13 @@ def build_app() -> gr.Blocks:
 
         settings_inputs = [source, gallery, uploads, webcam, resolution, batch_size, model, secrets, client_t,
                            prior, defence, clip, sigma, keep, method, iterations, lr, latent_iterations,
-                           latent_lr, ddim_steps, distance, tv_weight, lr_schedule, seed, report_every]
+                           latent_lr, ddim_steps, distance, tv_weight, lr_schedule, optimizer, layer_weights, seed,
+                           report_every]
         assert [c for c in runner.SETTING_FIELDS] == [
             "source", "gallery", "uploads", "webcam", "resolution", "batch_size", "model", "secrets", "client_t",
             "prior", "defence", "clip", "sigma", "keep", "method", "iterations", "lr", "latent_iterations",
-            "latent_lr", "ddim_steps", "distance", "tv_weight", "lr_schedule", "seed", "report_every"]
+            "latent_lr", "ddim_steps", "distance", "tv_weight", "lr_schedule", "optimizer", "layer_weights",
+            "seed", "report_every"]
         run_outputs = [status, original, reconstruction, diff, loss_plot, metrics_plot, t_plot, filmstrip, table,
                        pick_a, pick_b, export_file]
 
@@ -176,9 +185,11 @@ def build_app() -> gr.Blocks:
                        concurrency_id="stop", show_progress="hidden")
 
         preset_outputs = [method, secrets, defence, clip, sigma, keep, iterations, lr, latent_iterations,
-                          latent_lr, ddim_steps, distance, tv_weight, lr_schedule, report_every]
+                          latent_lr, ddim_steps, distance, tv_weight, lr_schedule, optimizer, layer_weights,
+                          report_every]
         preset.input(apply_preset, [preset], preset_outputs, api_visibility="private")
-        method.input(method_defaults, [method], [distance, tv_weight, lr, lr_schedule], api_visibility="private")
+        method.input(method_defaults, [method], [distance, tv_weight, lr, lr_schedule, optimizer, layer_weights],
+                     api_visibility="private")
         gallery_view.select(pick_gallery, [gallery], [gallery, source], api_visibility="private")
         uploads.upload(lambda: "Upload", None, [source], api_visibility="private")
         webcam.input(lambda: "Webcam", None, [source], api_visibility="private")
@@ -200,12 +211,12 @@ def _gpu(fn):
 
 def run(session: runner.Session, source, gallery, uploads, webcam, resolution, batch_size, model, secrets,
         client_t, prior, defence, clip, sigma, keep, method, iterations, lr, latent_iterations, latent_lr,
-        ddim_steps, distance, tv_weight, lr_schedule, seed, report_every):
+        ddim_steps, distance, tv_weight, lr_schedule, optimizer, layer_weights, seed, report_every):
     """Stream one attack: status, original, reconstruction, difference, three plots, filmstrip, compare table."""
     values = dict(zip(runner.SETTING_FIELDS, [
         source, gallery, uploads, webcam, resolution, batch_size, model, secrets, client_t, prior, defence, clip,
         sigma, keep, method, iterations, lr, latent_iterations, latent_lr, ddim_steps, distance, tv_weight,
-        lr_schedule, seed, report_every]))
+        lr_schedule, optimizer, layer_weights, seed, report_every]))
     skip = gr.skip()
     try:
         settings = runner.parse(values)
@@ -248,13 +259,14 @@ def apply_preset(name: str):
     get = lambda k: p.get(k, getattr(base, k))  # noqa: E731
     return tuple(get(k) for k in ("method", "secrets", "defence", "clip", "sigma", "keep", "iterations", "lr",
                                   "latent_iterations", "latent_lr", "ddim_steps", "distance", "tv_weight",
-                                  "lr_schedule", "report_every"))
+                                  "lr_schedule", "optimizer", "layer_weights", "report_every"))
 
 
 def method_defaults(method: str):
     """The method's own defaults for the controls it differs on (from the core's config)."""
     config = attack_config(method)
-    return config.distance, config.tv_weight, config.lr, config.lr_schedule
+    return (config.distance, config.tv_weight, config.lr, config.lr_schedule, config.optimizer,
+            config.layer_weights)
 
 
 def pick_gallery(current: list[str] | None, evt: gr.SelectData):

@@ -28,8 +28,6 @@ from typing import Any
 
 import torch
 
-from .config import AttackConfig
-
 BENCH_VERSION = 1
 METHOD_ORDER = ("dlg", "ig", "gidm-latent", "gidm", "gidm-plus")
 METHOD_LABELS = {"dlg": "DLG", "ig": "IG", "gidm-latent": "GIDM-latent", "gidm": "GIDM", "gidm-plus": "GIDM+"}
@@ -63,6 +61,7 @@ class Cell:
     ddim_steps: int = 2
     t: int | None = 100
     report_every: int = 5
+    optimizer: str = "lbfgs"
     device: str = "auto"
 
     @property
@@ -78,9 +77,6 @@ class Cell:
         if self.method == "gidm":
             latent = max(1, round(n * self.latent_share))
             return dict(latent_iterations=latent, iterations=n - latent)
-        if self.method == "gidm-plus":
-            residual = AttackConfig.gidm_plus_iterations(n)
-            return dict(iterations=residual, latent_iterations=0)
         return dict(iterations=n, latent_iterations=0)
 
     def groups(self) -> list[tuple[tuple[str, ...], int]]:
@@ -199,19 +195,15 @@ def _threat(cell: Cell):
 
 
 def _run_group(cell: Cell, model, prior, names: tuple[str, ...], seed: int, device: str) -> dict[str, Any]:
-    from .attacks import start_attack
-    from .client import PrivateBatch, share
     from .config import attack_config
-    from .evaluation import Evaluator
+    from .protocol import play
 
     threat = _threat(cell)
     x0 = load_victims(names, cell.size, model.channels)
-    batch = PrivateBatch.draw(x0, model.num_train_timesteps, seed, None if cell.t is None else [cell.t])
-    update = share(model, batch, threat, seed=seed)
     config = attack_config(cell.method, ddim_steps=max(1, cell.ddim_steps), report_every=cell.report_every, seed=seed,
-                           **cell.budget_split())
-    evaluator = Evaluator(batch, lpips_every=0)
-    run = start_attack(model, update, threat, config, prior)
+                           optimizer=cell.optimizer, **cell.budget_split())
+    played = play(model, x0, threat, config, client_seed=seed, t=None if cell.t is None else [cell.t], prior=prior)
+    batch, run, evaluator = played.batch, played.run, played.evaluator
     curve: list[list[float]] = []  # [iteration, attack seconds, PSNR]
     phases: dict[str, list[float]] = {}  # phase -> [first iteration, attack seconds at its start]
     messages = []
@@ -321,6 +313,7 @@ class SpeedProbe:
     ddim_steps: int = 2
     steps: int = 10
     reps: int = 3
+    optimizer: str = "adam"
     device: str = "auto"
 
     @property
@@ -343,24 +336,21 @@ SPEED_CASES = (  # (label, method, private eps/t, AttackConfig iteration fields 
 
 
 def run_speed(probe: SpeedProbe) -> dict[str, Any]:
-    from .attacks import start_attack
-    from .client import PrivateBatch, share
     from .config import ThreatModel, attack_config
     from .models import load_model
+    from .protocol import play
 
     device = resolve_device(probe.device)
     cpu_started = time.process_time()
     model = load_model(probe.model, device)
     x0 = load_victims(["skimage:astronaut", "skimage:coffee", "skimage:chelsea", "skimage:rocket"][:probe.batch]
                       * max(1, probe.batch // 4 + 1), probe.size, model.channels)[:probe.batch]
-    batch = PrivateBatch.draw(x0, model.num_train_timesteps, 0, [100])
     threats = {False: ThreatModel(), True: ThreatModel(knows_eps=False, knows_t=False)}
-    updates = {key: share(model, batch, threat) for key, threat in threats.items()}
 
     def attack_seconds(method: str, private: bool, split: dict) -> tuple[float, int]:
         config = attack_config(method, ddim_steps=probe.ddim_steps, report_every=10**6, lr_schedule="constant",
-                               **split)
-        run = start_attack(model, updates[private], threats[private], config)
+                               optimizer=probe.optimizer, **split)
+        run = play(model, x0, threats[private], config, t=[100]).run
         _sync(device)
         start = time.perf_counter()
         run.run_to_end()

@@ -17,8 +17,16 @@ from pathlib import Path
 import torch
 
 from . import bench, federated
-from .config import (METHODS, THREAT_PRESETS, AttackConfig, ConfigError, DefenceConfig, ThreatModel, attack_config,
-                     threat_preset)
+from .config import (
+    METHODS,
+    THREAT_PRESETS,
+    AttackConfig,
+    ConfigError,
+    DefenceConfig,
+    ThreatModel,
+    attack_config,
+    threat_preset,
+)
 
 EXIT_BAD_INPUT = 2
 
@@ -45,7 +53,10 @@ def add_attack_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=None, help="image size in pixels (default: the model's)")
     parser.add_argument("--t", type=int, action="append", default=None,
                         help="the client's timestep (repeat per image; default: drawn from --seed)")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the client's eps/t and the attack's start")
+    parser.add_argument("--seed", type=int, default=0, help="the client's seed: its private eps and t, its "
+                        "defence's noise")
+    parser.add_argument("--attack-seed", type=int, default=None, help="the attacker's own seed for its initial "
+                        "guesses (default: --seed; the two always draw from independent streams)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<method>-<time>)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, or auto")
     parser.add_argument("--prior", default=None, help="prior model spec for GIDM (default: the attacked model)")
@@ -80,17 +91,15 @@ def configs_from_args(args: argparse.Namespace) -> tuple[AttackConfig, ThreatMod
         args.method, iterations=args.iterations, lr=args.lr, latent_iterations=args.latent_iterations,
         latent_lr=args.latent_lr, ddim_steps=args.ddim_steps, distance=args.distance,
         layer_weights=args.layer_weights, tv_weight=args.tv_weight, optimizer=args.optimizer,
-        lr_schedule=args.lr_schedule, restarts=args.restarts, report_every=args.report_every, seed=args.seed)
+        lr_schedule=args.lr_schedule, restarts=args.restarts, report_every=args.report_every,
+        seed=args.seed if args.attack_seed is None else args.attack_seed)
     return config, threat
 
 
 def run_attack(args: argparse.Namespace) -> int:
-    from .attacks import start_attack
-    from .attacks.gidm import check_prior
-    from .client import PrivateBatch, share
     from .data import grid, load_batch
-    from .evaluation import Evaluator
     from .models import load_model
+    from .protocol import play
 
     config, threat = configs_from_args(args)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
@@ -99,18 +108,14 @@ def run_attack(args: argparse.Namespace) -> int:
     model.check_size(size)
     x0 = load_batch(args.image, size, model.channels)
     prior = None if threat.prior == "attacked" else load_model(threat.prior, device)
-    if config.uses_latent_phase:
-        check_prior(prior or model, model.channels, size)
-    batch = PrivateBatch.draw(x0, model.num_train_timesteps, args.seed, args.t)
-    update = share(model, batch, threat, seed=args.seed)
+    played = play(model, x0, threat, config, client_seed=args.seed, t=args.t, prior=prior)
+    batch, run, evaluator = played.batch, played.run, played.evaluator
     out = args.out or Path("runs") / f"{config.method}-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
 
-    evaluator = Evaluator(batch, lpips_every=0)
-    run = start_attack(model, update, threat, config, prior)
     progress = _progress_bar(config.total_iterations)
     last = None
-    for event in evaluator.track(run):
+    for event in played.events():
         last = event
         progress.update(event.iteration - progress.n)
         if event.metrics:
@@ -129,7 +134,8 @@ def run_attack(args: argparse.Namespace) -> int:
         "message": result.message, "matching_loss": result.matching_loss, "iterations": result.iterations,
         "seconds": result.seconds, "seconds_per_iteration": result.seconds / max(result.iterations, 1),
         "t_true": batch.t.tolist(), "t_est": list(result.t_estimate) if result.t_estimate else None,
-        "phase_starts": result.phase_starts, "config": config.__dict__, "device": str(device),
+        "phase_starts": result.phase_starts, "config": config.__dict__, "client_seed": args.seed,
+        "attack_seed": config.seed, "device": str(device),
         "command": command_line(sys.argv[1:]),
     }
     (out / "metrics.json").write_text(json.dumps(report, indent=2))

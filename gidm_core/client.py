@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import DefenceConfig, ThreatModel
+from .config import ConfigError, DefenceConfig, ThreatModel
 from .diffusion import diffusion_loss
 from .models import DiffusionModel
+from .seeds import MAX_SEED, stream
 
 
 @dataclass(frozen=True)
@@ -26,8 +27,11 @@ class PrivateBatch:
     @classmethod
     def draw(cls, x0: torch.Tensor, num_train_timesteps: int, seed: int,
              t: list[int] | torch.Tensor | None = None) -> PrivateBatch:
-        """Draw the client's secret eps (and t, unless given) from `seed`, as its training step would."""
-        generator = torch.Generator().manual_seed(seed)
+        """Draw the client's secret eps (and t, unless given) from its own stream of `seed`, as its training step
+        would. The stream is the client's alone (`seeds.stream`): an attacker seeded alike draws other numbers."""
+        if not 0 <= seed <= MAX_SEED:
+            raise ConfigError(f"client seed must be in [0, 2**63 - 1], got {seed}")
+        generator = stream(seed, "client")
         eps = torch.randn(x0.shape, generator=generator)
         if t is None:
             t = torch.randint(0, num_train_timesteps, (x0.shape[0],), generator=generator)
@@ -35,9 +39,9 @@ class PrivateBatch:
         if t.numel() == 1 and x0.shape[0] > 1:
             t = t.expand(x0.shape[0]).clone()
         if t.numel() != x0.shape[0]:
-            raise ValueError(f"{t.numel()} timesteps for a batch of {x0.shape[0]} images")
+            raise ConfigError(f"{t.numel()} timesteps for a batch of {x0.shape[0]} images")
         if t.min() < 0 or t.max() >= num_train_timesteps:
-            raise ValueError(f"timesteps must be in [0, {num_train_timesteps - 1}], got {t.tolist()}")
+            raise ConfigError(f"timesteps must be in [0, {num_train_timesteps - 1}], got {t.tolist()}")
         return cls(x0.detach().cpu(), eps, t)
 
 
@@ -94,7 +98,7 @@ def share(model: DiffusionModel, batch: PrivateBatch, threat: ThreatModel, seed:
     """Run the client's training step on its private batch and return what leaves the device."""
     device = model.device
     grads = client_update(model, batch.x0.to(device), batch.eps.to(device), batch.t.to(device))
-    generator = torch.Generator().manual_seed(seed + 1)  # the defence's own noise, independent of eps
+    generator = stream(seed, "defence")  # the defence's own noise, independent of eps and of the attacker
     grads = apply_defence(tuple(g.cpu() for g in grads), threat.defence, generator)
     return SharedUpdate(
         gradients=tuple(g.to(device) for g in grads),

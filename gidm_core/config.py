@@ -9,10 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .seeds import MAX_SEED
+
 METHODS = ("dlg", "ig", "gidm", "gidm-latent", "gidm-plus")
 DISTANCES = ("l2", "cosine")
 LAYER_WEIGHTS = ("uniform", "normalized")
-OPTIMIZERS = ("adam", "sgd")
+OPTIMIZERS = ("lbfgs", "adam", "sgd")
 LR_SCHEDULES = ("constant", "cosine")
 
 
@@ -96,18 +98,25 @@ def threat_preset(name: str) -> ThreatModel:
 @dataclass(frozen=True)
 class AttackConfig:
     """How an attack optimises. Phase 1 (`latent_*`) is GIDM's search over the DDIM start latent; the pixel phase is
-    DLG/IG's only phase and GIDM's phase 2. GIDM+ uses the pixel settings for its joint image/noise search."""
+    DLG/IG's only phase and GIDM's phase 2. GIDM+ uses the pixel settings for its joint image/noise search.
+
+    `optimizer` "lbfgs" (the default) is quasi-Newton with a line search and needs no learning rate: `lr`,
+    `latent_lr` and `lr_schedule` apply to "adam" and "sgd". Every optimiser counts one objective evaluation as
+    one iteration. Defaults were chosen by measurement on the bundled faces32 (README, Results): L-BFGS with
+    per-layer normalised L2 matching reaches 40 dB where Adam stays near 20 dB in the same time.
+    `seed` is the attacker's own: it seeds the attacker's stream (`seeds.stream`), never the client's.
+    """
 
     method: str = "gidm"
-    iterations: int = 300
+    iterations: int = 360
     lr: float = 0.1
-    latent_iterations: int = 100
+    latent_iterations: int = 40
     latent_lr: float = 0.05
-    ddim_steps: int = 4
+    ddim_steps: int = 2
     distance: str = "l2"
-    layer_weights: str = "uniform"
+    layer_weights: str = "normalized"
     tv_weight: float = 0.0
-    optimizer: str = "adam"
+    optimizer: str = "lbfgs"
     lr_schedule: str = "cosine"
     restarts: int = 1
     report_every: int = 10
@@ -127,6 +136,7 @@ class AttackConfig:
         _check(self.tv_weight >= 0, f"TV weight must be >= 0, got {self.tv_weight}")
         _check(self.restarts >= 1, f"restarts must be >= 1, got {self.restarts}")
         _check(self.report_every >= 1, f"report_every must be >= 1, got {self.report_every}")
+        _check(0 <= self.seed <= MAX_SEED, f"attacker seed must be in [0, 2**63 - 1], got {self.seed}")
         if self.method == "gidm-latent":
             _check(self.latent_iterations >= 1, "gidm-latent needs latent iterations >= 1")
 
@@ -140,18 +150,11 @@ class AttackConfig:
 
     @property
     def refine_iterations(self) -> int:
-        """GIDM+'s closing joint (x0, eps) phase runs half as long as its residual phase."""
-        return self.iterations // 2 if self.method == "gidm-plus" else 0
-
-    @staticmethod
-    def gidm_plus_iterations(total: int) -> int:
-        """The `iterations` that give GIDM+ `total` steps in all (residual phase + its half-length refine phase)."""
-        return next(k for k in range(total + 1) if k + k // 2 >= total)
+        """GIDM+'s closing refine phase: the last third of its `iterations` (which count both of its phases)."""
+        return self.iterations // 3 if self.method == "gidm-plus" else 0
 
     @property
     def total_iterations(self) -> int:
-        if self.method == "gidm-plus":
-            return self.iterations + self.refine_iterations
         latent = self.latent_iterations if self.uses_latent_phase else 0
         pixel = self.iterations if self.uses_pixel_phase else 0
         return latent + pixel
@@ -162,12 +165,13 @@ class AttackConfig:
 
 
 # Each method's own defaults: DLG matches squared L2 distance; Inverting Gradients uses cosine distance plus total
-# variation (Geiping et al. 2020); GIDM follows the paper's plain L2 matching in both phases.
+# variation (Geiping et al. 2020); GIDM matches L2 in both phases, as the paper does. Every method gets the same
+# total budget of 400 evaluations by default.
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
-    "dlg": dict(distance="l2", tv_weight=0.0),
-    "ig": dict(distance="cosine", tv_weight=1e-3),
+    "dlg": dict(distance="l2", tv_weight=0.0, iterations=400),
+    "ig": dict(distance="cosine", tv_weight=1e-3, layer_weights="uniform", iterations=400),
     "gidm": dict(distance="l2", tv_weight=0.0),
-    "gidm-latent": dict(distance="l2", tv_weight=0.0),
+    "gidm-latent": dict(distance="l2", tv_weight=0.0, latent_iterations=400),
     "gidm-plus": dict(distance="l2", tv_weight=0.0, iterations=400),
 }
 

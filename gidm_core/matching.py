@@ -9,6 +9,12 @@ from .config import DefenceConfig
 from .models import DiffusionModel
 
 
+# "normalized" weights are 1 / max(||g*_l||^2, WEIGHT_FLOOR * max_l ||g*_l||^2): no tensor counts more than 100x
+# the largest. Measured with L-BFGS: floors of 1e-8 / 1e-4 / 1e-2 gave DLG on a random-init tiny UNet 21.7 / 28.0 /
+# 42.1 dB (150 iterations), while GIDM on the trained faces32 reached 109 dB (exact) with 1e-2.
+WEIGHT_FLOOR = 1e-2
+
+
 class GradientMatcher:
     """Distance between `client_update(guess)` and the shared update, differentiable w.r.t. the guess.
 
@@ -16,7 +22,7 @@ class GradientMatcher:
     - "cosine": 1 - <w g, g*> / (||w g|| ||w g*||) over the whole update (Inverting Gradients); blind to scale, so
       it suits updates whose norm was clipped.
     Layer weights: "uniform", or "normalized" (w_l = 1 / ||g*_l||^2, so that every tensor counts alike instead of
-    the few with the largest gradients; floored so near-zero tensors do not get astronomical weights).
+    the few with the largest gradients; floored so that small, noisy tensors do not dominate the distance).
 
     The defence is public (Kerckhoffs): the server clips its candidate updates to the same norm as the client did,
     and compares only the entries that top-k pruning left, rather than fighting a transform it knows.
@@ -32,7 +38,7 @@ class GradientMatcher:
                       if defence is not None and defence.keep < 1 else None)
         if layer_weights == "normalized":
             norms = torch.stack([t.pow(2).sum() for t in self.targets])
-            floor = norms.max().clamp_min(1e-30) * 1e-8
+            floor = norms.max().clamp_min(1e-30) * WEIGHT_FLOOR
             self.weights = list(1.0 / norms.clamp_min(floor))
         else:
             self.weights = [torch.ones(()) for _ in self.targets]

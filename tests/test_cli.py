@@ -60,3 +60,15 @@ def test_bad_input_gets_one_line_and_exit_2(args, message, tmp_path):
 def test_models_lists_random_architectures():
     done = cli("models")
     assert done.returncode == 0 and "random:" in done.stdout
+
+
+def test_the_attackers_first_guess_at_private_eps_is_chance(tmp_path):
+    """Client and attacker both at seed 0: the attacker's first eps guess must be as far from the client's eps as
+    any independent draw (relative error ~sqrt(2)); the shared-stream bug made it 0."""
+    out = tmp_path / "first"
+    done = cli("attack", "--model", "random:tiny-32", "--image", str(PHOTO), "--method", "dlg", "--threat",
+               "private-eps-t", "--iterations", "1", "--seed", "0", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["client_seed"] == 0 == metrics["attack_seed"]
+    assert 1.3 < metrics["eps_error"] < 1.55

@@ -108,7 +108,8 @@ def gidm_plus_attack(ctx: AttackContext) -> Generator[Event, None, None]:
             return Objective(matching, matching, {}, Guess(x0, eps, t))
         return evaluate
 
-    best = yield from ctx.optimise("residual", [x_t], objective(CG_STEPS), cfg.iterations, cfg.lr)
+    best = yield from ctx.optimise("residual", [x_t], objective(CG_STEPS), cfg.iterations - cfg.refine_iterations,
+                                   cfg.lr)
     if cfg.refine_iterations > 0:
         with torch.no_grad():  # restart from the best (x_t, r), which the best (x0, eps) pins down exactly
             x_t.copy_(q_sample(model, best.image, best.eps, t))

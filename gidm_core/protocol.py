@@ -1,0 +1,52 @@
+"""One attacked training round, set up the same way by every front end: CLI, app, benchmark, scripts and tests.
+
+model -> the client's private batch -> the shared update -> the attack -> the evaluator. The client's secrets and
+its defence's noise come from the client's seed, the attacker's guesses from the attacker's seed, each through its
+own stream (`seeds.stream`), so no choice of seeds hands the attacker the client's noise. The truth (the batch)
+reaches the evaluator only; the attack sees the model, the prior, the update and the threat model.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from .attacks import Event, Run, start_attack
+from .attacks.gidm import check_prior
+from .client import PrivateBatch, SharedUpdate, share
+from .config import AttackConfig, ThreatModel
+from .evaluation import Evaluator
+from .models import DiffusionModel
+
+
+@dataclass
+class Round:
+    """A played round: what the client kept, what it shared, the attack on it, and the scorer with the truth."""
+
+    batch: PrivateBatch
+    update: SharedUpdate
+    run: Run
+    evaluator: Evaluator
+
+    def events(self) -> Iterator[Event]:
+        """The attack's events, each scored against the truth."""
+        return self.evaluator.track(self.run)
+
+
+def play(model: DiffusionModel, images: torch.Tensor, threat: ThreatModel, config: AttackConfig, *,
+         client_seed: int = 0, t: list[int] | None = None, prior: DiffusionModel | None = None,
+         stop: threading.Event | None = None, lpips_every: int = 0) -> Round:
+    """Set up one round: the client trains on `images` ((B, C, H, W) in [-1, 1]) with secrets drawn from
+    `client_seed` (t fixed if given), shares its defended update, and the attack of `config` (seeded by
+    `config.seed`, the attacker's own seed) is ready to run. Bad input raises a one-line `ConfigError` or
+    `ModelLoadError` before any work is done."""
+    model.check_size(images.shape[-1])
+    if config.uses_latent_phase:
+        check_prior(prior or model, images.shape[1], images.shape[-1])
+    batch = PrivateBatch.draw(images, model.num_train_timesteps, client_seed, t)
+    update = share(model, batch, threat, seed=client_seed)
+    run = start_attack(model, update, threat, config, prior, stop)
+    return Round(batch, update, run, Evaluator(batch, lpips_every))
