@@ -151,3 +151,26 @@ def test_time_spent_by_the_consumer_is_not_the_attacks(tiny_model, photo32):
     assert len(events) == 5
     assert run.result.seconds < wall - 4 * 0.3
     assert events[-1].elapsed == pytest.approx(run.result.seconds, abs=0.05)
+
+
+def test_stop_during_the_timestep_search_ends_the_run_at_once(tiny_model, photo32, monkeypatch):
+    import gidm_core.attacks.secrets as secrets
+
+    monkeypatch.setattr(secrets, "recover_timesteps", lambda model, update: None)
+    calls = {"n": 0}
+    original = GradientMatcher.__call__
+    holder = {}
+
+    def counting(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            holder["run"].stop()
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(GradientMatcher, "__call__", counting)
+    played = play(tiny_model, photo32, threat_preset("private-eps-t"), attack_config("dlg", iterations=5))
+    holder["run"] = played.run
+    events = list(played.run)
+    assert calls["n"] == 3  # the search (12 candidates x 15 steps) did not go on
+    assert played.run.result is None
+    assert events[-1].kind == "error" and "stopped by the user" in events[-1].message

@@ -118,6 +118,11 @@ class AttackContext:
         self.snapshots: dict[str, torch.Tensor] = {}
         self.phase_starts: dict[str, int] = {}
 
+    def check_stop(self) -> None:
+        """End the run here if the user asked to stop (every loop that evaluates the model calls this)."""
+        if self.stop.is_set():
+            raise _StopRequested
+
     def clock(self) -> float:
         """Seconds this attack has spent computing: wall time since the start, less the consumer's time."""
         return time.perf_counter() - self.started - self.paused
@@ -194,8 +199,7 @@ class _PhaseTracker:
     def evaluate(self) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """(total loss, its gradient w.r.t. the variables) at the variables' current values; queues due events."""
         ctx = self.ctx
-        if ctx.stop.is_set():
-            raise _StopRequested
+        ctx.check_stop()
         if ctx.iteration >= self.end:
             raise _BudgetSpent
         current = self.objective()

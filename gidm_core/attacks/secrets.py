@@ -51,6 +51,7 @@ def _search(ctx: AttackContext, matcher: GradientMatcher, hints: list[int]) -> t
         optimizer = torch.optim.Adam(variables, lr=ctx.config.lr)
         lowest = float("inf")
         for _ in range(SEARCH_STEPS):
+            ctx.check_stop()
             loss = matcher(x, eps, t)
             lowest = min(lowest, float(loss.detach()))
             for variable, grad in zip(variables, torch.autograd.grad(loss, variables)):
