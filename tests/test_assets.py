@@ -68,10 +68,11 @@ def test_every_bundled_model_loads_and_runs_one_attack_step(spec):
 @pytest.mark.skipif("faces32" not in bundled_specs(), reason="needs the bundled faces32")
 def test_gidm_with_its_defaults_recovers_a_held_out_face_from_the_trained_model():
     """Where users meet the attack: the trained faces32, a face it never saw, honest seeds, the CLI's defaults
-    (40 latent + 360 pixel L-BFGS evaluations). Measured 109 dB (exact to float precision) on face-05."""
+    (40 latent + 360 pixel L-BFGS evaluations). Measured here 66.5 dB; across held-out faces and client seeds
+    34.5-109 dB (README, Results)."""
     model = load_model("faces32")
-    x0 = load_image("face-05", 32)
-    played = play(model, x0, threat_preset("paper"), attack_config("gidm"), client_seed=7, t=[100])
+    x0 = load_image("face-29", 32)
+    played = play(model, x0, threat_preset("paper"), attack_config("gidm", seed=1), client_seed=1, t=[100])
     result = played.run.run_to_end()
     assert played.evaluator.score_result(result)["psnr"] >= 35
 
