@@ -61,7 +61,8 @@ def add_attack_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda, or auto")
     parser.add_argument("--prior", default=None, help="prior model spec for GIDM (default: the attacked model)")
     hyper = parser.add_argument_group("hyperparameters (default: the method's own)")
-    hyper.add_argument("--iterations", type=int, help="pixel-phase iterations (GIDM+: residual phase)")
+    hyper.add_argument("--iterations", type=int, help="pixel-phase iterations (GIDM+: all of its iterations); "
+                       "one objective evaluation is one iteration")
     hyper.add_argument("--lr", type=float, help="pixel-phase learning rate")
     hyper.add_argument("--latent-iterations", type=int, help="GIDM phase-1 iterations")
     hyper.add_argument("--latent-lr", type=float, help="GIDM phase-1 learning rate")
@@ -69,7 +70,7 @@ def add_attack_arguments(parser: argparse.ArgumentParser) -> None:
     hyper.add_argument("--distance", help="gradient distance: l2 or cosine")
     hyper.add_argument("--layer-weights", help="uniform or normalized")
     hyper.add_argument("--tv-weight", type=float, help="total-variation weight")
-    hyper.add_argument("--optimizer", help="adam or sgd")
+    hyper.add_argument("--optimizer", help="lbfgs (default; needs no learning rate), adam or sgd")
     hyper.add_argument("--lr-schedule", help="constant or cosine")
     hyper.add_argument("--restarts", type=int, help="GIDM: best of this many start latents")
     hyper.add_argument("--report-every", type=int, help="iterations between events")

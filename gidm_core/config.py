@@ -105,6 +105,7 @@ class AttackConfig:
     one iteration. Defaults were chosen by measurement on the bundled faces32 (README, Results): L-BFGS with
     per-layer normalised L2 matching reaches 40 dB where Adam stays near 20 dB in the same time.
     `seed` is the attacker's own: it seeds the attacker's stream (`seeds.stream`), never the client's.
+    `restarts`: GIDM starts from the best of this many latents (by matching loss).
     """
 
     method: str = "gidm"
@@ -149,11 +150,6 @@ class AttackConfig:
         return self.method != "gidm-latent"
 
     @property
-    def refine_iterations(self) -> int:
-        """GIDM+'s closing refine phase: the last third of its `iterations` (which count both of its phases)."""
-        return self.iterations // 3 if self.method == "gidm-plus" else 0
-
-    @property
     def total_iterations(self) -> int:
         latent = self.latent_iterations if self.uses_latent_phase else 0
         pixel = self.iterations if self.uses_pixel_phase else 0
@@ -172,7 +168,7 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "ig": dict(distance="cosine", tv_weight=1e-3, layer_weights="uniform", iterations=400),
     "gidm": dict(distance="l2", tv_weight=0.0),
     "gidm-latent": dict(distance="l2", tv_weight=0.0, latent_iterations=400),
-    "gidm-plus": dict(distance="l2", tv_weight=0.0, iterations=400),
+    "gidm-plus": dict(distance="l2", tv_weight=0.0, layer_weights="uniform", iterations=1000),
 }
 
 

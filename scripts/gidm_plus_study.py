@@ -1,11 +1,12 @@
 """GIDM+ per-timestep study: how well x0 and eps come back when the client keeps both eps and t private.
 
 For each t, seed and held-out image: the client shares one FedSGD gradient with a secret eps drawn from the
-client's seed; GIDM+ (threat preset private-eps-t), seeded from its own stream, attacks it with a fixed total budget; the evaluator, who alone has the truth,
-scores the attack's final answer (chosen by matching loss). Each run is saved as it finishes, so several processes
-may share one output folder (e.g. one per t); every finished run rebuilds results.json and results.md there.
+client's seed; GIDM+ (threat preset private-eps-t), seeded from its own stream, attacks it with a fixed total
+budget; the evaluator, who alone has the truth, scores the attack's final answer (chosen by matching loss). Each
+run is saved as it finishes, so several processes may share one output folder (e.g. one per t); every finished run
+rebuilds results.json and results.md there.
 
-    PYTHONPATH=. .venv/bin/python scripts/gidm_plus_study.py --t 10 50 100 250 500 750 950 --seeds 0 1
+    PYTHONPATH=. .venv/bin/python scripts/gidm_plus_study.py --t 10 100 400 800 --seeds 0 1
 """
 
 from __future__ import annotations

@@ -248,7 +248,7 @@ def _first_order_steps(tracker: _PhaseTracker, variables: list[torch.Tensor], lr
                 project()
 
 
-LBFGS_HISTORY = 50
+LBFGS_HISTORY = 200  # measured: 200 pairs beat 50 by ~1 dB on batches and 7 dB on GIDM+ at equal budget
 LBFGS_FIRST_STEP = 0.1  # largest change of any variable in a fresh start's first trial step (pixels span 2)
 LBFGS_PROJECT_EVERY = 20  # iterations between projections onto the feasible set (each one perturbs the history)
 
