@@ -30,7 +30,8 @@ def test_split_target_inverts_forward_process(kind: str, photo32: torch.Tensor) 
 @pytest.mark.skipif("faces32" not in bundled_specs(), reason="needs the bundled faces32")
 def test_gidm_plus_recovers_image_noise_and_timestep_from_the_trained_model() -> None:
     """Honest seeds (the attacker's stream owes nothing to the client's), eps and t private, the trained faces32 and
-    a held-out face at t = 400, GIDM+'s defaults. The attacker's first guess at eps is chance (error ~1.4)."""
+    a held-out face at t = 400, GIDM+'s defaults (measured 41.0 dB, eps error 0.16). The attacker's first guess at
+    eps owes nothing to the client's: its error is at least 1, as for any guess uncorrelated with eps."""
     model = load_model("faces32")
     x0 = load_image("face-05", 32)
     played = play(model, x0, threat_preset("private-eps-t"), attack_config("gidm-plus"), client_seed=1, t=[400])
@@ -39,7 +40,7 @@ def test_gidm_plus_recovers_image_noise_and_timestep_from_the_trained_model() ->
     result = played.run.result
     assert result is not None and result.status == "done"
     assert result.t_estimate == (400,)
-    assert events[0].phase == "timestep" and events[1].metrics["eps_error"] > 1.2
+    assert events[0].phase == "timestep" and events[1].metrics["eps_error"] > 0.95
     assert events[-1].iteration == result.iterations == 1000
     scores = played.evaluator.score_result(result)
     assert scores["psnr"] >= PSNR_FLOOR
