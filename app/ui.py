@@ -96,7 +96,9 @@ def build_app() -> gr.Blocks:
                         secrets = gr.Radio([(v, k) for k, v in runner.SECRETS.items()], value=s.secrets,
                                            label="Noise eps and timestep t")
                         client_t = gr.Number(s.client_t, label="Client's timestep t (-1: drawn from the seed)",
-                                             precision=0, minimum=-1)
+                                             precision=0, minimum=-1,
+                                             info="private eps: t near 400 is where GIDM+ works; at small t eps "
+                                                  "hardly shows in the gradient, at large t errors are amplified")
                         prior = gr.Dropdown(["attacked"] + runner.model_choices(), value=s.prior,
                                             allow_custom_value=True, label="Prior for GIDM's sampler",
                                             info="'attacked' = the attacked model itself")
@@ -184,7 +186,7 @@ def build_app() -> gr.Blocks:
         stop_btn.click(stop, [session], [status], api_name="stop", concurrency_limit=None,
                        concurrency_id="stop", show_progress="hidden")
 
-        preset_outputs = [method, secrets, defence, clip, sigma, keep, iterations, lr, latent_iterations,
+        preset_outputs = [method, secrets, client_t, defence, clip, sigma, keep, iterations, lr, latent_iterations,
                           latent_lr, ddim_steps, distance, tv_weight, lr_schedule, optimizer, layer_weights,
                           report_every]
         preset.input(apply_preset, [preset], preset_outputs, api_visibility="private")
@@ -257,8 +259,8 @@ def apply_preset(name: str):
     p = runner.PRESETS[name]
     base = runner.Settings()
     get = lambda k: p.get(k, getattr(base, k))  # noqa: E731
-    return tuple(get(k) for k in ("method", "secrets", "defence", "clip", "sigma", "keep", "iterations", "lr",
-                                  "latent_iterations", "latent_lr", "ddim_steps", "distance", "tv_weight",
+    return tuple(get(k) for k in ("method", "secrets", "client_t", "defence", "clip", "sigma", "keep", "iterations",
+                                  "lr", "latent_iterations", "latent_lr", "ddim_steps", "distance", "tv_weight",
                                   "lr_schedule", "optimizer", "layer_weights", "report_every"))
 
 
