@@ -253,7 +253,8 @@ class FedAvgTrainer:
         state_path = Path(folder) / STATE_FILE
         if not state_path.is_file():
             raise FileNotFoundError(f"{folder} has no {STATE_FILE}: not a trainer checkpoint")
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        # weights_only: tensors, numbers, strings and containers only; a crafted file cannot run code on load.
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
         config = TrainConfig(**{**state["config"], **({"rounds": rounds} if rounds else {})})
         trainer = cls(config, out, log)
         trainer.global_state, trainer.ema_state = state["global"], state["ema"]

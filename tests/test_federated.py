@@ -146,3 +146,25 @@ def test_train_cli_shows_progress_resumes_and_rejects_bad_input(tmp_path, capsys
     assert main(["train", "--out", str(tmp_path / "bad"), "--arch", "nope"]) == 2
     assert "unknown architecture" in capsys.readouterr().err
     assert main(["train", "--out", str(tmp_path / "bad"), "--size", "30"]) == 2
+
+
+class _Payload:
+    """Unpickling this object would run `touch` on a marker file: what a crafted training_state.pt could do."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_resume_never_executes_a_pickled_payload(tmp_path):
+    folder = tmp_path / "round-0001"
+    folder.mkdir()
+    marker = tmp_path / "pwned"
+    torch.save({"round": 1, "config": _Payload(str(marker))}, folder / federated.STATE_FILE)
+    with pytest.raises(Exception):
+        FedAvgTrainer.resume(folder, tmp_path / "out")
+    assert not marker.exists()
