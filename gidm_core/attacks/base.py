@@ -182,7 +182,7 @@ class AttackContext:
 
 
 class _BudgetSpent(Exception):
-    """The phase has used its iterations; raised inside an optimiser's closure to end the phase there."""
+    """The phase has used its iterations; raised by the evaluation that would exceed them, mid line search too."""
 
 
 class _PhaseTracker:
@@ -207,7 +207,7 @@ class _PhaseTracker:
         matching = float(current.matching.detach())
         if not math.isfinite(total):
             raise Diverged(f"{self.phase} phase: the loss became {total} at iteration {ctx.iteration}; "
-                           "try a smaller learning rate")
+                           "try a smaller learning rate, or another optimiser")
         if self.best is None or matching < self.best[0]:
             self.best = (matching, current.guess.detached())
             ctx.consider(*self.best)
