@@ -102,8 +102,8 @@ class AttackConfig:
 
     `optimizer` "lbfgs" (the default) is quasi-Newton with a line search and needs no learning rate: `lr`,
     `latent_lr` and `lr_schedule` apply to "adam" and "sgd". Every optimiser counts one objective evaluation as
-    one iteration. Defaults were chosen by measurement on the bundled faces32 (README, Results): L-BFGS with
-    per-layer normalised L2 matching reaches 40 dB where Adam stays near 20 dB in the same time.
+    one iteration. Defaults were chosen by measurement on the bundled faces32 (README, Results): in 150 evaluations
+    GIDM reaches 50.7 dB with L-BFGS and per-layer normalised L2 matching, 16.2 dB with Adam.
     `seed` is the attacker's own: it seeds the attacker's stream (`seeds.stream`), never the client's.
     `restarts`: GIDM starts from the best of this many latents (by matching loss).
     """
