@@ -117,7 +117,7 @@ def build_app() -> gr.Blocks:
                             latent_lr = gr.Number(s.latent_lr, label="Phase 1 learning rate", minimum=0)
                             ddim_steps = gr.Number(s.ddim_steps, label="DDIM steps K", precision=0, minimum=1)
                         with gr.Row():
-                            iterations = gr.Number(s.iterations, label="Pixel iterations (GIDM+: residual)",
+                            iterations = gr.Number(s.iterations, label="Pixel iterations (GIDM+: all of its)",
                                                    precision=0, minimum=0)
                             lr = gr.Number(s.lr, label="Pixel learning rate", minimum=0)
                             report_every = gr.Number(s.report_every, label="Update every (iterations)",
