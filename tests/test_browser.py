@@ -51,7 +51,7 @@ def test_run_watch_stop_screenshot(app_url, capsys):
             run.wait_for(state="visible", timeout=60_000)
             status = page.locator("#status")
             page.get_by_role("tab", name="Attack").click()
-            page.get_by_label("Pixel iterations (GIDM+: residual)").fill(LONG_RUN)
+            page.get_by_label("Pixel iterations (GIDM+: all of its)").fill(LONG_RUN)
             page.get_by_role("tab", name="Victim").click()
             clicked = time.perf_counter()
             run.click()
