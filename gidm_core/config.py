@@ -161,8 +161,8 @@ class AttackConfig:
 
 
 # Each method's own defaults: DLG matches squared L2 distance; Inverting Gradients uses cosine distance plus total
-# variation (Geiping et al. 2020); GIDM matches L2 in both phases, as the paper does. Every method gets the same
-# total budget of 400 evaluations by default.
+# variation (Geiping et al. 2020); GIDM matches L2 in both phases, as the paper does. The pixel-space methods and
+# GIDM get 400 evaluations by default; GIDM+ 1000, which its search needs to converge (docs/gidm_plus.md).
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "dlg": dict(distance="l2", tv_weight=0.0, iterations=400),
     "ig": dict(distance="cosine", tv_weight=1e-3, layer_weights="uniform", iterations=400),

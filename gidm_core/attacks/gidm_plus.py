@@ -11,9 +11,9 @@
 3. Joint L-BFGS on (x_t, u) with plain L2 matching. (Variable projection, a CG least-squares solve for r at every
    step, stalled near 17.5 dB: at the true x_t, 50 CG steps still leave 22 % error in r, so its reduced objective
    is inaccurate and not a fixed function of x_t.)
-   It starts from x_t = 0.5 N(0, I) of the attacker's own stream and r = 0. (Scouting three starts for a third of
-   the budget each and continuing the best by matching loss was tried: it left too few evaluations for the
-   search, which needs ~1000 to converge, and did not rescue the starts that stall.)
+   It starts from x_t = 0.5 N(0, I) of the attacker's own stream and r = 0. (Scouting three starts on half the
+   budget and continuing the best by matching loss was tried: it left too few evaluations for the search, which
+   needs ~1000 to converge, and did not rescue the starts that stall.)
 
 Where it stops working: x0 = (x_t - sqrt(1-abar) eps)/sqrt(abar) amplifies any error in x_t and eps by
 sqrt(1-abar_t)/sqrt(abar_t) (about 1 at t=250, 3.4 at t=500, 17 at t=750, 97 at t=950 for the linear DDPM
