@@ -98,7 +98,8 @@ def threat_preset(name: str) -> ThreatModel:
 @dataclass(frozen=True)
 class AttackConfig:
     """How an attack optimises. Phase 1 (`latent_*`) is GIDM's search over the DDIM start latent; the pixel phase is
-    DLG/IG's only phase and GIDM's phase 2. GIDM+ uses the pixel settings for its joint image/noise search.
+    DLG/IG's only phase and GIDM's phase 2. GIDM+ runs GIDM's phases with eps as a variable beside the image, then
+    gives `residual_share` of its pixel iterations to its residual stage (attacks/gidm_plus.py).
 
     `optimizer` "lbfgs" (the default) is quasi-Newton with a line search and needs no learning rate: `lr`,
     `latent_lr` and `lr_schedule` apply to "adam" and "sgd". Every optimiser counts one objective evaluation as
@@ -120,6 +121,7 @@ class AttackConfig:
     optimizer: str = "lbfgs"
     lr_schedule: str = "cosine"
     restarts: int = 1
+    residual_share: float = 0.3
     report_every: int = 10
     seed: int = 0
 
@@ -136,6 +138,7 @@ class AttackConfig:
         _check(self.ddim_steps >= 1, f"DDIM steps K must be >= 1, got {self.ddim_steps}")
         _check(self.tv_weight >= 0, f"TV weight must be >= 0, got {self.tv_weight}")
         _check(self.restarts >= 1, f"restarts must be >= 1, got {self.restarts}")
+        _check(0 <= self.residual_share < 1, f"residual share must be in [0, 1), got {self.residual_share}")
         _check(self.report_every >= 1, f"report_every must be >= 1, got {self.report_every}")
         _check(0 <= self.seed <= MAX_SEED, f"attacker seed must be in [0, 2**63 - 1], got {self.seed}")
         if self.method == "gidm-latent":
@@ -143,7 +146,12 @@ class AttackConfig:
 
     @property
     def uses_latent_phase(self) -> bool:
-        return self.method in ("gidm", "gidm-latent")
+        return self.method in ("gidm", "gidm-latent", "gidm-plus") and self.latent_iterations > 0
+
+    @property
+    def residual_iterations(self) -> int:
+        """GIDM+'s residual-stage share of its pixel-stage iterations (when eps is private)."""
+        return round(self.iterations * self.residual_share) if self.method == "gidm-plus" else 0
 
     @property
     def uses_pixel_phase(self) -> bool:
@@ -162,13 +170,14 @@ class AttackConfig:
 
 # Each method's own defaults: DLG matches squared L2 distance; Inverting Gradients uses cosine distance plus total
 # variation (Geiping et al. 2020); GIDM matches L2 in both phases, as the paper does. The pixel-space methods and
-# GIDM get 400 evaluations by default; GIDM+ 1000, which its search needs to converge (docs/gidm_plus.md).
+# GIDM get 400 evaluations by default; GIDM+ 1000 (700 joint, 300 residual), which it needs to converge on eps
+# as well as the image (docs/gidm_plus.md).
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "dlg": dict(distance="l2", tv_weight=0.0, iterations=400),
     "ig": dict(distance="cosine", tv_weight=1e-3, layer_weights="uniform", iterations=400),
     "gidm": dict(distance="l2", tv_weight=0.0),
     "gidm-latent": dict(distance="l2", tv_weight=0.0, latent_iterations=400),
-    "gidm-plus": dict(distance="l2", tv_weight=0.0, layer_weights="uniform", iterations=1000),
+    "gidm-plus": dict(distance="l2", tv_weight=0.0, latent_iterations=0, iterations=1000),
 }
 
 

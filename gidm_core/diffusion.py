@@ -40,6 +40,20 @@ def training_target(model: DiffusionModel, x0: torch.Tensor, eps: torch.Tensor, 
     raise ValueError(f"unsupported prediction type {kind!r}")
 
 
+def split_target(model: DiffusionModel, x_t: torch.Tensor, target: torch.Tensor,
+                 t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x0, eps) from the noisy input and the training target at it: `q_sample` and `training_target` inverted."""
+    a, s = _coefficients(model, t, x_t)
+    kind = model.prediction_type
+    if kind == "epsilon":
+        return (x_t - s * target) / a, target
+    if kind == "sample":
+        return target, (x_t - a * target) / s.clamp_min(1e-8)
+    if kind == "v_prediction":  # v = a eps - s x0 and x_t = a x0 + s eps, with a^2 + s^2 = 1
+        return a * x_t - s * target, s * x_t + a * target
+    raise ValueError(f"unsupported prediction type {kind!r}")
+
+
 def diffusion_loss(model: DiffusionModel, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """The client's training loss: mean squared error between the target and the UNet's output at x_t."""
     x_t = q_sample(model, x0, eps, t)

@@ -58,12 +58,23 @@ def gidm_attack(ctx: AttackContext) -> Generator[Event, None, None]:
     matcher = matcher_for(ctx)
     t = yield from resolve_timesteps(ctx, matcher)
     eps, extra = noise_variable(ctx)
-    if ctx.config.latent_iterations > 0:
+    yield from image_phases(ctx, matcher, eps, extra, t, ctx.config.iterations)
+
+
+def image_phases(ctx: AttackContext, matcher: GradientMatcher, eps: torch.Tensor, extra: list[torch.Tensor],
+                 t: torch.Tensor, pixel_iterations: int) -> Generator[Event, None, Guess]:
+    """GIDM's phases (latent, then pixels from its best image) over the image and, when private, eps; returns the
+    best guess of the last phase run (GIDM+ starts its residual stage from it)."""
+    cfg = ctx.config
+    guess = None
+    if cfg.uses_latent_phase:
         guess = yield from latent_phase(ctx, matcher, eps, extra, t)
         start = guess.image
         if guess.eps is not None:
-            eps.data.copy_(guess.eps)
+            with torch.no_grad():
+                eps.copy_(guess.eps)
     else:
         start = ctx.randn() * 0.5
-    if ctx.config.uses_pixel_phase and ctx.config.iterations > 0:
-        yield from pixel_phase(ctx, matcher, start, eps, extra, t)
+    if cfg.uses_pixel_phase and pixel_iterations > 0:
+        guess = yield from pixel_phase(ctx, matcher, start, eps, extra, t, pixel_iterations)
+    return guess
