@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from . import bench, federated
+from . import train_command
+from .bench import command as bench_command
 from .config import (
     METHODS,
     THREAT_PRESETS,
@@ -189,8 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     attack.set_defaults(func=run_attack)
     models = commands.add_parser("models", help="list the models this install can load offline")
     models.set_defaults(func=list_models)
-    federated.add_train_command(commands)
-    bench.add_bench_command(commands)
+    train_command.add_train_command(commands)
+    bench_command.add_bench_command(commands)
     return parser
 
 

@@ -47,9 +47,9 @@ class PrivateBatch:
 
 @dataclass(frozen=True)
 class SharedUpdate:
-    """What the server receives. `kind` "fedsgd" is one gradient of the training loss; a FedAvg weight delta
-    (several local steps) would be another kind with its step count and learning rate here, leaving the attack API
-    unchanged: attacks call `client_update` on their guesses, which dispatches on `kind`."""
+    """What the server receives. `kind` names what `gradients` holds; "fedsgd" (one gradient of the training loss)
+    is the only kind there is, and nothing reads the field yet. A FedAvg weight delta (several local steps) would be
+    another kind, and the attacks would then have to re-simulate those steps on their guesses."""
 
     gradients: tuple[torch.Tensor, ...]
     batch_size: int

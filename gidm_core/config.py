@@ -186,3 +186,7 @@ def attack_config(method: str, **overrides: Any) -> AttackConfig:
     _choice("method", method, METHODS)
     base = AttackConfig(method=method, **METHOD_DEFAULTS[method])
     return base.with_overrides(**overrides)
+
+
+# Every method's display name, for tables, plots and the app; each front end orders them as it needs.
+METHOD_LABELS = {"dlg": "DLG", "ig": "IG", "gidm": "GIDM", "gidm-latent": "GIDM-latent", "gidm-plus": "GIDM+"}

@@ -23,6 +23,9 @@ from .data import to_tensor
 LFW_FACES = 100  # lfw_subset: the first 100 images are faces, the next 100 non-faces
 # Every 12th face from index 5: held out of every training set, shipped as victims in assets/images/.
 HELD_OUT_FACES: tuple[int, ...] = (5, 17, 29, 41, 53, 65, 77, 89)
+# scikit-image sample photos that ship inside its wheel (others need a download): the victims to fall back on when
+# no bundled image is installed, in the order they are picked.
+SKIMAGE_PHOTOS: tuple[str, ...] = ("astronaut", "coffee", "chelsea", "rocket", "camera", "immunohistochemistry")
 
 
 def pixel_hash(array: np.ndarray) -> str:

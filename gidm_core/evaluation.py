@@ -31,7 +31,7 @@ class Evaluator:
                 eps_estimate: torch.Tensor | None = None, lpips: bool = True) -> dict[str, float]:
         recon = to_unit(reconstruction.detach().cpu().float())
         order = pair_images(recon, self.truth)
-        out = score(recon[order], self.truth, lpips=lpips)
+        out = score(recon, self.truth, lpips=lpips, order=order)
         if t_estimate is not None:
             t_hat = torch.as_tensor(list(t_estimate))[order]
             out["t_accuracy"] = float((t_hat == self.batch.t).float().mean())

@@ -198,17 +198,19 @@ def _check_unit_range(name: str, x: torch.Tensor) -> torch.Tensor:
     return x.clamp(0, 1)
 
 
-def score(recon: torch.Tensor, truth: torch.Tensor, lpips: bool = True) -> dict[str, float]:
+def score(recon: torch.Tensor, truth: torch.Tensor, lpips: bool = True,
+          order: torch.Tensor | None = None) -> dict[str, float]:
     """Score a reconstructed batch against the true one: {"mse", "psnr", "ssim", "lpips"}, per-sample means.
 
     Both inputs are (B, C, H, W) in [0, 1] (use `to_unit` on the core's [-1, 1] tensors). Reconstructions are first
-    paired with the truth by `pair_images`, so the result does not depend on the order the attack produced them in.
-    With `lpips=False` the "lpips" key is left out (it is the only metric that needs a network).
+    paired with the truth by `pair_images`, so the result does not depend on the order the attack produced them in;
+    a caller that needs the pairing itself (to reorder estimated t and eps too) passes it as `order`, so a batch is
+    paired once. With `lpips=False` the "lpips" key is left out (it is the only metric that needs a network).
     """
     _check_pair(recon, truth)
     recon = _check_unit_range("recon", recon)
     truth = _check_unit_range("truth", truth)
-    recon = recon[pair_images(recon, truth).to(recon.device)]
+    recon = recon[(pair_images(recon, truth) if order is None else order).to(recon.device)]
     m = _per_sample_mse(recon, truth)
     result = {
         "mse": float(m.mean()),

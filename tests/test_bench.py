@@ -72,7 +72,57 @@ def test_speed_probe_reports_ratios(tiny_out):
     assert probe["fwd_bwd_seconds"] > 0
     assert {label for label, *_ in bench.SPEED_CASES} == set(probe["cases"])
     for case in probe["cases"].values():
-        assert case["ratio"] == pytest.approx(case["step_seconds"] / probe["fwd_bwd_seconds"])
+        assert len(case["samples"]) == probe["config"]["reps"] and case["ratio"] > 0
+
+
+def test_speed_ratio_is_the_step_cost_over_one_forward_backward(monkeypatch):
+    """A fake clock: each attack costs 1 s of set-up plus a known cost per step, a forward+backward 0.2/0.3/0.25 s.
+    The probe must cancel the set-up and divide by the median forward+backward: literal numbers, not its formula."""
+    from types import SimpleNamespace
+
+    from gidm_core import protocol
+    from gidm_core.bench import speed
+
+    step_cost = {"dlg": 0.1, "ig": 0.15, "gidm-latent": 0.3, "gidm": 0.12, "gidm-plus": 0.2}
+    clock = SimpleNamespace(now=0.0)
+
+    def play(model, x0, threat, config, **kwargs):
+        def run_to_end():
+            clock.now += 1.0 + step_cost[config.method] * config.total_iterations
+        return SimpleNamespace(run=SimpleNamespace(run_to_end=run_to_end))
+
+    references = iter([0.2, 0.3, 0.25])
+    monkeypatch.setattr(protocol, "play", play)
+    monkeypatch.setattr(speed, "time", SimpleNamespace(perf_counter=lambda: clock.now, process_time=lambda: 0.0))
+    monkeypatch.setattr(speed, "time_forward_backward", lambda *args, **kwargs: next(references))
+    probe = speed.run_speed(bench.SpeedProbe("random:tiny-32", steps=4, reps=3, device="cpu"))
+    assert probe["fwd_bwd_seconds"] == pytest.approx(0.25)
+    ratios = {label: case["ratio"] for label, case in probe["cases"].items()}
+    assert ratios == pytest.approx({"DLG pixel step (L2)": 0.4, "IG pixel step (cosine + TV)": 0.6,
+                                    "GIDM latent step (DDIM K)": 1.2, "GIDM pixel step": 0.48,
+                                    "DLG pixel+eps step (private eps)": 0.4, "GIDM+ step (joint x_t, r)": 0.8})
+    assert probe["cases"]["GIDM pixel step"]["step_seconds"] == pytest.approx(0.12)
+
+
+def test_readme_section_picks_the_best_baseline_and_says_where_gidm_wins_ties_and_loses():
+    def entry(psnr: float, **private: float) -> dict:
+        stat = {key: {"mean": value, "std": 0.0, "n": 1} for key, value in private.items()}
+        return {"psnr": {"mean": psnr, "std": 0.0, "n": 1}, "model_name": "faces32", "t_accuracy": None,
+                "eps_error": None, **stat}
+
+    rows = [{"label": "known", "config": {"iterations": 150, "knows_t": True, "t": 100},
+             "methods": {"dlg": entry(25.0), "ig": entry(27.5), "gidm": entry(30.0), "gidm-latent": entry(27.0)}},
+            {"label": "private", "config": {"iterations": 150, "knows_t": False, "t": 400},
+             "methods": {"dlg": entry(20.0), "gidm": entry(15.0),
+                         "gidm-plus": entry(22.0, t_accuracy=1.0, eps_error=0.5)}}]
+    results = {"suite": "quick", "rows": rows, "speed": [],
+               "cells": {"c": {"device_name": "test CPU", "device": "cpu", "summary": {"psnr": {"n": 2}}}}}
+    text = bench.readme_section(results)
+    assert "- **GIDM beats the best baseline (by more than 1 dB):** known: GIDM 30.0 vs IG 27.5 (+2.5).\n" in text
+    assert "- **GIDM within 1 dB of the best baseline:** known: GIDM-latent 27.0 vs IG 27.5 (-0.5).\n" in text
+    assert "- **GIDM loses to a baseline (by more than 1 dB):** private: GIDM 15.0 vs DLG 20.0 (-5.0).\n" in text
+    assert "| 400 | private | 22.0 | 20.0 | 1.00 | 0.50 |" in text
+    assert "150 iterations per method" in text and "2 run(s)" in text and "randomly initialised" not in text
 
 
 def test_rerun_skips_finished_cells(tiny_out):

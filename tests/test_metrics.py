@@ -183,3 +183,24 @@ def test_build_script_refuses_code_in_pickles(tmp_path: Path) -> None:
     good = tmp_path / "good.ckpt"
     good.write_bytes(pickle.dumps({"a": {"kernel": np.arange(6, dtype=np.float32).reshape(2, 3)}}))
     assert build.load_numpy_pickle(good)["a"]["kernel"].shape == (2, 3)
+
+
+def test_evaluator_pairs_a_batch_once_and_reorders_t_and_eps_with_it(monkeypatch) -> None:
+    from gidm_core import evaluation
+    from gidm_core.client import PrivateBatch
+
+    g = torch.Generator().manual_seed(4)
+    x0 = torch.rand(3, 3, 16, 16, generator=g) * 2 - 1
+    batch = PrivateBatch(x0, torch.randn(x0.shape, generator=g), torch.tensor([10, 500, 900]))
+    calls, pair = [], metrics.pair_images
+
+    def counted(recon: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return pair(recon, truth)
+
+    monkeypatch.setattr(evaluation, "pair_images", counted)
+    monkeypatch.setattr(metrics, "pair_images", counted)
+    shuffle = torch.tensor([2, 0, 1])
+    out = evaluation.Evaluator(batch).metrics(x0[shuffle], batch.t[shuffle], batch.eps[shuffle], lpips=False)
+    assert len(calls) == 1
+    assert out["mse"] == 0.0 and out["t_accuracy"] == 1.0 and out["eps_error"] == 0.0

@@ -11,9 +11,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ..config import METHOD_LABELS
+
 COLOURS = {"dlg": (31, 119, 180), "ig": (255, 127, 14), "gidm-latent": (148, 103, 189), "gidm": (44, 160, 44),
            "gidm-plus": (214, 39, 40)}
-LABELS = {"dlg": "DLG", "ig": "IG", "gidm-latent": "GIDM-latent", "gidm": "GIDM", "gidm-plus": "GIDM+"}
 Series = dict[str, list[tuple[float, float]]]
 
 
@@ -79,7 +80,7 @@ def line_plot(series: Series, title: str, xlabel: str, ylabel: str, path: Path, 
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
     for key, points in series.items():
         xs, ys = zip(*points)
-        ax.plot(xs, ys, marker="o" if len(points) < 8 else None, label=LABELS.get(key, key),
+        ax.plot(xs, ys, marker="o" if len(points) < 8 else None, label=METHOD_LABELS.get(key, key),
                 color=[c / 255 for c in COLOURS.get(key, (0, 0, 0))])
     if logx:
         ax.set_xscale("log")
@@ -151,5 +152,5 @@ def _pil_plot(series: Series, title: str, xlabel: str, ylabel: str, path: Path, 
                 draw.ellipse([px - 3, py - 3, px + 3, py + 3], fill=colour)
         ly = top + 10 + 18 * i
         draw.line([width - right + 12, ly, width - right + 36, ly], fill=colour, width=3)
-        draw.text((width - right + 42, ly), LABELS.get(key, key), fill="black", anchor="lm")
+        draw.text((width - right + 42, ly), METHOD_LABELS.get(key, key), fill="black", anchor="lm")
     image.save(path)

@@ -1,0 +1,144 @@
+"""Running one cell: a pure function from its frozen config to a JSON dict. It loads its own model and images from
+their specs, runs every (image group, seed) of the cell and shares no state with any other cell.
+
+An attack's wall seconds exclude the evaluator's scoring of events (the run's own clock leaves it out), and the
+reference forward+backward is timed around every run, so step ratios compare times taken under the same load.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Iterable
+from dataclasses import asdict
+from typing import Any
+
+import torch
+
+from .jobs import BENCH_VERSION, THRESHOLDS_DB, Cell
+from .machine import PeakMemory, device_name, resolve_device, time_forward_backward
+
+
+def load_victims(names: Iterable[str], size: int, channels: int) -> torch.Tensor:
+    """A batch from bundled victim names or `skimage:<photo>` names."""
+    from ..data import load_image
+
+    images = []
+    for name in names:
+        if name.startswith("skimage:"):
+            from skimage import data as skdata
+
+            images.append(load_image(getattr(skdata, name.split(":", 1)[1])(), size, channels))
+        else:
+            images.append(load_image(name, size, channels))
+    return torch.cat(images)
+
+
+def _threat(cell: Cell):
+    from ..config import DefenceConfig, ThreatModel
+
+    clip, sigma, keep = cell.defence
+    return ThreatModel(knows_eps=cell.knows_eps, knows_t=cell.knows_t, prior=cell.prior,
+                       defence=DefenceConfig(clip=clip, sigma=sigma, keep=keep))
+
+
+def _run_group(cell: Cell, model, prior, names: tuple[str, ...], seed: int, device: str) -> dict[str, Any]:
+    from ..config import attack_config
+    from ..protocol import play
+
+    threat = _threat(cell)
+    x0 = load_victims(names, cell.size, model.channels)
+    config = attack_config(cell.method, ddim_steps=max(1, cell.ddim_steps), report_every=cell.report_every, seed=seed,
+                           optimizer=cell.optimizer, **cell.budget_split())
+    played = play(model, x0, threat, config, client_seed=seed, t=None if cell.t is None else [cell.t], prior=prior)
+    batch, run, evaluator = played.batch, played.run, played.evaluator
+    curve: list[list[float]] = []  # [iteration, attack seconds, PSNR]
+    phases: dict[str, list[float]] = {}  # phase -> [first iteration, attack seconds at its start]
+    messages = []
+    for event in run:
+        attack_seconds = event.elapsed  # the run's own clock leaves out the time spent scoring here
+        if event.kind == "phase" and event.phase not in phases:
+            phases[event.phase] = [event.iteration, attack_seconds]
+            if event.message:
+                messages.append(event.message)
+        if not event.losses or event.kind in ("done", "stopped", "error"):
+            continue
+        psnr = evaluator.metrics(event.reconstruction, lpips=False)["psnr"]
+        curve.append([event.iteration, round(attack_seconds, 4), round(psnr, 3)])
+    result = run.result
+    if result is None:
+        return {"images": list(names), "seed": seed, "status": "error", "message": messages[-1:] or "no result"}
+    seconds = result.seconds
+    metrics = evaluator.score_result(result)
+    reach = {}
+    for db in THRESHOLDS_DB:
+        hit = next((point for point in curve if point[2] >= db), None)
+        reach[f"seconds_to_{db:g}db"] = None if hit is None else hit[1]
+        reach[f"iterations_to_{db:g}db"] = None if hit is None else hit[0]
+    phase_steps = {}
+    ordered = sorted(phases.items(), key=lambda item: item[1][0])
+    for i, (name, (first, began)) in enumerate(ordered):
+        last, ended = (ordered[i + 1][1] if i + 1 < len(ordered) else (result.iterations, seconds))
+        if last > first:
+            phase_steps[name] = (ended - began) / (last - first)
+    return {
+        "images": list(names), "seed": seed, "status": result.status, "message": result.message,
+        "t_true": batch.t.tolist(), "t_estimate": list(result.t_estimate) if result.t_estimate else None,
+        "mse": metrics["mse"], "psnr": metrics["psnr"], "ssim": metrics["ssim"], "lpips": metrics["lpips"],
+        "t_accuracy": None if cell.knows_t else metrics.get("t_accuracy"),
+        "eps_error": None if cell.knows_eps else metrics.get("eps_error"),
+        "iterations": result.iterations, "seconds": seconds,
+        "iterations_per_second": result.iterations / max(seconds, 1e-9),
+        "step_seconds": seconds / max(result.iterations, 1), "phase_step_seconds": phase_steps,
+        "matching_loss": result.matching_loss, **reach, "curve": curve, "messages": messages,
+    }
+
+
+def _spread(values: list[float | None]) -> dict[str, float | None]:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if not values:
+        return {"mean": None, "std": None, "min": None, "max": None, "n": 0}
+    return {"mean": statistics.fmean(values), "std": statistics.pstdev(values) if len(values) > 1 else 0.0,
+            "min": min(values), "max": max(values), "n": len(values)}
+
+
+def run_cell(cell: Cell) -> dict[str, Any]:
+    """The cell's JSON: its config, per-run results and their mean/spread. Depends on nothing but `cell`."""
+    from ..models import load_model
+
+    device = resolve_device(cell.device)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    with PeakMemory(device) as memory:
+        model = load_model(cell.model, device)
+        model.check_size(cell.size)
+        prior = None if cell.prior == "attacked" else load_model(cell.prior, device)
+        # The reference forward+backward is timed before every run and after the last, so that the ratio compares
+        # times taken under the same machine load (others' jobs come and go on a shared CPU).
+        references = [time_forward_backward(model, cell.batch, cell.size, device)]
+        runs = []
+        for names, seed in cell.groups():
+            runs.append(_run_group(cell, model, prior, names, seed, device))
+            references.append(time_forward_backward(model, cell.batch, cell.size, device, reps=3))
+        fwd_bwd = statistics.median(references)
+    ok = [r for r in runs if r.get("status") in ("done", "stopped")]
+    summary = {key: _spread([r.get(key) for r in ok]) for key in (
+        "psnr", "ssim", "lpips", "mse", "t_accuracy", "eps_error", "iterations", "seconds", "iterations_per_second",
+        "step_seconds", "seconds_to_25db", "seconds_to_30db")}
+    for db in THRESHOLDS_DB:
+        summary[f"reached_{db:g}db"] = sum(r.get(f"seconds_to_{db:g}db") is not None for r in ok)
+    step = summary["step_seconds"]["mean"]
+    phase_ratio: dict[str, float] = {}
+    for phase in {p for r in ok for p in r["phase_step_seconds"]}:
+        phase_ratio[phase] = statistics.fmean(r["phase_step_seconds"][phase] for r in ok
+                                              if phase in r["phase_step_seconds"]) / fwd_bwd
+    return {
+        "id": cell.id, "bench_version": BENCH_VERSION, "config": asdict(cell), "model_name": model.name,
+        "threat": _threat(cell).describe(), "device": device, "device_name": device_name(device),
+        "torch_threads": torch.get_num_threads(), "fwd_bwd_seconds": fwd_bwd,
+        "step_ratio": None if step is None else step / fwd_bwd, "phase_step_ratio": phase_ratio,
+        "peak_memory_mb": memory.peak_mb, "base_memory_mb": memory.base_mb,
+        "memory_kind": "cuda max_memory_allocated" if device.startswith("cuda") else "process RSS",
+        "runs": runs, "failed_runs": len(runs) - len(ok), "summary": summary,
+        "cell_seconds": time.perf_counter() - started, "cell_cpu_seconds": time.process_time() - cpu_started,
+    }

@@ -1,0 +1,41 @@
+"""`python -m gidm_core bench`: the benchmark's command line, registered by `cli.py`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from .grid import SUITES, build_suite
+from .machine import resolve_device
+from .suite import run_suite
+
+
+def add_bench_command(commands: argparse._SubParsersAction) -> None:
+    """Register `python -m gidm_core bench` on the CLI's subparsers."""
+    parser = commands.add_parser("bench", help="run the benchmark grid and write results.json, results.md, plots")
+    parser.add_argument("--suite", default="quick", choices=SUITES,
+                        help="quick: a 32 px slice for a 2-core CPU (<10 min); full: the whole grid (GPU)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder; cells already there are skipped")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="parallel worker processes (default: CPU cores on CPU, 1 on CUDA)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per worker (0: torch's default)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, or auto")
+    parser.add_argument("--list", action="store_true", help="print the suite's cells and exit")
+    parser.set_defaults(func=bench_command)
+
+
+def bench_command(args: argparse.Namespace) -> int:
+    """List or run the suite; exit code 1 when a cell is missing from the aggregate."""
+    rows, probes = build_suite(args.suite)
+    if args.list:
+        for row in rows:
+            for cell in row.cells:
+                print(f"{row.label:50s} {cell.method:12s} {cell.id}")
+        return 0
+    device = resolve_device(args.device)
+    workers = args.workers or (1 if device.startswith("cuda") else max(1, min(os.cpu_count() or 1, 4)))
+    results = run_suite(rows, probes, args.out, workers=workers, threads=args.threads, device=args.device,
+                        suite=args.suite)
+    print(f"wrote {args.out / 'results.json'}, {args.out / 'results.md'} and {len(results['plots'])} plots")
+    return 0 if not results["missing_cells"] else 1

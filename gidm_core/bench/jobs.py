@@ -1,0 +1,106 @@
+"""What a benchmark job is: a `Cell` (one method against one setting) or a `SpeedProbe`, each a frozen config whose
+stable hash names its JSON file, so that a rerun finds the jobs already done and any worker can run any job."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+BENCH_VERSION = 1
+METHOD_ORDER = ("dlg", "ig", "gidm-latent", "gidm", "gidm-plus")  # column order in every table
+THRESHOLDS_DB = (25.0, 30.0)  # a run records the seconds and iterations it took to reach each PSNR
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One benchmark cell: one method against one setting, over several image groups and seeds.
+
+    `images` are bundled victim names or `skimage:<name>`; with `batch` B they are attacked in consecutive groups of
+    B. `iterations` is the total budget, split by `budget_split` so that every method in a row gets the same total.
+    `t` fixes the client's timestep (None: drawn from the seed). `defence` is (clip, sigma, keep).
+    """
+
+    method: str
+    model: str
+    images: tuple[str, ...]
+    seeds: tuple[int, ...] = (0,)
+    size: int = 32
+    batch: int = 1
+    knows_eps: bool = True
+    knows_t: bool = True
+    prior: str = "attacked"
+    defence: tuple[float, float, float] = (0.0, 0.0, 1.0)
+    iterations: int = 100
+    latent_share: float = 0.3
+    ddim_steps: int = 2
+    t: int | None = 100
+    report_every: int = 5
+    optimizer: str = "lbfgs"
+    device: str = "auto"
+
+    @property
+    def id(self) -> str:
+        payload = json.dumps({"v": BENCH_VERSION, **asdict(self)}, sort_keys=True)
+        return f"{self.method}-{self.size}px-" + hashlib.sha1(payload.encode()).hexdigest()[:12]
+
+    def budget_split(self) -> dict[str, int]:
+        """AttackConfig iteration fields giving this method a total of `iterations` (GIDM+ within one)."""
+        n = self.iterations
+        if self.method == "gidm-latent":
+            return dict(latent_iterations=n, iterations=0)
+        if self.method == "gidm":
+            latent = max(1, round(n * self.latent_share))
+            return dict(latent_iterations=latent, iterations=n - latent)
+        return dict(iterations=n, latent_iterations=0)
+
+    def groups(self) -> list[tuple[tuple[str, ...], int]]:
+        """(image group, seed) pairs this cell runs."""
+        groups = [self.images[i:i + self.batch] for i in range(0, len(self.images) - self.batch + 1, self.batch)]
+        return [(g, s) for g in groups for s in self.seeds]
+
+    def cost(self) -> float:
+        """Rough relative cost, for ordering work (largest first)."""
+        split = self.budget_split()
+        units = split.get("iterations", 0) + split.get("latent_iterations", 0) * (self.ddim_steps + 1.5)
+        if self.method == "gidm-plus":
+            units *= 1.5
+        return units * (self.size / 32) ** 2 * self.batch * len(self.groups())
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Cell:
+        names = {f.name for f in fields(cls)}
+        data = {k: v for k, v in data.items() if k in names}
+        for key in ("images", "seeds", "defence"):
+            if key in data:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class SpeedProbe:
+    """Per-step cost of each attack's phase as a ratio to one forward+backward of the same UNet, all measured in
+    one process: (time of n+warm steps - time of warm steps) / n, so set-up costs cancel; median of `reps`."""
+
+    model: str
+    size: int = 32
+    batch: int = 1
+    ddim_steps: int = 2
+    steps: int = 10
+    reps: int = 3
+    optimizer: str = "adam"
+    device: str = "auto"
+
+    @property
+    def id(self) -> str:
+        payload = json.dumps({"v": BENCH_VERSION, "probe": asdict(self)}, sort_keys=True)
+        return f"speed-{self.size}px-" + hashlib.sha1(payload.encode()).hexdigest()[:12]
+
+    def cost(self) -> float:
+        return 1e9  # start it first: it is the one every cell's ratio is compared against
+
+
+def cell_path(out: Path, job: Cell | SpeedProbe) -> Path:
+    """Where a job's JSON lives under the suite's output folder."""
+    return out / "cells" / f"{job.id}.json"
