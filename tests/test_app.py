@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import subprocess
 import threading
 import time
 import zipfile
@@ -24,9 +26,6 @@ from app import runner  # noqa: E402
 TINY = dict(model="random:tiny-32", uploads=None, webcam=None, iterations=30, latent_iterations=2, ddim_steps=1,
             report_every=3, batch_size=1, source="Gallery")
 STATUS, ORIGINAL, RECON, DIFF, LOSS, METRICS, TPLOT, FILM, TABLE, PICK_A, PICK_B, EXPORT = range(12)
-
-
-
 
 
 def _gallery(i: int = 0) -> list[str]:
@@ -63,20 +62,26 @@ def test_streams_images_and_metrics_that_change(app_url):
         names = set(archive.namelist())
         assert {"original.png", "reconstruction.png", "metrics.json", "loss.csv", "command.txt"} <= names
         command = archive.read("command.txt").decode()
-    assert "python -m gidm_core attack --model random:tiny-32" in command
+    assert "-m gidm_core attack --model random:tiny-32" in command
     assert "--iterations 30" in command and "--latent-iterations 2" in command
 
 
-def test_rerun_command_parses_with_the_cli(app_url):
-    from gidm_core.cli import build_parser, configs_from_args
-
+def test_rerun_command_runs_as_written_from_the_unzipped_folder(app_url, tmp_path):
+    """command.txt's last line, run by a shell in the unzipped export (not the repository), reruns the attack."""
     client = Client(app_url, verbose=False)
-    outputs = _stream(client, defence="top-k pruning", keep=0.5, iterations=6, method="dlg")
+    outputs = _stream(client, defence="top-k pruning", keep=0.5, iterations=3, method="dlg", seed=3,
+                      attack_seed=4)
     with zipfile.ZipFile(outputs[-1][EXPORT]) as archive:
-        command = archive.read("command.txt").decode().strip().splitlines()[-1]
-    argv = command.split("python -m gidm_core ", 1)[1].split()
-    config, threat = configs_from_args(build_parser().parse_args(argv))
-    assert config.method == "dlg" and config.iterations == 6 and threat.defence.keep == 0.5
+        archive.extractall(tmp_path)
+    command = (tmp_path / "command.txt").read_text().strip().splitlines()[-1]
+    assert "--seed 3 --attack-seed 4" in command and "--keep 0.5" in command
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = (tmp_path / "rerun" / "metrics.json").read_text()
+    assert '"iterations": 3' in metrics and '"attack_seed": 4' in metrics
+
 
 
 def test_stop_ends_the_run_and_keeps_the_best(app_url):
@@ -96,14 +101,24 @@ def test_stop_ends_the_run_and_keeps_the_best(app_url):
     final = outputs[-1]
     assert final[STATUS].startswith("**Stopped**"), final[STATUS]
     assert isinstance(final[RECON], str) and isinstance(final[EXPORT], str)
+    ran = int(re.search(r"after (\d+) iterations", final[STATUS]).group(1))
+    with zipfile.ZipFile(final[EXPORT]) as archive:
+        command = archive.read("command.txt").decode()
+    assert f"stopped after {ran} iterations" in command, command
+    latent = min(TINY["latent_iterations"], ran)  # the command reruns exactly the iterations the run did
+    assert f"--iterations {ran - latent} " in command and f"--latent-iterations {latent} " in command, command
 
 
 def test_bad_input_gets_a_message_and_the_app_keeps_serving(app_url, tmp_path):
     client = Client(app_url, verbose=False)
-    with pytest.raises(Exception) as refused:  # the validator refuses it at the control
-        client.predict(api_name="/run", **{**TINY, "gallery": _gallery(), "lr": 0})
-    assert "learning rate" in str(refused.value).lower() or "lr" in str(refused.value).lower() \
-        or "between" in str(refused.value)
+    for bad, words in ((dict(optimizer="adam", lr="2,5"), ["Attack tab", "Pixel learning rate", "comma"]),
+                       (dict(seed="-1"), ["Threat tab", "Client's secret seed", "between 0"]),
+                       (dict(batch_size="0"), ["Victim tab", "Batch size"])):
+        outputs = _stream(client, **bad)  # refused by the app's own validation, in the status line
+        assert outputs[-1][STATUS].startswith("**Refused**"), outputs[-1][STATUS]
+        assert all(w in outputs[-1][STATUS] for w in words), outputs[-1][STATUS]
+    assert _stream(client, optimizer="lbfgs", lr="2,5", iterations=2)[-1][STATUS].startswith("**Finished**"), \
+        "a control that does not apply (L-BFGS has no learning rate) cannot refuse a run"
     corrupt = tmp_path / "photo.png"
     corrupt.write_bytes(b"this is not a png")
     outputs = _stream(client, source="Upload", uploads=[handle_file(str(corrupt))])
