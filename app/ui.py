@@ -39,6 +39,7 @@ CSS = """
 .teach { font-size: 0.88em; opacity: 0.9; }
 #status { min-height: 2.6em; }
 #hints { color: #9a5b00; }
+#filmstrip .caption-label { max-width: 96%; font-size: 11px; padding: 1px 4px; }
 @media (max-width: 768px) { #view-col { order: -1; } }
 """
 
@@ -52,7 +53,7 @@ for an image whose gradient matches the shared one. Press **Run** and watch the 
 TEACH_VICTIM = """The victim is the client's private training batch. The gallery holds face images **held out** of every
 bundled model's training, so the attack cannot have memorised them. With batch size 1 a click picks the image; with a
 larger batch clicks add and remove images (the batch is padded from the gallery). Larger batches are harder: the
-gradients of several images are summed."""
+gradients of several images are summed. Click an image below to pick it."""
 
 TEACH_MODEL = """The attacked model is the federated **global model** the server sent out. `@early` checkpoints come
 from early training rounds; the bare name is the final round. Random models are untrained. A local diffusers folder
@@ -111,8 +112,8 @@ def build_app() -> gr.Blocks:
                     with gr.Tab("Victim", id="Victim"):
                         _teach(TEACH_VICTIM)
                         c["source"] = gr.Radio(list(SOURCES), value=s.source, label=label["source"])
-                        gallery_view = gr.Gallery(runner.gallery_previews(items), label="Held-out images "
-                                                  "(click to pick)", columns=6, height=190, allow_preview=False,
+                        gallery_view = gr.Gallery(runner.gallery_previews(items), label="Held-out images",
+                                                  show_label=False, columns=6, height=250, allow_preview=False,
                                                   elem_classes="pixelated", format="png", elem_id="gallery-view")
                         c["gallery"] = gr.Dropdown([item.name for item in items], value=s.gallery, multiselect=True,
                                                    label=label["gallery"], info="several images make a batch",
@@ -185,12 +186,12 @@ def build_app() -> gr.Blocks:
                     stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn")
                 status = gr.Markdown("Ready. Press **Run**.", elem_id="status")
                 with gr.Row():
-                    original = gr.Image(label="Original (private)", format="png", elem_id="original",
+                    original = gr.Image(label="Private image", format="png", elem_id="original",
                                         elem_classes="pixelated", interactive=False, height=250, buttons=[],
                                         min_width=110)
                     reconstruction = gr.Image(label="Reconstruction", format="png", elem_id="reconstruction",
-                                              elem_classes="pixelated", interactive=False, height=250,
-                                              buttons=["download"], min_width=110)
+                                              elem_classes="pixelated", interactive=False, height=250, buttons=[],
+                                              min_width=110)
                     diff = gr.Image(label="Difference (x4)", format="png", elem_classes="pixelated",
                                     interactive=False, height=250, buttons=[], min_width=110)
                 _teach(TEACH_VIEW)
@@ -198,8 +199,9 @@ def build_app() -> gr.Blocks:
                 with gr.Row():
                     metrics_plot = gr.Plot(None, label="Metrics")
                     t_plot = gr.Plot(None, label="t and eps", visible=s.secrets == "private")
-                filmstrip = gr.Gallery(label="Filmstrip (snapshots of the run)", columns=5, height=260,
-                                       format="png", elem_classes="pixelated", allow_preview=True)
+                filmstrip = gr.Gallery(label="Filmstrip (snapshots of the run)", columns=5, height=240,
+                                       format="png", elem_classes="pixelated", allow_preview=True,
+                                       elem_id="filmstrip")
                 export_file = gr.File(label="Export: PNGs, metrics.json, loss.csv, command.txt", interactive=False)
         with gr.Accordion("Compare this session's runs", open=False):
             table = gr.Dataframe(headers=runner.TABLE_HEADERS, value=[], interactive=False, wrap=True)
