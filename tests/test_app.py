@@ -9,6 +9,7 @@ import hashlib
 import os
 import re
 import subprocess
+import tempfile
 import threading
 import time
 import zipfile
@@ -28,6 +29,12 @@ TINY = dict(model="random:tiny-32", uploads=None, webcam=None, iterations=30, la
 STATUS, ORIGINAL, RECON, DIFF, LOSS, METRICS, TPLOT, FILM, TABLE, PICK_A, PICK_B, EXPORT = range(12)
 
 
+def _client(url: str) -> Client:
+    """A client that downloads into a folder of its own: the in-process server serves its files from gradio's
+    default temp folder, and a download to the same path truncates the file being served."""
+    return Client(url, verbose=False, download_files=tempfile.mkdtemp(prefix="gidm-client-"))
+
+
 def _gallery(i: int = 0) -> list[str]:
     return [runner.gallery_items()[i].name]
 
@@ -42,7 +49,7 @@ def _stream(client: Client, **overrides) -> list[tuple]:
 
 
 def test_streams_images_and_metrics_that_change(app_url):
-    client = Client(app_url, verbose=False)
+    client = _client(app_url)
     outputs = _stream(client)
     assert len(outputs) >= 4, [o[STATUS] for o in outputs]
     live = [o for o in outputs if isinstance(o[RECON], str)]
@@ -62,13 +69,14 @@ def test_streams_images_and_metrics_that_change(app_url):
         names = set(archive.namelist())
         assert {"original.png", "reconstruction.png", "metrics.json", "loss.csv", "command.txt"} <= names
         command = archive.read("command.txt").decode()
+    assert _gallery()[0] in final[PICK_B]["value"], "run labels name the victim image"
     assert "-m gidm_core attack --model random:tiny-32" in command
     assert "--iterations 30" in command and "--latent-iterations 2" in command
 
 
 def test_rerun_command_runs_as_written_from_the_unzipped_folder(app_url, tmp_path):
     """command.txt's last line, run by a shell in the unzipped export (not the repository), reruns the attack."""
-    client = Client(app_url, verbose=False)
+    client = _client(app_url)
     outputs = _stream(client, defence="top-k pruning", keep=0.5, iterations=3, method="dlg", seed=3,
                       attack_seed=4)
     with zipfile.ZipFile(outputs[-1][EXPORT]) as archive:
@@ -85,7 +93,7 @@ def test_rerun_command_runs_as_written_from_the_unzipped_folder(app_url, tmp_pat
 
 
 def test_stop_ends_the_run_and_keeps_the_best(app_url):
-    client = Client(app_url, verbose=False)
+    client = _client(app_url)
     job = client.submit(api_name="/run", **{**TINY, "gallery": _gallery(), "iterations": 5000})
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -110,7 +118,7 @@ def test_stop_ends_the_run_and_keeps_the_best(app_url):
 
 
 def test_bad_input_gets_a_message_and_the_app_keeps_serving(app_url, tmp_path):
-    client = Client(app_url, verbose=False)
+    client = _client(app_url)
     for bad, words in ((dict(optimizer="adam", lr="2,5"), ["Attack tab", "Pixel learning rate", "comma"]),
                        (dict(seed="-1"), ["Threat tab", "Client's secret seed", "between 0"]),
                        (dict(batch_size="0"), ["Victim tab", "Batch size"])):
@@ -133,7 +141,7 @@ def test_two_clients_get_their_own_results(app_url):
     results: dict[str, list[tuple]] = {}
 
     def go(name: str, index: int, seed: int) -> None:
-        client = Client(app_url, verbose=False)
+        client = _client(app_url)
         results[name] = _stream(client, gallery=_gallery(index), seed=seed, iterations=20)
 
     threads = [threading.Thread(target=go, args=("a", 0, 1)), threading.Thread(target=go, args=("b", 1, 2))]
@@ -146,3 +154,17 @@ def test_two_clients_get_their_own_results(app_url):
     assert _digest(a[ORIGINAL]) != _digest(b[ORIGINAL]), "each client attacked its own victim"
     assert _digest(a[RECON]) != _digest(b[RECON])
     assert len(a[TABLE]["data"]) == 1 and len(b[TABLE]["data"]) == 1, "run tables are per session"
+
+
+def test_a_surprising_combination_gets_a_visible_hint(app_url):
+    client = _client(app_url)
+    outputs = _stream(client, method="gidm-plus", secrets="known", iterations=2)
+    assert any("GIDM+ is built for private eps and t" in o[STATUS] for o in outputs), [o[STATUS] for o in outputs]
+
+
+def test_a_session_deletes_its_files_when_it_ends(tmp_path):
+    session = runner.Session()
+    folder = session.workfolder()
+    (folder / "gidm-run-1.zip").write_bytes(b"zip")
+    session.close()  # gr.State's delete_callback
+    assert not folder.exists()

@@ -3,6 +3,8 @@
 - the default preset, untouched, reconstructs the held-out face past 30 dB within its run, and Stop ends it;
 - a bad value on a hidden tab refuses the next Run with the tab and control named in the status line, switches to
   that tab, and clears the previous run's images;
+- controls that do not apply (defence strengths without a defence, learning rates under L-BFGS) are hidden, and a
+  fragile combination gets a visible hint;
 - a gallery click (batch size 1) replaces the picked image, and the next run attacks that image;
 - on a 390x844 phone the status line and images come before the settings, and all four tabs show.
 
@@ -109,6 +111,19 @@ def test_default_preset_shows_the_face_then_a_refused_run_says_where(browser, ap
     assert page.locator("#reconstruction img[src]").count() == 0, "the last run's image is still shown"
     with capsys.disabled():
         print("\nbrowser test saw:\n  " + "\n  ".join(seen))
+
+
+def test_settings_that_do_not_apply_are_hidden(browser, app_url):
+    page = _open(browser, app_url)
+    page.get_by_role("tab", name="Threat").click()
+    assert not page.locator("#ctl-clip").is_visible(), "no defence: its strengths should be hidden"
+    page.get_by_label("clip + Gaussian noise").check()
+    page.locator("#ctl-clip").wait_for(state="visible", timeout=10_000)
+    page.get_by_role("tab", name="Attack").click()
+    assert not page.locator("#ctl-lr").is_visible(), "L-BFGS takes no learning rate: it should be hidden"
+    page.get_by_label("adam").check()
+    page.locator("#ctl-lr").wait_for(state="visible", timeout=10_000)
+    page.locator("#hints").get_by_text("Clipped update").wait_for(state="visible", timeout=10_000)
 
 
 def test_a_gallery_click_picks_the_image_the_next_run_attacks(browser, app_url):
