@@ -207,6 +207,17 @@ class Session:
             return True
         return False
 
+    def claim(self) -> threading.Event | None:
+        """The stop flag of a new job (a run or a sweep), or None while another job of this session is going."""
+        if self.running:
+            return None
+        self.stop_event = threading.Event()
+        return self.stop_event
+
+    def release(self, stop: threading.Event) -> None:
+        if self.stop_event is stop:
+            self.stop_event = None
+
     def workfolder(self) -> Path:
         """This session's folder for exports, made on first use; `close` deletes it."""
         if self.workdir is None:
@@ -326,11 +337,10 @@ def stream(session: Session, settings: Settings, min_interval: float = 0.4):
     """Generator of `Frame`s for one run. Errors end it with a one-line message in the status; never raises for
     bad input. Stopping (session.stop()) ends the attack within one step and keeps its best guess."""
     started = time.perf_counter()
-    if session.running:
+    stop = session.claim()
+    if stop is None:
         yield Frame("A run is already going in this session: press Stop first.", error=True)
         return
-    stop = threading.Event()
-    session.stop_event = stop
     worker: threading.Thread | None = None
     try:
         notes = "".join(f"  \n*Note:* {hint}" for hint in hints(settings))
@@ -378,8 +388,7 @@ def stream(session: Session, settings: Settings, min_interval: float = 0.4):
         stop.set()
         if worker is not None:
             worker.join(timeout=30)
-        if session.stop_event is stop:
-            session.stop_event = None
+        session.release(stop)
 
 
 def _one_line(err: BaseException) -> str:

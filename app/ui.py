@@ -10,8 +10,9 @@ from typing import Any
 import gradio as gr
 
 from gidm_core.config import OPTIMIZERS, attack_config
+from gidm_core.models import ModelLoadError
 
-from . import runner
+from . import runner, sweep
 from .export import export_zip
 from .settings import (
     CONTROLS,
@@ -78,6 +79,12 @@ curvature estimate from recent gradients and picks each step's length by a line 
 rate and converges in a few hundred evaluations on trained models; `adam` and `sgd` take the learning rates and
 schedule shown when you pick them."""
 
+TEACH_SWEEP = """Pick one or two hyperparameters and their values (separated by spaces). Every other setting comes
+from the main view (victim images from the gallery, model, threat, method). Each cell is a short run through the
+benchmark's own cell function (`gidm_core.bench.run_cell`); the heatmap fills as cells finish, each with its PSNR
+and its time to 30 dB. **Stop** (above) ends the sweep after the current cell. Click a cell of the table to load its
+settings into the main view and watch that run."""
+
 TEACH_VIEW = r"""**How to read it.** The status line names what the reconstruction looks like by its PSNR
 $= 10 \log_{10}(1/\mathrm{MSE})$: below 15 dB *noise*, 15-20 *a blur*, 20-25 *a rough likeness*, 25-35
 *recognisable*, 35-45 *a close copy*, from 45 dB *near-exact*. The difference image is $|\hat x_0 - x_0|$, amplified 4x."""
@@ -113,7 +120,7 @@ def build_app() -> gr.Blocks:
                         _teach(TEACH_VICTIM)
                         c["source"] = gr.Radio(list(SOURCES), value=s.source, label=label["source"])
                         gallery_view = gr.Gallery(runner.gallery_previews(items), label="Held-out images",
-                                                  show_label=False, columns=6, height=250, allow_preview=False,
+                                                  show_label=False, columns=4, height=250, allow_preview=False,
                                                   elem_classes="pixelated", format="png", elem_id="gallery-view")
                         c["gallery"] = gr.Dropdown([item.name for item in items], value=s.gallery, multiselect=True,
                                                    label=label["gallery"], info="several images make a batch",
@@ -215,6 +222,21 @@ def build_app() -> gr.Blocks:
                                   elem_classes="pixelated", interactive=False, height=300, elem_id="view-b")
             compare_md = gr.Markdown()
             export_a = gr.Button("Export run A as zip")
+        with gr.Accordion("Sweep: a grid of short runs", open=False):
+            _teach(TEACH_SWEEP)
+            with gr.Row():
+                x_axis = gr.Dropdown(list(sweep.AXES), value="iterations (total)", label="Across (x)")
+                x_values = gr.Textbox("50 100 200", label="x values", max_lines=1, elem_id="sweep-x")
+                y_axis = gr.Dropdown([sweep.NONE, *sweep.AXES], value="method", label="Down (y)")
+                y_values = gr.Textbox("dlg gidm", label="y values", max_lines=1, elem_id="sweep-y")
+                cell_iterations = gr.Textbox("100", label="Iterations per cell", max_lines=1,
+                                             info="unless an axis sets them")
+            sweep_btn = gr.Button("Run sweep", elem_id="sweep-btn")
+            sweep_status = gr.Markdown("", elem_id="sweep-status")
+            sweep_plot = gr.Plot(None, label="Sweep", elem_id="sweep-plot")
+            sweep_table = gr.Dataframe(value=[], interactive=False, elem_id="sweep-table",
+                                       label="PSNR (dB) per cell: click one to load it into the main view")
+            grid_state = gr.State(None)
 
         inputs = [c[name] for name in SETTING_FIELDS]
         run_outputs = [status, original, reconstruction, diff, loss_plot, metrics_plot, t_plot, filmstrip, table,
@@ -245,6 +267,12 @@ def build_app() -> gr.Blocks:
         pick_a.input(compare, *compare_io, api_visibility="private")
         pick_b.input(compare, *compare_io, api_visibility="private")
         export_a.click(export_pick, [session, pick_a], [export_file], api_visibility="private")
+        sweep_btn.click(_gpu(run_sweep), [session, x_axis, x_values, y_axis, y_values, cell_iterations, *inputs],
+                        [sweep_plot, sweep_table, sweep_status, grid_state], api_visibility="private",
+                        concurrency_limit=int(os.environ.get("GIDM_CONCURRENCY", "2")), concurrency_id="attack")
+        sweep_table.select(load_cell, [grid_state], [c[name] for name in CELL_FIELDS] + [status],
+                           api_visibility="private").then(
+            _gpu(run), [session, *inputs], run_outputs, api_visibility="private", concurrency_id="attack")
         demo.load(refresh_choices, None, [c["model"], c["prior"]], api_visibility="private")
     return demo
 
@@ -252,6 +280,9 @@ def build_app() -> gr.Blocks:
 PRESET_FIELDS = ("method", "secrets", "client_t", "defence", "clip", "sigma", "keep", "iterations", "lr",
                  "latent_iterations", "latent_lr", "ddim_steps", "distance", "tv_weight", "lr_schedule", "optimizer",
                  "layer_weights", "report_every")
+CELL_FIELDS = ("method", "iterations", "latent_iterations", "ddim_steps", "client_t", "seed", "attack_seed",
+               "defence", "clip", "sigma", "keep", "optimizer", "distance", "tv_weight", "layer_weights",
+               "lr_schedule", "lr", "latent_lr", "report_every")
 METHOD_FIELDS = ("distance", "tv_weight", "lr", "lr_schedule", "optimizer", "layer_weights")
 
 
@@ -369,6 +400,59 @@ def compare(session: runner.Session, a: str | None, b: str | None):
         return runner.show(torch.cat([r.original[:4], r.reconstruction[:4]]))
 
     return pair(ra), pair(rb), table
+
+
+def run_sweep(session: runner.Session, x_axis: str, x_text: str, y_axis: str, y_text: str, cell_iterations: str,
+              *values):
+    """Run the grid and fill the heatmap and table as cells finish (the main Stop button stops it between cells)."""
+    try:
+        settings = parse(dict(zip(SETTING_FIELDS, values)))
+        xs = sweep.values(x_text, x_axis)
+        ys = sweep.values(y_text, y_axis) if y_axis != sweep.NONE else [""]
+        iterations = int(number(cell_iterations))
+        if not 1 <= iterations <= 5000:
+            raise ValueError(f"iterations per cell must be between 1 and 5000, got {iterations}")
+        if len(xs) * len(ys) > sweep.MAX_CELLS:
+            raise ValueError(f"{len(xs) * len(ys)} cells: at most {sweep.MAX_CELLS}")
+        bundled = {item.name for item in runner.gallery_items() if item.bundled}
+        images = tuple(settings.gallery[:max(1, settings.batch_size)])
+        if settings.source != "Gallery" or not images or not set(images) <= bundled:
+            raise ValueError("a sweep attacks bundled gallery images: pick them on the Victim tab")
+        model = runner.get_model(settings.model, runner.device_name())
+        size = model.image_size if settings.resolution == RESOLUTIONS[0] else int(settings.resolution)
+    except (Refusal, ValueError, ModelLoadError) as err:
+        yield gr.skip(), gr.skip(), f"**Sweep refused:** {err}", gr.skip()
+        return
+    grid = sweep.Grid(sweep.base_cell(settings, images, size, iterations), x_axis, tuple(xs), y_axis, tuple(ys))
+    stop = session.claim()
+    if stop is None:
+        yield gr.skip(), gr.skip(), "A run is already going in this session: press Stop first.", gr.skip()
+        return
+    headers = [y_axis if y_axis != sweep.NONE else ""] + [f"{x_axis} = {x}" for x in xs]
+    try:
+        for table, text in sweep.run(grid, stop.is_set):
+            yield (sweep.heatmap(grid, table), gr.Dataframe(sweep.rows(grid, table), headers=headers), text,
+                   grid)
+    finally:
+        session.release(stop)
+
+
+def load_cell(grid: sweep.Grid | None, evt: gr.SelectData):
+    """The picked cell's settings into the main controls (the attack config the benchmark ran); a run follows."""
+    row, col = evt.index if isinstance(evt.index, (list, tuple)) else (0, 0)
+    if grid is None or col < 1:
+        return (gr.skip(),) * len(CELL_FIELDS) + ("Pick a PSNR cell of the sweep table.",)
+    cell = grid.cell(row, col - 1)
+    config = attack_config(cell.method, ddim_steps=cell.ddim_steps, optimizer=cell.optimizer,
+                           report_every=cell.report_every, **cell.budget_split())
+    clip, sigma, keep = cell.defence
+    defence = DEFENCES[2] if keep < 1 else DEFENCES[1] if clip > 0 or sigma > 0 else DEFENCES[0]
+    chosen = {**{name: getattr(config, name) for name in CELL_FIELDS if hasattr(config, name)},
+              "client_t": -1 if cell.t is None else cell.t, "seed": cell.seeds[0], "attack_seed": cell.seeds[0],
+              "defence": defence, "clip": clip, "sigma": sigma, "keep": keep}
+    return tuple(_shown(chosen[name]) for name in CELL_FIELDS) + (
+        f"Loaded sweep cell ({grid.x_axis} = {grid.x_values[col - 1]}"
+        + (f", {grid.y_axis} = {grid.y_values[row]}" if grid.y_axis != sweep.NONE else "") + "): running it ...",)
 
 
 def export_pick(session: runner.Session, label: str | None):

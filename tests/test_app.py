@@ -168,3 +168,30 @@ def test_a_session_deletes_its_files_when_it_ends(tmp_path):
     (folder / "gidm-run-1.zip").write_bytes(b"zip")
     session.close()  # gr.State's delete_callback
     assert not folder.exists()
+
+
+def test_a_sweep_fills_its_grid_cell_by_cell_and_a_cell_loads_into_the_main_view():
+    from types import SimpleNamespace
+
+    import torch
+
+    from gidm_core.bench import Cell
+
+    from app import sweep, ui
+
+    grid = sweep.Grid(Cell(method="dlg", model="random:tiny-32", images=(_gallery()[0],), iterations=3, t=None),
+                      "iterations (total)", ("2", "3"), sweep.NONE, ("",))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the benchmark runs its cells; two threads on a busy 2-core CPU cost ~50x here
+    try:
+        frames = list(sweep.run(grid, lambda: False))
+    finally:
+        torch.set_num_threads(threads)
+    assert frames[0][0][0][1] is None and frames[0][0][0][0] is not None, "the first cell shows before the second"
+    table = frames[-1][0]
+    assert all(c is not None and c["psnr"] > 0 for c in table[0])
+    assert sweep.heatmap(grid, table).data[0].z[0][1] == table[0][1]["psnr"]
+    loaded = dict(zip(ui.CELL_FIELDS, ui.load_cell(grid, SimpleNamespace(index=[0, 2]))))
+    assert loaded["method"] == "dlg" and loaded["iterations"] == "3" and loaded["client_t"] == "-1"
+    with pytest.raises(ValueError, match="comma"):
+        sweep.values("0,5 1", "noise sigma (clip 1)")
