@@ -305,11 +305,15 @@ def run(session: runner.Session, *values):
         yield (f"**Refused** ({err.tab} tab, {err.label}): {str(err).split(': ', 1)[1]}", None, None, None, None,
                None, None, [], skip, skip, skip, None, gr.Tabs(selected=err.tab))
         return
+    sent_original = None  # the original does not change during a run: send it once (gradio rewrites the cached
+    # file of an image each time it is sent, which can cut short a download of that same file)
     for frame in runner.stream(session, settings):
         if frame.error:
             gr.Warning(frame.status.replace("**", ""))
+        original = skip if frame.original is sent_original else frame.original
+        sent_original = frame.original or sent_original
         images = tuple(skip if v is None else v for v in (
-            frame.original, frame.reconstruction, frame.difference, frame.loss_figure, frame.metrics_figure,
+            original, frame.reconstruction, frame.difference, frame.loss_figure, frame.metrics_figure,
             frame.t_figure, frame.filmstrip))
         if frame.finished is not None:
             labels = [r.label for r in session.runs]
