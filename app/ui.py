@@ -120,7 +120,7 @@ def build_app() -> gr.Blocks:
                         _teach(TEACH_VICTIM)
                         c["source"] = gr.Radio(list(SOURCES), value=s.source, label=label["source"])
                         gallery_view = gr.Gallery(runner.gallery_previews(items), label="Held-out images",
-                                                  show_label=False, columns=4, height=250, allow_preview=False,
+                                                  show_label=False, columns=4, height=310, allow_preview=False,
                                                   elem_classes="pixelated", format="png", elem_id="gallery-view")
                         c["gallery"] = gr.Dropdown([item.name for item in items], value=s.gallery, multiselect=True,
                                                    label=label["gallery"], info="several images make a batch",
@@ -206,7 +206,7 @@ def build_app() -> gr.Blocks:
                 with gr.Row():
                     metrics_plot = gr.Plot(None, label="Metrics")
                     t_plot = gr.Plot(None, label="t and eps", visible=s.secrets == "private")
-                filmstrip = gr.Gallery(label="Filmstrip (snapshots of the run)", columns=5, height=240,
+                filmstrip = gr.Gallery(label="Filmstrip (snapshots of the run)", columns=5, height=280,
                                        format="png", elem_classes="pixelated", allow_preview=True,
                                        elem_id="filmstrip")
                 export_file = gr.File(label="Export: PNGs, metrics.json, loss.csv, command.txt", interactive=False)
