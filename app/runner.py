@@ -45,6 +45,7 @@ from .settings import METHOD_LABELS, RESOLUTIONS, Settings, configs, hints
 
 RANDOM_SPECS = ["random:small-32", "random:attn-32", "random:tiny-32", "random:small-64"]
 ORPHAN_S = 60.0  # a run whose page stopped pulling updates for this long (tab closed) stops itself
+HEARTBEAT_S = 0.75  # the status line updates at least this often, however slow the attack's steps
 DISPLAY_PX = 224  # each image is enlarged to about this many pixels per side, nearest-neighbour
 
 # What a viewer sees at a given PSNR (dB, on [0, 1] images), judged on the bundled 32 px faces: below 15 the
@@ -412,6 +413,8 @@ def _frames(session: Session, settings: Settings, run: Run, batch: PrivateBatch,
     original_img = show(truth)
     finished = False
     fresh = False  # a scored event arrived since the last frame
+    shown = "**Starting the attack** ..."  # the last live status, repeated with the time while steps are slow
+    began = time.perf_counter()
     while not finished:
         alive[0] = time.perf_counter()
         try:
@@ -450,11 +453,18 @@ def _frames(session: Session, settings: Settings, run: Run, batch: PrivateBatch,
         if fresh and not finished and (due or (isinstance(item, Event) and item.kind == "phase")):
             last_shown = time.perf_counter()
             fresh = False
-            yield _live_frame(latest, truth, original_img, trace, curve, phase_starts, batch, config, threat,
-                              notes)
+            frame = _live_frame(latest, truth, original_img, trace, curve, phase_starts, batch, config, threat,
+                                notes)
+            shown = frame.status
+            yield frame
         elif latest is None and not finished and due and isinstance(item, Event) and item.phase == "timestep":
             last_shown = time.perf_counter()
             yield Frame(f"Timestep: {item.message}", original=original_img)
+        elif not finished and time.perf_counter() - max(last_shown, began) >= HEARTBEAT_S:
+            # Slow steps (the paper setting's K = 16 latent phase): the screen still moves once a second.
+            last_shown = time.perf_counter()
+            yield Frame(f"{shown}  \n*Working: {last_shown - started:.0f} s so far; a new snapshot every "
+                        f"{config.report_every} iterations.*")
 
     result = run.result
     if result is None:

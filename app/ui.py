@@ -44,6 +44,10 @@ CSS = """
 @media (max-width: 768px) { #view-col { order: -1; } }
 """
 
+# After a refused Run, bring the tab that holds the bad value into view (on a phone it is below the images).
+SHOW_REFUSED_TAB = """() => { if (document.querySelector('#status').innerText.startsWith('Refused'))
+  document.querySelector('#settings-tabs').scrollIntoView({block: 'start'}); }"""
+
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
 
 INTRO = """# GIDM Explorer
@@ -244,7 +248,8 @@ def build_app() -> gr.Blocks:
         compare_io = ([session, pick_a, pick_b], [view_a, view_b, compare_md])
         run_btn.click(_gpu(run), [session, *inputs], run_outputs, api_name="run",
                       concurrency_limit=int(os.environ.get("GIDM_CONCURRENCY", "2")), concurrency_id="attack",
-                      show_progress="minimal").then(compare, *compare_io, api_visibility="private")
+                      show_progress="minimal").then(compare, *compare_io, api_visibility="private").then(
+            None, js=SHOW_REFUSED_TAB)
         stop_btn.click(stop, [session], [status], api_name="stop", concurrency_limit=None,
                        concurrency_id="stop", show_progress="hidden")
 

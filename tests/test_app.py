@@ -197,3 +197,19 @@ def test_a_sweep_fills_its_grid_cell_by_cell_and_a_cell_loads_into_the_main_view
     assert loaded["method"] == "dlg" and loaded["iterations"] == "3" and loaded["client_t"] == "-1"
     with pytest.raises(ValueError, match="comma"):
         sweep.values("0,5 1", "noise sigma (clip 1)")
+
+
+def test_the_status_moves_every_second_between_rare_snapshots():
+    """With snapshots far apart (slow steps, or a long report interval) the status still updates once a second."""
+    from app.settings import Settings
+
+    settings = Settings(model="random:tiny-32", gallery=_gallery(), method="dlg", iterations=60, report_every=1000)
+    session = runner.Session()
+    stamps, texts = [], []
+    for frame in runner.stream(session, settings):
+        stamps.append(time.perf_counter())
+        texts.append(frame.status)
+    working = [t for t in texts if "Working:" in t and "Iteration 0/60" in t]
+    gaps = [b - a for a, b in zip(stamps[1:], stamps[2:-1])]
+    assert working, f"no heartbeat frames: {texts}"
+    assert max(gaps) < 1.5, gaps

@@ -6,7 +6,8 @@
 - controls that do not apply (defence strengths without a defence, learning rates under L-BFGS) are hidden, and a
   fragile combination gets a visible hint;
 - a gallery click (batch size 1) replaces the picked image, and the next run attacks that image;
-- on a 390x844 phone the status line and images come before the settings, and all four tabs show.
+- on a 390x844 phone the status line and images come before the settings, all four tabs show, and a
+  refused Run scrolls to the settings.
 
 The test writes no tracked file (scripts/screenshot.py regenerates docs/screenshot.png). Skipped, with the reason,
 only when /usr/bin/chromium is absent (scripts/test.sh installs it where it can).
@@ -159,3 +160,11 @@ def test_phone_layout_puts_the_view_first_and_shows_every_tab(browser, app_url):
         assert tab.is_visible(), f"tab {name} is hidden (in an overflow menu?)"
         box = tab.bounding_box()
         assert box["x"] >= 0 and box["x"] + box["width"] <= 390, (name, box)
+    # A refused Run on the phone brings the settings (far below the images) into view.
+    page.get_by_role("tab", name="Attack").click()
+    _type(page, "iterations", "-5")
+    page.evaluate("window.scrollTo(0, 0)")
+    page.locator("#run-btn").click()
+    assert _wait_for_end(page, 30_000).startswith("Refused")
+    page.wait_for_function("() => { const r = document.querySelector('#settings-tabs').getBoundingClientRect();"
+                           " return r.top >= -1 && r.top < window.innerHeight; }", timeout=10_000)
