@@ -110,14 +110,19 @@ def gallery_items() -> list[GalleryItem]:
     return items
 
 
-def gallery_previews(items: list[GalleryItem]) -> list[tuple[Image.Image, str]]:
+def previews(sources: list[tuple[Any, str]]) -> list[tuple[Image.Image, str]]:
+    """(thumbnail, caption) for each readable (image source, caption); unreadable ones are left out."""
     out = []
-    for item in items:
+    for source, caption in sources:
         try:
-            out.append((_enlarge(grid(load_image(item.source, 64)), 128), item.name))
+            out.append((_enlarge(grid(load_image(source, 64)), 128), caption))
         except ImageLoadError:
             continue
     return out
+
+
+def gallery_previews(items: list[GalleryItem]) -> list[tuple[Image.Image, str]]:
+    return previews([(item.source, item.name) for item in items])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -491,7 +496,8 @@ def _frames(session: Session, settings: Settings, run: Run, batch: PrivateBatch,
     session.runs.append(record)
     verb = {"done": "Finished", "stopped": "Stopped", "error": "Ended early"}.get(status, status)
     text = (f"**{verb}** after {result.iterations} iterations in {result.seconds:.1f} s: "
-            f"**{verdict(metrics['psnr'])}**, PSNR {metrics['psnr']:.2f} dB · SSIM {metrics['ssim']:.3f} · LPIPS {metrics['lpips']:.3f}"
+            f"**{verdict(metrics['psnr'])}**, PSNR {metrics['psnr']:.2f} dB · SSIM {metrics['ssim']:.3f} · "
+            f"LPIPS {metrics['lpips']:.3f}"
             + (f" · t {record.t_estimate} (true {record.t_true})" if batch.t is not None and not threat.knows_t
                else "")
             + (f" · eps error {metrics['eps_error']:.3f}" if "eps_error" in metrics else "")

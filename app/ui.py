@@ -91,7 +91,8 @@ settings into the main view and watch that run."""
 
 TEACH_VIEW = r"""**How to read it.** The status line names what the reconstruction looks like by its PSNR
 $= 10 \log_{10}(1/\mathrm{MSE})$: below 15 dB *noise*, 15-20 *a blur*, 20-25 *a rough likeness*, 25-35
-*recognisable*, 35-45 *a close copy*, from 45 dB *near-exact*. The difference image is $|\hat x_0 - x_0|$, amplified 4x."""
+*recognisable*, 35-45 *a close copy*, from 45 dB *near-exact*. The difference image is $|\hat x_0 - x_0|$,
+amplified 4x."""
 
 
 def _teach(text: str, **kwargs: Any) -> gr.Markdown:
@@ -129,9 +130,13 @@ def build_app() -> gr.Blocks:
                         c["gallery"] = gr.Dropdown([item.name for item in items], value=s.gallery, multiselect=True,
                                                    label=label["gallery"], info="several images make a batch",
                                                    elem_id="ctl-gallery")
-                        with gr.Row():
+                        with gr.Row(visible=shown["uploads"]) as upload_row:
                             c["uploads"] = gr.File(file_count="multiple", type="filepath", label=label["uploads"],
-                                                   height=170, visible=shown["uploads"])
+                                                   height=170)
+                            upload_preview = gr.Gallery(label="Uploaded images",
+                                                        columns=4, height=170, allow_preview=False, format="png",
+                                                        elem_classes="pixelated", elem_id="upload-preview")
+                        with gr.Row():
                             c["webcam"] = gr.Image(sources=["webcam"], type="numpy", label=label["webcam"],
                                                    height=170, visible=shown["webcam"])
                         with gr.Row():
@@ -258,7 +263,8 @@ def build_app() -> gr.Blocks:
                           api_visibility="private")
         # Which controls apply, and what this combination will do, follow every control they depend on.
         dependent = list(applies({}))
-        refresh_outputs = [c[name] for name in dependent] + [t_plot, hint_md]
+        holders = {**c, "uploads": upload_row}  # the upload's preview shows and hides with it
+        refresh_outputs = [holders[name] for name in dependent] + [t_plot, hint_md]
         for name in ("method", "optimizer", "defence", "source", "secrets", "distance", "layer_weights"):
             c[name].change(lambda *values: refresh(dependent, *values), inputs, refresh_outputs,
                            api_visibility="private", show_progress="hidden")
@@ -267,7 +273,7 @@ def build_app() -> gr.Blocks:
                          api_visibility="private", show_progress="hidden")
         gallery_view.select(pick_gallery, [c["gallery"], c["batch_size"]], [c["gallery"], c["source"]],
                             api_visibility="private")
-        c["uploads"].upload(lambda: "Upload", None, [c["source"]], api_visibility="private")
+        c["uploads"].change(upload_previews, [c["uploads"]], [upload_preview], api_visibility="private")
         c["webcam"].input(lambda: "Webcam", None, [c["source"]], api_visibility="private")
         pick_a.input(compare, *compare_io, api_visibility="private")
         pick_b.input(compare, *compare_io, api_visibility="private")
@@ -387,6 +393,11 @@ def pick_gallery(current: list[str] | None, batch_size: Any, evt: gr.SelectData)
     current = list(current or [])
     current = [n for n in current if n != name] if name in current else current + [name]
     return current or [name], "Gallery"
+
+
+def upload_previews(paths: list[str] | None):
+    """Thumbnails of the uploads (an unreadable file shows none, and the Run says why)."""
+    return runner.previews([(path, os.path.basename(path)) for path in paths or []])
 
 
 def compare(session: runner.Session, a: str | None, b: str | None):

@@ -3,8 +3,9 @@
 - the default preset, untouched, reconstructs the held-out face past 30 dB within its run, and Stop ends it;
 - a bad value on a hidden tab refuses the next Run with the tab and control named in the status line, switches to
   that tab, and clears the previous run's images;
-- controls that do not apply (defence strengths without a defence, learning rates under L-BFGS) are hidden, and a
-  fragile combination gets a visible hint;
+- controls that do not apply (defence strengths without a defence, learning rates under L-BFGS, the picked gallery
+  images when the source is Upload) are hidden, a fragile combination gets a visible hint, and an upload shows a
+  preview;
 - a gallery click (batch size 1) replaces the picked image, and the next run attacks that image;
 - on a 390x844 phone the status line and images come before the settings, all four tabs show, and a
   refused Run scrolls to the settings.
@@ -125,6 +126,12 @@ def test_settings_that_do_not_apply_are_hidden(browser, app_url):
     page.get_by_label("adam").check()
     page.locator("#ctl-lr").wait_for(state="visible", timeout=10_000)
     page.locator("#hints").get_by_text("Clipped update").wait_for(state="visible", timeout=10_000)
+    page.get_by_role("tab", name="Victim").click()
+    page.get_by_label("Upload", exact=True).check()
+    page.locator("#ctl-gallery").wait_for(state="hidden", timeout=10_000)
+    photo = next(Path(__file__).resolve().parent.parent.joinpath("assets", "images").glob("*.png"))
+    page.locator("input[type=file]").first.set_input_files(str(photo))
+    page.locator("#upload-preview img").first.wait_for(state="visible", timeout=20_000)
 
 
 def test_a_gallery_click_picks_the_image_the_next_run_attacks(browser, app_url):
