@@ -25,7 +25,6 @@ from .settings import (
     SECRETS,
     SETTING_FIELDS,
     SOURCES,
-    TABS,
     Refusal,
     Settings,
     applies,
