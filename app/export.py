@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -11,6 +12,8 @@ from typing import TYPE_CHECKING
 
 from gidm_core.cli import write_loss_csv
 from gidm_core.data import grid
+
+REPO = Path(__file__).resolve().parent.parent  # where `gidm_core` lives, for the rerun command
 
 if TYPE_CHECKING:
     from .runner import RunRecord
@@ -20,22 +23,37 @@ def _victim_file(index: int) -> str:
     return f"victim-{index}.png"
 
 
+def iterations_run(record: RunRecord) -> tuple[int, int]:
+    """(latent, pixel) iterations the run actually did: the configured ones, or fewer when it was stopped."""
+    cfg = record.config
+    latent = cfg["latent_iterations"] if cfg["method"] in ("gidm", "gidm-latent") else 0
+    pixel = cfg["iterations"] if cfg["method"] != "gidm-latent" else 0
+    if record.status == "done" or record.iterations >= latent + pixel:
+        return cfg["latent_iterations"], cfg["iterations"]
+    done_latent = min(latent, record.iterations)
+    return done_latent, min(pixel, record.iterations - done_latent)
+
+
 def rerun_command(record: RunRecord) -> str:
-    """`python -m gidm_core attack ...` with every setting spelled out (flags from cli.add_attack_arguments).
-    Images the CLI cannot name (uploads, webcam, fallback photos) are the victim PNGs inside the zip."""
+    """The shell line that reruns the run from the unzipped export folder: this app's interpreter on
+    `python -m gidm_core attack ...` with every setting spelled out (flags from cli.add_attack_arguments), the
+    iterations it actually ran, and PYTHONPATH pointing at this checkout. Images the CLI cannot name (uploads,
+    webcam, fallback photos) are the victim PNGs inside the zip."""
     s = record.settings
     cfg = record.config
-    args = ["attack", "--model", s.model]
+    latent_iterations, iterations = iterations_run(record)
+    args = ["-m", "gidm_core", "attack", "--model", s.model]
     for i, (name, _, bundled) in enumerate(record.victims):
         args += ["--image", name if bundled else _victim_file(i)]
     args += ["--method", s.method, "--threat", "private-eps-t" if s.secrets == "private" else "paper",
-             "--size", str(record.size), "--seed", str(s.seed)]
+             "--size", str(record.size), "--seed", str(s.seed), "--attack-seed", str(cfg["seed"]),
+             "--out", "rerun"]
     if s.client_t >= 0:
         args += ["--t", str(s.client_t)]
     if s.prior != "attacked":
         args += ["--prior", s.prior]
-    args += ["--iterations", str(cfg["iterations"]), "--lr", f"{cfg['lr']:g}",
-             "--latent-iterations", str(cfg["latent_iterations"]), "--latent-lr", f"{cfg['latent_lr']:g}",
+    args += ["--iterations", str(iterations), "--lr", f"{cfg['lr']:g}",
+             "--latent-iterations", str(latent_iterations), "--latent-lr", f"{cfg['latent_lr']:g}",
              "--ddim-steps", str(cfg["ddim_steps"]), "--distance", cfg["distance"],
              "--layer-weights", cfg["layer_weights"], "--tv-weight", f"{cfg['tv_weight']:g}",
              "--optimizer", cfg["optimizer"], "--lr-schedule", cfg["lr_schedule"],
@@ -44,7 +62,8 @@ def rerun_command(record: RunRecord) -> str:
         args += ["--clip", f"{s.clip:g}", "--sigma", f"{s.sigma:g}"]
     elif s.defence == "top-k pruning":
         args += ["--keep", f"{s.keep:g}"]
-    return "python -m gidm_core " + " ".join(shlex.quote(a) for a in args)
+    return (f"PYTHONPATH={shlex.quote(str(REPO))} {shlex.quote(sys.executable)} "
+            + " ".join(shlex.quote(a) for a in args))
 
 
 def metrics_report(record: RunRecord) -> dict:
@@ -75,9 +94,13 @@ def export_zip(record: RunRecord, folder: Path | None = None) -> Path:
         grid(image).save(staging / f"filmstrip-{i:02d}.png")
     (staging / "metrics.json").write_text(json.dumps(metrics_report(record), indent=2, default=str))
     write_loss_csv(record.history, staging / "loss.csv")
+    stopped = (f"# The run was {record.status} after {record.iterations} iterations: the counts below are the "
+               "ones it ran.\n" if record.status != "done" else "")
     (staging / "command.txt").write_text(
-        "# Run from the unzipped folder (victim-*.png are the exact victim images at the attack's size):\n"
-        + record.command + "\n")
+        "# Rerun this attack: run the line below in the unzipped folder (victim-*.png are the exact victim images\n"
+        f"# at the attack's size; results go to ./rerun). It uses the GIDM Explorer checkout at {REPO}\n"
+        "# and the Python that served the app; on another machine, change both paths to your own.\n"
+        + stopped + record.command + "\n")
     target = folder / f"gidm-run-{record.number}.zip"
     with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
         for path in sorted(staging.iterdir()):

@@ -15,7 +15,7 @@ HEIGHT = 280
 
 def _layout(fig: go.Figure, title: str) -> go.Figure:
     fig.update_layout(title=dict(text=title, font=dict(size=13)), height=HEIGHT, template="plotly_white",
-                      margin=dict(l=50, r=20, t=40, b=30), legend=dict(orientation="h", y=-0.32, font=dict(size=10)))
+                      margin=dict(l=50, r=20, t=64, b=30), legend=dict(orientation="h", y=-0.32, font=dict(size=10)))
     return fig
 
 
@@ -41,12 +41,15 @@ def loss_figure(history: list[dict], phase_starts: dict[str, int], total_iterati
     for i, (phase, start) in enumerate(starts):
         stop = starts[i + 1][1] if i + 1 < len(starts) else end
         fig.add_vrect(x0=start, x1=stop, fillcolor=PHASE_COLOURS.get(phase, "rgba(128,128,128,0.08)"),
-                      line_width=0, layer="below", annotation_text=PHASE_NAMES.get(phase, phase),
-                      annotation_position="top right" if i == len(starts) - 1 and i > 0 else "top left",
-                      annotation_font_size=10)
+                      line_width=0, layer="below")
+        # Phase names sit above the plot area, clear of the tick labels, on alternate lines so short phases do
+        # not overlap.
+        fig.add_annotation(x=start, y=1.0, xref="x", yref="paper", yanchor="bottom", xanchor="left",
+                           yshift=13 * (i % 2), text=PHASE_NAMES.get(phase, phase), showarrow=False,
+                           font=dict(size=10))
         if i > 0:
             fig.add_vline(x=start, line=dict(color="#c0392b", width=1.5, dash="dash"))
-    fig.update_yaxes(type="log", title_text="loss", exponentformat="power", dtick=1)
+    fig.update_yaxes(type="log", title_text="loss", exponentformat="power")
     fig.update_xaxes(title_text="iteration", range=[0, end])
     return _layout(fig, "Gradient matching loss (log scale)")
 

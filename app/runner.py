@@ -14,10 +14,12 @@ import copy
 import itertools
 import math
 import queue
+import shutil
+import tempfile
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +29,7 @@ from PIL import Image
 
 from gidm_core.attacks.base import Event, Run
 from gidm_core.client import PrivateBatch
-from gidm_core.config import (
-    LAYER_WEIGHTS,
-    OPTIMIZERS,
-    AttackConfig,
-    ConfigError,
-    DefenceConfig,
-    ThreatModel,
-    attack_config,
-)
+from gidm_core.config import AttackConfig, ConfigError, ThreatModel
 from gidm_core.data import ImageLoadError, grid, load_image, victims
 from gidm_core.evaluation import Evaluator
 from gidm_core.metrics import pair_images, to_unit
@@ -43,63 +37,29 @@ from gidm_core.models import DiffusionModel, ModelLoadError, bundled_specs, load
 from gidm_core.protocol import play
 
 from . import figures
+from .settings import METHOD_LABELS, RESOLUTIONS, Settings, configs, hints
 
 # ---------------------------------------------------------------------------------------------------------------
-# Choices and presets
+# Choices
 # ---------------------------------------------------------------------------------------------------------------
 
 RANDOM_SPECS = ["random:small-32", "random:attn-32", "random:tiny-32", "random:small-64"]
-SOURCES = ("Gallery", "Upload", "Webcam")
-SECRETS = {"known": "eps and t known to the server (paper setting; GIDM)",
-           "private": "eps and t kept private (GIDM+)"}
-DEFENCES = ("none", "clip + Gaussian noise", "top-k pruning")
-METHOD_LABELS = {"gidm": "GIDM", "gidm-plus": "GIDM+", "gidm-latent": "GIDM-latent", "dlg": "DLG", "ig": "IG"}
-RESOLUTIONS = ("model's own", "16", "32", "64", "128")
-MAX_BATCH = 8
 ORPHAN_S = 60.0  # a run whose page stopped pulling updates for this long (tab closed) stops itself
+HEARTBEAT_S = 0.75  # the status line updates at least this often, however slow the attack's steps
 DISPLAY_PX = 224  # each image is enlarged to about this many pixels per side, nearest-neighbour
 
-# Hyperparameter presets (the threat part of each preset is set alongside). "Fast CPU demo" is the default: GIDM
-# with the core's defaults (a short DDIM latent phase so the prior shows, then pixels, both by L-BFGS), which
-# passes 40 dB on the bundled faces32 in ~15-20 s of a 2-core CPU (README, Results).
-_GIDM = attack_config("gidm")
-PRESETS: dict[str, dict[str, Any]] = {
-    "Fast CPU demo": dict(method="gidm", secrets="known", defence="none", iterations=_GIDM.iterations, lr=0.1,
-                          latent_iterations=_GIDM.latent_iterations, latent_lr=0.05, ddim_steps=_GIDM.ddim_steps,
-                          distance="l2", tv_weight=0.0, lr_schedule="constant", optimizer="lbfgs",
-                          layer_weights="normalized", report_every=5),
-    # The released code's optimiser and distance: Adam on plain squared L2 over every tensor, K = 16.
-    "Paper setting (slow on CPU)": dict(method="gidm", secrets="known", defence="none", iterations=5000, lr=0.01,
-                                        latent_iterations=2500, latent_lr=0.01, ddim_steps=16, distance="l2",
-                                        tv_weight=0.0, lr_schedule="constant", optimizer="adam",
-                                        layer_weights="uniform", report_every=25),
-    # GIDM+ follows the core's own defaults for it, at a client timestep where it works: at t = 400 it recovered
-    # held-out faces at 29.9-41 dB in 1000 evaluations (~2 min); at t = 100 it is hit and miss, and it fails at t = 10
-    # (eps hardly shows in x_t) and t = 800 (errors reach x0 amplified 4.6x); docs/gidm_plus.md.
-    "Private eps and t (GIDM+)": dict(method="gidm-plus", secrets="private", client_t=400, defence="none",
-                                      iterations=attack_config("gidm-plus").iterations,
-                                      lr=attack_config("gidm-plus").lr, latent_iterations=0, latent_lr=0.05,
-                                      ddim_steps=2, distance="l2", tv_weight=0.0,
-                                      lr_schedule=attack_config("gidm-plus").lr_schedule,
-                                      optimizer=attack_config("gidm-plus").optimizer,
-                                      layer_weights=attack_config("gidm-plus").layer_weights, report_every=10),
-    "Under DP (clip + noise)": dict(method="gidm", secrets="known", defence="clip + Gaussian noise", clip=1.0,
-                                    sigma=0.01, keep=1.0, iterations=_GIDM.iterations, lr=0.1,
-                                    latent_iterations=_GIDM.latent_iterations, latent_lr=0.05,
-                                    ddim_steps=_GIDM.ddim_steps, distance="l2", tv_weight=0.0,
-                                    lr_schedule="constant", optimizer="lbfgs", layer_weights="normalized",
-                                    report_every=5),
-}
-DEFAULT_PRESET = "Fast CPU demo"
+# What a viewer sees at a given PSNR (dB, on [0, 1] images), judged on the bundled 32 px faces: below 15 the
+# reconstruction is noise; by 20 a face-shaped blur; by 25 the face is recognisable; by 35 it is a close copy with
+# faint speckle; from 45 the difference map is black (near-exact).
+VERDICTS = ((45.0, "near-exact"), (35.0, "a close copy"), (25.0, "recognisable"), (20.0, "a rough likeness"),
+            (15.0, "a blur"), (float("-inf"), "noise"))
 
-# Bounds the UI enforces (the core's own checks still apply after these).
-LIMITS = {
-    "iterations": (0, 20000), "latent_iterations": (0, 10000), "ddim_steps": (1, 100), "lr": (1e-6, 10.0),
-    "latent_lr": (1e-6, 10.0), "tv_weight": (0.0, 100.0), "seed": (0, 2**31 - 1), "report_every": (1, 1000),
-    "batch_size": (1, MAX_BATCH), "client_t": (-1, 100000), "clip": (0.0, 1e6), "sigma": (0.0, 1e3),
-    "keep": (1e-6, 1.0),
-}
-INTEGER_FIELDS = {"iterations", "latent_iterations", "ddim_steps", "seed", "report_every", "batch_size", "client_t"}
+
+def verdict(psnr: float | None) -> str:
+    """The PSNR band in words, e.g. 'recognisable'."""
+    if psnr is None or not math.isfinite(psnr):
+        return "near-exact" if psnr == float("inf") else ""
+    return next(words for floor, words in VERDICTS if psnr >= floor)
 
 
 def default_model() -> str:
@@ -150,151 +110,19 @@ def gallery_items() -> list[GalleryItem]:
     return items
 
 
-def gallery_previews(items: list[GalleryItem]) -> list[tuple[Image.Image, str]]:
+def previews(sources: list[tuple[Any, str]]) -> list[tuple[Image.Image, str]]:
+    """(thumbnail, caption) for each readable (image source, caption); unreadable ones are left out."""
     out = []
-    for item in items:
+    for source, caption in sources:
         try:
-            out.append((_enlarge(grid(load_image(item.source, 64)), 128), item.name))
+            out.append((_enlarge(grid(load_image(source, 64)), 128), caption))
         except ImageLoadError:
             continue
     return out
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Settings: UI values -> validated core configs
-# ---------------------------------------------------------------------------------------------------------------
-
-@dataclass
-class Settings:
-    source: str = "Gallery"
-    gallery: list[str] = field(default_factory=list)
-    uploads: list[str] = field(default_factory=list)
-    webcam: Any = None
-    resolution: str = RESOLUTIONS[0]
-    batch_size: int = 1
-    model: str = ""
-    secrets: str = "known"
-    client_t: int = -1
-    prior: str = "attacked"
-    defence: str = "none"
-    clip: float = 1.0
-    sigma: float = 0.01
-    keep: float = 0.1
-    method: str = "gidm"
-    iterations: int = _GIDM.iterations
-    lr: float = 0.1
-    latent_iterations: int = _GIDM.latent_iterations
-    latent_lr: float = 0.05
-    ddim_steps: int = _GIDM.ddim_steps
-    distance: str = "l2"
-    tv_weight: float = 0.0
-    lr_schedule: str = "constant"
-    optimizer: str = "lbfgs"
-    layer_weights: str = "normalized"
-    seed: int = 0
-    report_every: int = 5
-
-    @classmethod
-    def from_preset(cls, name: str = DEFAULT_PRESET, **overrides: Any) -> Settings:
-        values = {k: v for k, v in PRESETS[name].items() if k in cls.__dataclass_fields__}
-        return cls(**{**values, **overrides})
-
-
-SETTING_FIELDS = list(Settings.__dataclass_fields__)
-
-
-def field_errors(values: dict[str, Any]) -> dict[str, str]:
-    """Per-control problems (empty if none), so the UI can refuse a bad value at the control that holds it."""
-    errors: dict[str, str] = {}
-    for name, (low, high) in LIMITS.items():
-        value = values.get(name)
-        if value is None or value == "":
-            errors[name] = "required"
-            continue
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            errors[name] = f"not a number: {value!r}"
-            continue
-        if not math.isfinite(number):
-            errors[name] = "must be a finite number"
-        elif name in INTEGER_FIELDS and number != int(number):
-            errors[name] = f"must be a whole number, got {value}"
-        elif not low <= number <= high:
-            errors[name] = f"must be between {low:g} and {high:g}, got {value}"
-    if values.get("method") not in METHOD_LABELS:
-        errors["method"] = f"unknown method {values.get('method')!r}"
-    if values.get("distance") not in ("l2", "cosine"):
-        errors["distance"] = "choose l2 or cosine"
-    if values.get("lr_schedule") not in ("constant", "cosine"):
-        errors["lr_schedule"] = "choose constant or cosine"
-    if values.get("optimizer") not in OPTIMIZERS:
-        errors["optimizer"] = f"choose one of {', '.join(OPTIMIZERS)}"
-    if values.get("layer_weights") not in LAYER_WEIGHTS:
-        errors["layer_weights"] = f"choose one of {', '.join(LAYER_WEIGHTS)}"
-    if values.get("defence") not in DEFENCES:
-        errors["defence"] = f"choose one of {', '.join(DEFENCES)}"
-    if values.get("secrets") not in SECRETS:
-        errors["secrets"] = "choose known or private"
-    if values.get("resolution") not in RESOLUTIONS:
-        errors["resolution"] = f"choose one of {', '.join(RESOLUTIONS)}"
-    if not str(values.get("model") or "").strip():
-        errors["model"] = "choose a model, or type a local folder or hub id"
-    if "keep" not in errors and values.get("defence") == "top-k pruning" and float(values["keep"]) >= 1:
-        errors["keep"] = "top-k keeps everything at 1.0: choose a fraction below 1"
-    if values.get("method") == "gidm-latent" and "latent_iterations" not in errors \
-            and int(float(values["latent_iterations"])) < 1:
-        errors["latent_iterations"] = "GIDM-latent needs at least 1 latent iteration"
-    if not errors and values.get("method") != "gidm-plus" and _total(values) == 0:
-        errors["iterations"] = "the run would do nothing: give it some iterations"
-    source = values.get("source")
-    if source == "Upload" and not values.get("uploads"):
-        errors["uploads"] = "upload at least one image (or pick the gallery)"
-    elif source == "Webcam" and values.get("webcam") is None:
-        errors["webcam"] = "take a webcam picture first (or pick the gallery)"
-    elif source not in SOURCES:
-        errors["source"] = f"choose one of {', '.join(SOURCES)}"
-    return errors
-
-
-def _total(values: dict[str, Any]) -> int:
-    latent = int(float(values["latent_iterations"])) if values.get("method") in ("gidm", "gidm-latent") else 0
-    pixel = int(float(values["iterations"])) if values.get("method") != "gidm-latent" else 0
-    return latent + pixel
-
-
-def parse(values: dict[str, Any]) -> Settings:
-    """Settings from raw UI values; raises ConfigError naming the first bad control."""
-    errors = field_errors(values)
-    if errors:
-        name, message = next(iter(errors.items()))
-        raise ConfigError(f"{name.replace('_', ' ')}: {message}")
-    clean = dict(values)
-    for name in LIMITS:
-        clean[name] = int(float(values[name])) if name in INTEGER_FIELDS else float(values[name])
-    clean["gallery"] = list(values.get("gallery") or [])
-    uploads = values.get("uploads") or []
-    clean["uploads"] = [str(getattr(u, "name", u)) for u in (uploads if isinstance(uploads, list) else [uploads])]
-    clean["model"] = str(values["model"]).strip()
-    clean["prior"] = str(values.get("prior") or "attacked").strip() or "attacked"
-    return Settings(**{k: clean[k] for k in SETTING_FIELDS if k in clean})
-
-
-def configs(settings: Settings) -> tuple[AttackConfig, ThreatModel]:
-    defence = DefenceConfig()
-    if settings.defence == "clip + Gaussian noise":
-        defence = DefenceConfig(clip=settings.clip, sigma=settings.sigma)
-    elif settings.defence == "top-k pruning":
-        defence = DefenceConfig(keep=settings.keep)
-    private = settings.secrets == "private"
-    threat = ThreatModel(knows_eps=not private, knows_t=not private, prior=settings.prior, defence=defence)
-    config = attack_config(settings.method, iterations=settings.iterations, lr=settings.lr,
-                           latent_iterations=settings.latent_iterations, latent_lr=settings.latent_lr,
-                           ddim_steps=settings.ddim_steps, distance=settings.distance, tv_weight=settings.tv_weight,
-                           lr_schedule=settings.lr_schedule, optimizer=settings.optimizer,
-                           layer_weights=settings.layer_weights, seed=settings.seed,
-                           report_every=settings.report_every)
-    return config, threat
+def gallery_previews(items: list[GalleryItem]) -> list[tuple[Image.Image, str]]:
+    return previews([(item.source, item.name) for item in items])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -362,8 +190,9 @@ class RunRecord:
     @property
     def label(self) -> str:
         psnr = self.metrics.get("psnr")
-        return f"#{self.number} {METHOD_LABELS[self.settings.method]} on {self.model_name}" + (
-            f" ({psnr:.1f} dB)" if psnr is not None else "")
+        victims = ", ".join(v[0] for v in self.victims[:2]) + (" ..." if len(self.victims) > 2 else "")
+        return f"#{self.number} {METHOD_LABELS[self.settings.method]} on {victims} ({self.model_name})" + (
+            f", {psnr:.1f} dB" if psnr is not None else "")
 
 
 class Session:
@@ -383,6 +212,30 @@ class Session:
             self.stop_event.set()
             return True
         return False
+
+    def claim(self) -> threading.Event | None:
+        """The stop flag of a new job (a run or a sweep), or None while another job of this session is going."""
+        if self.running:
+            return None
+        self.stop_event = threading.Event()
+        return self.stop_event
+
+    def release(self, stop: threading.Event) -> None:
+        if self.stop_event is stop:
+            self.stop_event = None
+
+    def workfolder(self) -> Path:
+        """This session's folder for exports, made on first use; `close` deletes it."""
+        if self.workdir is None:
+            self.workdir = Path(tempfile.mkdtemp(prefix="gidm-session-"))
+        return self.workdir
+
+    def close(self) -> None:
+        """End of the session (gr.State's delete_callback): stop its run and delete its files."""
+        self.stop()
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
 
     @property
     def running(self) -> bool:
@@ -490,14 +343,14 @@ def stream(session: Session, settings: Settings, min_interval: float = 0.4):
     """Generator of `Frame`s for one run. Errors end it with a one-line message in the status; never raises for
     bad input. Stopping (session.stop()) ends the attack within one step and keeps its best guess."""
     started = time.perf_counter()
-    if session.running:
+    stop = session.claim()
+    if stop is None:
         yield Frame("A run is already going in this session: press Stop first.", error=True)
         return
-    stop = threading.Event()
-    session.stop_event = stop
     worker: threading.Thread | None = None
     try:
-        yield Frame(f"Loading {settings.model} ...")
+        notes = "".join(f"  \n*Note:* {hint}" for hint in hints(settings))
+        yield Frame(f"Loading {settings.model} ..." + notes)
         try:
             config, threat = configs(settings)
             device = device_name()
@@ -536,13 +389,12 @@ def stream(session: Session, settings: Settings, min_interval: float = 0.4):
         worker = threading.Thread(target=work, name="gidm-attack", daemon=True)
         worker.start()
         yield from _frames(session, settings, run, batch, events, done, named, model, threat, config, size,
-                           started, min_interval, alive)
+                           started, min_interval, alive, notes)
     finally:
         stop.set()
         if worker is not None:
             worker.join(timeout=30)
-        if session.stop_event is stop:
-            session.stop_event = None
+        session.release(stop)
 
 
 def _one_line(err: BaseException) -> str:
@@ -552,9 +404,11 @@ def _one_line(err: BaseException) -> str:
 
 def _frames(session: Session, settings: Settings, run: Run, batch: PrivateBatch, events: queue.Queue, done: object,
             named, model: DiffusionModel, threat: ThreatModel, config: AttackConfig, size: int, started: float,
-            min_interval: float, alive: list[float]):
+            min_interval: float, alive: list[float], notes: str = ""):
     truth = batch.x0
     trace: list[dict] = []
+    curve: list[dict] = []  # the matching loss at each event, and where each phase began: the live loss plot
+    phase_starts: dict[str, int] = {}
     film: list[tuple[torch.Tensor, str]] = []
     latest: Event | None = None
     error: str | None = None
@@ -564,6 +418,8 @@ def _frames(session: Session, settings: Settings, run: Run, batch: PrivateBatch,
     original_img = show(truth)
     finished = False
     fresh = False  # a scored event arrived since the last frame
+    shown = "**Starting the attack** ..."  # the last live status, repeated with the time while steps are slow
+    began = time.perf_counter()
     while not finished:
         alive[0] = time.perf_counter()
         try:
@@ -577,6 +433,8 @@ def _frames(session: Session, settings: Settings, run: Run, batch: PrivateBatch,
         elif isinstance(item, Event):
             if item.losses and item.kind != "error":
                 latest = item
+                phase_starts.setdefault(item.phase, item.iteration)
+                curve.append({"iteration": item.iteration, **item.losses})
                 fresh = True
                 now = time.perf_counter() - started
                 if first_image_s is None:
@@ -600,10 +458,18 @@ def _frames(session: Session, settings: Settings, run: Run, batch: PrivateBatch,
         if fresh and not finished and (due or (isinstance(item, Event) and item.kind == "phase")):
             last_shown = time.perf_counter()
             fresh = False
-            yield _live_frame(run, latest, truth, original_img, trace, batch, config, settings, started)
+            frame = _live_frame(latest, truth, original_img, trace, curve, phase_starts, batch, config, threat,
+                                notes)
+            shown = frame.status
+            yield frame
         elif latest is None and not finished and due and isinstance(item, Event) and item.phase == "timestep":
             last_shown = time.perf_counter()
             yield Frame(f"Timestep: {item.message}", original=original_img)
+        elif not finished and time.perf_counter() - max(last_shown, began) >= HEARTBEAT_S:
+            # Slow steps (the paper setting's K = 16 latent phase): the screen still moves once a second.
+            last_shown = time.perf_counter()
+            yield Frame(f"{shown}  \n*Working: {last_shown - started:.0f} s so far; a new snapshot every "
+                        f"{config.report_every} iterations.*")
 
     result = run.result
     if result is None:
@@ -630,7 +496,8 @@ def _frames(session: Session, settings: Settings, run: Run, batch: PrivateBatch,
     session.runs.append(record)
     verb = {"done": "Finished", "stopped": "Stopped", "error": "Ended early"}.get(status, status)
     text = (f"**{verb}** after {result.iterations} iterations in {result.seconds:.1f} s: "
-            f"PSNR {metrics['psnr']:.2f} dB · SSIM {metrics['ssim']:.3f} · LPIPS {metrics['lpips']:.3f}"
+            f"**{verdict(metrics['psnr'])}**, PSNR {metrics['psnr']:.2f} dB · SSIM {metrics['ssim']:.3f} · "
+            f"LPIPS {metrics['lpips']:.3f}"
             + (f" · t {record.t_estimate} (true {record.t_true})" if batch.t is not None and not threat.knows_t
                else "")
             + (f" · eps error {metrics['eps_error']:.3f}" if "eps_error" in metrics else "")
@@ -650,10 +517,9 @@ def _thin(items: list, count: int) -> list:
     return [items[i] for i in sorted(set(picks.tolist()))]
 
 
-def _live_frame(run: Run, event: Event, truth: torch.Tensor, original_img: Image.Image, trace: list[dict],
-                batch: PrivateBatch, config: AttackConfig, settings: Settings, started: float) -> Frame:
-    ctx = run.context
-    history = list(ctx.history)
+def _live_frame(event: Event, truth: torch.Tensor, original_img: Image.Image, trace: list[dict],
+                curve: list[dict], phase_starts: dict[str, int], batch: PrivateBatch, config: AttackConfig,
+                threat: ThreatModel, notes: str) -> Frame:
     recon = paired(event.reconstruction, truth)
     it, total = event.iteration, max(event.total_iterations, 1)
     rate = _rate(trace)
@@ -661,10 +527,11 @@ def _live_frame(run: Run, event: Event, truth: torch.Tensor, original_img: Image
     m = event.metrics
     parts = [f"**Iteration {it}/{total}**", f"phase **{event.phase}**",
              f"{rate:.1f} it/s" if rate > 0 else "", f"ETA {eta:.0f} s" if math.isfinite(eta) else "",
-             f"PSNR {m['psnr']:.1f} dB" if "psnr" in m else "", f"SSIM {m['ssim']:.3f}" if "ssim" in m else ""]
-    return Frame(" · ".join(p for p in parts if p), original_img, show(recon), difference(recon, truth),
-                 figures.loss_figure(history, dict(ctx.phase_starts), config.total_iterations),
-                 figures.metrics_figure(trace), figures.t_figure(trace, batch.t.tolist(), ctx.threat.knows_t))
+             f"**{verdict(m['psnr'])}**, PSNR {m['psnr']:.1f} dB" if "psnr" in m else "",
+             f"SSIM {m['ssim']:.3f}" if "ssim" in m else ""]
+    return Frame(" · ".join(p for p in parts if p) + notes, original_img, show(recon), difference(recon, truth),
+                 figures.loss_figure(curve, phase_starts, config.total_iterations),
+                 figures.metrics_figure(trace), figures.t_figure(trace, batch.t.tolist(), threat.knows_t))
 
 
 def _rate(trace: list[dict], window: int = 6) -> float:

@@ -1,156 +1,222 @@
-"""The Gradio Blocks layout and its wiring. All work is delegated to `runner` (which calls the core)."""
+"""The Gradio Blocks layout and its wiring. All work is delegated to `settings` (what a user can set) and `runner`
+(which calls the core)."""
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Any
 
 import gradio as gr
 
-from gidm_core.config import attack_config
+from gidm_core.config import OPTIMIZERS, attack_config
+from gidm_core.models import ModelLoadError
 
-from . import runner
+from . import runner, sweep
 from .export import export_zip
+from .settings import (
+    CONTROLS,
+    DEFAULT_PRESET,
+    DEFENCES,
+    MAX_BATCH,
+    METHOD_LABELS,
+    PRESETS,
+    RESOLUTIONS,
+    SECRETS,
+    SETTING_FIELDS,
+    SOURCES,
+    Refusal,
+    Settings,
+    applies,
+    hints,
+    number,
+    parse,
+)
 
+# Phones (Gradio stacks the two columns below 768 px): the live view comes first, the settings after it.
 CSS = """
 .pixelated img, .pixelated canvas { image-rendering: pixelated; image-rendering: crisp-edges; }
-.teach { font-size: 0.88em; opacity: 0.85; }
+.teach { font-size: 0.88em; opacity: 0.9; }
 #status { min-height: 2.6em; }
+#hints { color: #9a5b00; }
+#filmstrip .caption-label { max-width: 96%; font-size: 11px; padding: 1px 4px; }
+@media (max-width: 768px) { #view-col { order: -1; } }
 """
+
+# After a refused Run, bring the tab that holds the bad value into view (on a phone it is below the images).
+SHOW_REFUSED_TAB = """() => { if (document.querySelector('#status').innerText.startsWith('Refused'))
+  document.querySelector('#settings-tabs').scrollIntoView({block: 'start'}); }"""
+
+LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
 
 INTRO = """# GIDM Explorer
 **Gradient inversion of federated diffusion models.** A client trains a diffusion model on its private images and
 sends only the *gradient* of its loss to the server. The server here is the attacker: starting from noise, it searches
 for an image whose gradient matches the shared one. Press **Run** and watch the private image emerge."""
 
-TEACH_VICTIM = """<div class="teach">The victim is the client's private training batch. The gallery holds face images
-<b>held out</b> of every bundled model's training, so the attack cannot have memorised them. Larger batches are
-harder: the gradients of several images are summed.</div>"""
+TEACH_VICTIM = """The victim is the client's private training batch. The gallery holds face images **held out** of every
+bundled model's training, so the attack cannot have memorised them. With batch size 1 a click picks the image; with a
+larger batch clicks add and remove images (the batch is padded from the gallery). Larger batches are harder: the
+gradients of several images are summed. Click an image below to pick it."""
 
-TEACH_MODEL = """<div class="teach">The attacked model is the federated <b>global model</b> the server sent out.
-<code>@early</code> checkpoints come from early training rounds; the bare name is the final round. Random models are
-untrained. A local diffusers folder or a hub id (online only) can be typed in.</div>"""
+TEACH_MODEL = """The attacked model is the federated **global model** the server sent out. `@early` checkpoints come
+from early training rounds; the bare name is the final round. Random models are untrained. A local diffusers folder
+or a hub id (online only) can be typed in."""
 
-TEACH_THREAT = """<div class="teach"><b>What the server receives:</b> the gradient of the client's loss
-||eps - eps_theta(x_t, t)||^2 for its private images x0, noise eps and timestep t. In the paper's setting eps and
-t are sent too (GIDM). <b>GIDM+</b> assumes they stay private: t is read off the time-embedding gradient, eps is
-recovered with the image. <b>Defences:</b> clipping + Gaussian noise (as in DP-SGD) drowns the fine detail that
-matching needs once the noise is comparable to the gradient; top-k pruning hides most entries but keeps the large
-ones, which often still carry the image.</div>"""
+TEACH_THREAT = r"""**What the server receives:** the gradient $\nabla_\theta \lVert \epsilon -
+\epsilon_\theta(x_t, t) \rVert^2$ of the client's loss, where $x_t = \sqrt{\bar\alpha_t}\, x_0 + \sqrt{1 -
+\bar\alpha_t}\, \epsilon$ mixes its private image $x_0$ with noise $\epsilon$ at timestep $t$. In the paper's setting
+$\epsilon$ and $t$ are sent too (GIDM). **GIDM+** assumes they stay private: $t$ is read off the time-embedding
+gradient, $\epsilon$ is recovered with the image. **Two seeds:** the client's secret seed draws its private
+$\epsilon$ (and $t$ when not set); the attacker's seed (Attack tab) draws the attacker's first guess, from an
+independent stream. **Defences:** clipping + Gaussian noise (as in DP-SGD) drowns the fine detail that matching needs
+once the noise is comparable to the gradient; top-k pruning hides most entries but keeps the large ones, which often
+still carry the image. The server knows the defence and applies it to its own guesses."""
 
-TEACH_ATTACK = """<div class="teach"><b>Phase 1 (GIDM, latent):</b> search the start noise x_T of the model's own
-DDIM sampler (K steps, differentiated end to end), so the guess stays on the model's image manifold.
-<b>Phase 2 (pixel):</b> fine-tune pixels from there to match the gradient exactly. DLG and IG do phase 2 from
-noise (IG: cosine distance + total variation). Each latent step costs about K pixel steps.</div>"""
+TEACH_ATTACK = r"""**Phase 1 (GIDM, latent):** search the start noise $x_T$ of the model's own DDIM sampler
+($K$ steps, differentiated end to end), so the guess stays on the model's image manifold. **Phase 2 (pixel):**
+fine-tune pixels $\hat x_0$ to minimise $\sum_l w_l \lVert \nabla_{\theta_l} L(\hat x_0) - g_l \rVert^2$, the
+distance to the shared gradient $g$. DLG and IG do phase 2 from noise (IG: cosine distance + total variation).
+Each latent step costs about $K$ pixel steps. **Optimiser:** `lbfgs` (the default) is quasi-Newton: it builds a
+curvature estimate from recent gradients and picks each step's length by a line search, so it needs no learning
+rate and converges in a few hundred evaluations on trained models; `adam` and `sgd` take the learning rates and
+schedule shown when you pick them."""
 
-ALL_METHODS = list(runner.METHOD_LABELS)
+TEACH_SWEEP = """Pick one or two hyperparameters and their values (separated by spaces). Every other setting comes
+from the main view (victim images from the gallery, model, threat, method). Each cell is a short run through the
+benchmark's own cell function (`gidm_core.bench.run_cell`); the heatmap fills as cells finish, each with its PSNR
+and its time to 30 dB. **Stop** (above) ends the sweep after the current cell. Click a cell of the table to load its
+settings into the main view and watch that run."""
+
+TEACH_VIEW = r"""**How to read it.** The status line names what the reconstruction looks like by its PSNR
+$= 10 \log_{10}(1/\mathrm{MSE})$: below 15 dB *noise*, 15-20 *a blur*, 20-25 *a rough likeness*, 25-35
+*recognisable*, 35-45 *a close copy*, from 45 dB *near-exact*. The difference image is $|\hat x_0 - x_0|$,
+amplified 4x."""
 
 
-def _defaults() -> dict[str, Any]:
-    """Startup defaults, computed when the UI is built (models and images may appear after import)."""
-    items = runner.gallery_items()
-    model = runner.default_model()
-    return {"items": items, "model": model, "settings": runner.Settings.from_preset(
-        runner.DEFAULT_PRESET, model=model, gallery=[items[0].name] if items else [])}
+def _teach(text: str, **kwargs: Any) -> gr.Markdown:
+    return gr.Markdown(text, latex_delimiters=LATEX, elem_classes="teach", **kwargs)
+
+
+def _number(s: Settings, name: str, **kwargs: Any) -> gr.Textbox:
+    """A number typed as text: the app's own validation reads it (see settings.number)."""
+    return gr.Textbox(str(getattr(s, name)), label=CONTROLS[name][1], max_lines=1, elem_id=f"ctl-{name}",
+                      **kwargs)
 
 
 def build_app() -> gr.Blocks:
-    d = _defaults()
-    s: runner.Settings = d["settings"]
-    items: list[runner.GalleryItem] = d["items"]
-    names = [item.name for item in items]
-    with gr.Blocks(title="GIDM Explorer", fill_width=True) as demo:
-        session = gr.State(runner.Session)
+    items = runner.gallery_items()
+    s = Settings.from_preset(DEFAULT_PRESET, model=runner.default_model(),
+                             gallery=[items[0].name] if items else [])
+    shown = applies(s.__dict__)
+    c: dict[str, Any] = {}  # every setting's control, by field name
+    label = {name: tab_label[1] for name, tab_label in CONTROLS.items()}
+    with gr.Blocks(title="GIDM Explorer", fill_width=True, delete_cache=(1800, 3600)) as demo:
+        session = gr.State(runner.Session, delete_callback=runner.Session.close)
         gr.Markdown(INTRO)
         with gr.Row():
-            with gr.Column(scale=2, min_width=360):
+            with gr.Column(scale=2, min_width=360, elem_id="settings-col"):
+                preset = gr.Dropdown(list(PRESETS), value=DEFAULT_PRESET, label="Preset",
+                                     info="fills in the settings below", elem_id="preset")
+                hint_md = gr.Markdown("", elem_id="hints")
+                with gr.Tabs(overflow_behavior="wrap", elem_id="settings-tabs") as tabs:
+                    with gr.Tab("Victim", id="Victim"):
+                        _teach(TEACH_VICTIM)
+                        c["source"] = gr.Radio(list(SOURCES), value=s.source, label=label["source"])
+                        gallery_view = gr.Gallery(runner.gallery_previews(items), label="Held-out images",
+                                                  show_label=False, columns=4, height=310, allow_preview=False,
+                                                  elem_classes="pixelated", format="png", elem_id="gallery-view")
+                        c["gallery"] = gr.Dropdown([item.name for item in items], value=s.gallery, multiselect=True,
+                                                   label=label["gallery"], info="several images make a batch",
+                                                   elem_id="ctl-gallery")
+                        with gr.Row(visible=shown["uploads"]) as upload_row:
+                            c["uploads"] = gr.File(file_count="multiple", type="filepath", label=label["uploads"],
+                                                   height=170)
+                            upload_preview = gr.Gallery(label="Uploaded images",
+                                                        columns=4, height=170, allow_preview=False, format="png",
+                                                        elem_classes="pixelated", elem_id="upload-preview")
+                        with gr.Row():
+                            c["webcam"] = gr.Image(sources=["webcam"], type="numpy", label=label["webcam"],
+                                                   height=170, visible=shown["webcam"])
+                        with gr.Row():
+                            c["resolution"] = gr.Dropdown(list(RESOLUTIONS), value=s.resolution,
+                                                          label=label["resolution"])
+                            c["batch_size"] = _number(s, "batch_size", info=f"1 to {MAX_BATCH}, padded from the "
+                                                                             "gallery")
+                    with gr.Tab("Model", id="Model"):
+                        _teach(TEACH_MODEL)
+                        c["model"] = gr.Dropdown(runner.model_choices(), value=s.model, allow_custom_value=True,
+                                                 label=label["model"], info="bundled[@round], folder, hub id")
+                    with gr.Tab("Threat", id="Threat"):
+                        _teach(TEACH_THREAT)
+                        c["secrets"] = gr.Radio([(v, k) for k, v in SECRETS.items()], value=s.secrets,
+                                                label=label["secrets"])
+                        with gr.Row():
+                            c["client_t"] = _number(s, "client_t", info="-1: drawn from the client's seed. Private "
+                                                    "eps: GIDM+ works near t = 400; at small t eps hardly shows in "
+                                                    "the gradient, at large t errors are amplified")
+                            c["seed"] = _number(s, "seed", info="draws the client's private eps (and t if -1)")
+                        c["prior"] = gr.Dropdown(["attacked"] + runner.model_choices(), value=s.prior,
+                                                 allow_custom_value=True, label=label["prior"],
+                                                 info="'attacked' = the attacked model itself",
+                                                 visible=shown["prior"])
+                        c["defence"] = gr.Radio(list(DEFENCES), value=s.defence, label=label["defence"])
+                        with gr.Row():
+                            c["clip"] = _number(s, "clip", visible=shown["clip"])
+                            c["sigma"] = _number(s, "sigma", info="noise std = sigma x clip norm",
+                                                 visible=shown["sigma"])
+                            c["keep"] = _number(s, "keep", visible=shown["keep"])
+                    with gr.Tab("Attack", id="Attack"):
+                        _teach(TEACH_ATTACK)
+                        c["method"] = gr.Dropdown([(v, k) for k, v in METHOD_LABELS.items()], value=s.method,
+                                                  label=label["method"])
+                        with gr.Row():
+                            c["latent_iterations"] = _number(s, "latent_iterations",
+                                                             visible=shown["latent_iterations"])
+                            c["ddim_steps"] = _number(s, "ddim_steps", visible=shown["ddim_steps"])
+                            c["latent_lr"] = _number(s, "latent_lr", visible=shown["latent_lr"])
+                        with gr.Row():
+                            c["iterations"] = _number(s, "iterations", info="GIDM+: all of its iterations",
+                                                      visible=shown["iterations"])
+                            c["lr"] = _number(s, "lr", visible=shown["lr"])
+                            c["report_every"] = _number(s, "report_every")
+                        with gr.Row():
+                            c["optimizer"] = gr.Radio(list(OPTIMIZERS), value=s.optimizer, label=label["optimizer"],
+                                                      info="lbfgs: quasi-Newton with a line search, no learning "
+                                                           "rate; adam/sgd: first-order, with the rates shown")
+                            c["lr_schedule"] = gr.Radio(["constant", "cosine"], value=s.lr_schedule,
+                                                        label=label["lr_schedule"],
+                                                        visible=shown["lr_schedule"])
+                        with gr.Row():
+                            c["distance"] = gr.Radio(["l2", "cosine"], value=s.distance, label=label["distance"])
+                            c["tv_weight"] = _number(s, "tv_weight")
+                            c["layer_weights"] = gr.Radio(["normalized", "uniform"], value=s.layer_weights,
+                                                          label=label["layer_weights"],
+                                                          info="normalized: every layer's gradient counts alike")
+                        c["attack_seed"] = _number(s, "attack_seed", info="the attacker's own first guess; "
+                                                   "independent of the client's secret seed")
+            with gr.Column(scale=3, min_width=360, elem_id="view-col"):
                 with gr.Row():
-                    preset = gr.Dropdown(list(runner.PRESETS), value=runner.DEFAULT_PRESET, label="Preset",
-                                         info="fills in the settings below", scale=3)
-                    run_btn = gr.Button("Run", variant="primary", scale=1, elem_id="run-btn")
-                    stop_btn = gr.Button("Stop", variant="stop", scale=1, elem_id="stop-btn")
-                with gr.Tabs():
-                    with gr.Tab("Victim"):
-                        gr.HTML(TEACH_VICTIM)
-                        source = gr.Radio(list(runner.SOURCES), value=s.source, label="Source")
-                        gallery_view = gr.Gallery(runner.gallery_previews(items), label="Held-out images "
-                                                  "(click to pick)", columns=6, height=170, allow_preview=False,
-                                                  elem_classes="pixelated", format="png")
-                        gallery = gr.Dropdown(names, value=s.gallery, multiselect=True, label="Picked images",
-                                              info="several images make a batch")
-                        with gr.Row():
-                            uploads = gr.File(file_count="multiple", type="filepath", label="Upload images",
-                                              height=170)
-                            webcam = gr.Image(sources=["webcam"], type="numpy", label="Webcam", height=170)
-                        with gr.Row():
-                            resolution = gr.Dropdown(list(runner.RESOLUTIONS), value=s.resolution,
-                                                     label="Resolution (px)")
-                            batch_size = gr.Number(s.batch_size, label="Batch size", precision=0, minimum=1,
-                                                   maximum=runner.MAX_BATCH, info="padded from the gallery")
-                    with gr.Tab("Model"):
-                        gr.HTML(TEACH_MODEL)
-                        model = gr.Dropdown(runner.model_choices(), value=s.model, allow_custom_value=True,
-                                            label="Attacked model", info="bundled[@round], folder, hub id")
-                    with gr.Tab("Threat model"):
-                        gr.HTML(TEACH_THREAT)
-                        secrets = gr.Radio([(v, k) for k, v in runner.SECRETS.items()], value=s.secrets,
-                                           label="Noise eps and timestep t")
-                        client_t = gr.Number(s.client_t, label="Client's timestep t (-1: drawn from the seed)",
-                                             precision=0, minimum=-1,
-                                             info="private eps: t near 400 is where GIDM+ works; at small t eps "
-                                                  "hardly shows in the gradient, at large t errors are amplified")
-                        prior = gr.Dropdown(["attacked"] + runner.model_choices(), value=s.prior,
-                                            allow_custom_value=True, label="Prior for GIDM's sampler",
-                                            info="'attacked' = the attacked model itself")
-                        defence = gr.Radio(list(runner.DEFENCES), value=s.defence, label="Client's defence")
-                        with gr.Row():
-                            clip = gr.Number(s.clip, label="clip norm", minimum=0)
-                            sigma = gr.Number(s.sigma, label="noise sigma (std = sigma x clip)", minimum=0)
-                            keep = gr.Number(s.keep, label="top-k: fraction kept", minimum=0, maximum=1)
-                    with gr.Tab("Attack"):
-                        gr.HTML(TEACH_ATTACK)
-                        method = gr.Dropdown([(v, k) for k, v in runner.METHOD_LABELS.items()], value=s.method,
-                                             label="Method")
-                        with gr.Row():
-                            latent_iterations = gr.Number(s.latent_iterations, label="Phase 1 iterations (latent)",
-                                                          precision=0, minimum=0)
-                            latent_lr = gr.Number(s.latent_lr, label="Phase 1 learning rate", minimum=0)
-                            ddim_steps = gr.Number(s.ddim_steps, label="DDIM steps K", precision=0, minimum=1)
-                        with gr.Row():
-                            iterations = gr.Number(s.iterations, label="Pixel iterations (GIDM+: all of its)",
-                                                   precision=0, minimum=0)
-                            lr = gr.Number(s.lr, label="Pixel learning rate", minimum=0)
-                            report_every = gr.Number(s.report_every, label="Update every (iterations)",
-                                                     precision=0, minimum=1)
-                        with gr.Row():
-                            distance = gr.Radio(["l2", "cosine"], value=s.distance, label="Gradient distance")
-                            tv_weight = gr.Number(s.tv_weight, label="TV weight", minimum=0)
-                            lr_schedule = gr.Radio(["constant", "cosine"], value=s.lr_schedule,
-                                                   label="Learning-rate schedule")
-                        with gr.Row():
-                            optimizer = gr.Radio(list(runner.OPTIMIZERS), value=s.optimizer, label="Optimiser",
-                                                 info="lbfgs: quasi-Newton with a line search, no learning rate "
-                                                      "needed (fast on trained models); adam/sgd use the rates above")
-                            layer_weights = gr.Radio(["normalized", "uniform"], value=s.layer_weights,
-                                                     label="Layer weights",
-                                                     info="normalized: every layer's gradient counts alike")
-                            seed = gr.Number(s.seed, label="Seed", precision=0, minimum=0)
-            with gr.Column(scale=3, min_width=420):
+                    run_btn = gr.Button("Run", variant="primary", elem_id="run-btn")
+                    stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn")
                 status = gr.Markdown("Ready. Press **Run**.", elem_id="status")
                 with gr.Row():
-                    original = gr.Image(label="Original (private)", format="png", elem_id="original",
-                                        elem_classes="pixelated", interactive=False, height=270)
-                    reconstruction = gr.Image(label="Reconstruction (from gradients)", format="png",
-                                              elem_id="reconstruction", elem_classes="pixelated",
-                                              interactive=False, height=270)
-                    diff = gr.Image(label="Difference", format="png", elem_classes="pixelated",
-                                    interactive=False, height=270)
+                    original = gr.Image(label="Private image", format="png", elem_id="original",
+                                        elem_classes="pixelated", interactive=False, height=250, buttons=[],
+                                        min_width=110)
+                    reconstruction = gr.Image(label="Reconstruction", format="png", elem_id="reconstruction",
+                                              elem_classes="pixelated", interactive=False, height=250, buttons=[],
+                                              min_width=110)
+                    diff = gr.Image(label="Difference (x4)", format="png", elem_classes="pixelated",
+                                    interactive=False, height=250, buttons=[], min_width=110)
+                _teach(TEACH_VIEW)
                 loss_plot = gr.Plot(None, label="Loss", elem_id="loss-plot")
                 with gr.Row():
                     metrics_plot = gr.Plot(None, label="Metrics")
-                    t_plot = gr.Plot(None, label="t and eps")
-                filmstrip = gr.Gallery(label="Filmstrip (snapshots of the run)", columns=9, height=150,
-                                       format="png", elem_classes="pixelated", allow_preview=True)
+                    t_plot = gr.Plot(None, label="t and eps", visible=s.secrets == "private")
+                filmstrip = gr.Gallery(label="Filmstrip (snapshots of the run)", columns=5, height=280,
+                                       format="png", elem_classes="pixelated", allow_preview=True,
+                                       elem_id="filmstrip")
                 export_file = gr.File(label="Export: PNGs, metrics.json, loss.csv, command.txt", interactive=False)
         with gr.Accordion("Compare this session's runs", open=False):
             table = gr.Dataframe(headers=runner.TABLE_HEADERS, value=[], interactive=False, wrap=True)
@@ -158,48 +224,76 @@ def build_app() -> gr.Blocks:
                 pick_a = gr.Dropdown([], label="Run A")
                 pick_b = gr.Dropdown([], label="Run B")
             with gr.Row():
-                view_a = gr.Image(label="A", format="png", elem_classes="pixelated", interactive=False, height=270)
-                view_b = gr.Image(label="B", format="png", elem_classes="pixelated", interactive=False, height=270)
+                view_a = gr.Image(label="A: original above, reconstruction below", format="png",
+                                  elem_classes="pixelated", interactive=False, height=300, elem_id="view-a")
+                view_b = gr.Image(label="B: original above, reconstruction below", format="png",
+                                  elem_classes="pixelated", interactive=False, height=300, elem_id="view-b")
             compare_md = gr.Markdown()
             export_a = gr.Button("Export run A as zip")
+        with gr.Accordion("Sweep: a grid of short runs", open=False):
+            _teach(TEACH_SWEEP)
+            with gr.Row():
+                x_axis = gr.Dropdown(list(sweep.AXES), value="iterations (total)", label="Across (x)")
+                x_values = gr.Textbox("50 100 200", label="x values", max_lines=1, elem_id="sweep-x")
+                y_axis = gr.Dropdown([sweep.NONE, *sweep.AXES], value="method", label="Down (y)")
+                y_values = gr.Textbox("dlg gidm", label="y values", max_lines=1, elem_id="sweep-y")
+                cell_iterations = gr.Textbox("100", label="Iterations per cell", max_lines=1,
+                                             info="unless an axis sets them")
+            sweep_btn = gr.Button("Run sweep", elem_id="sweep-btn")
+            sweep_status = gr.Markdown("", elem_id="sweep-status")
+            sweep_plot = gr.Plot(None, label="Sweep", elem_id="sweep-plot")
+            sweep_table = gr.Dataframe(value=[], interactive=False, elem_id="sweep-table",
+                                       label="PSNR (dB) per cell: click one to load it into the main view")
+            grid_state = gr.State(None)
 
-        settings_inputs = [source, gallery, uploads, webcam, resolution, batch_size, model, secrets, client_t,
-                           prior, defence, clip, sigma, keep, method, iterations, lr, latent_iterations,
-                           latent_lr, ddim_steps, distance, tv_weight, lr_schedule, optimizer, layer_weights, seed,
-                           report_every]
-        assert [c for c in runner.SETTING_FIELDS] == [
-            "source", "gallery", "uploads", "webcam", "resolution", "batch_size", "model", "secrets", "client_t",
-            "prior", "defence", "clip", "sigma", "keep", "method", "iterations", "lr", "latent_iterations",
-            "latent_lr", "ddim_steps", "distance", "tv_weight", "lr_schedule", "optimizer", "layer_weights",
-            "seed", "report_every"]
+        inputs = [c[name] for name in SETTING_FIELDS]
         run_outputs = [status, original, reconstruction, diff, loss_plot, metrics_plot, t_plot, filmstrip, table,
-                       pick_a, pick_b, export_file]
-
-        def validate(session_, *values):
-            errors = runner.field_errors(dict(zip(runner.SETTING_FIELDS, values)))
-            return [gr.validate(True, "")] + [gr.validate(name not in errors, errors.get(name, ""))
-                                              for name in runner.SETTING_FIELDS]
-
-        run_btn.click(_gpu(run), [session, *settings_inputs], run_outputs, api_name="run", validator=validate,
+                       pick_a, pick_b, export_file, tabs]
+        compare_io = ([session, pick_a, pick_b], [view_a, view_b, compare_md])
+        run_btn.click(_gpu(run), [session, *inputs], run_outputs, api_name="run",
                       concurrency_limit=int(os.environ.get("GIDM_CONCURRENCY", "2")), concurrency_id="attack",
-                      show_progress="minimal")
+                      show_progress="minimal").then(compare, *compare_io, api_visibility="private").then(
+            None, js=SHOW_REFUSED_TAB)
         stop_btn.click(stop, [session], [status], api_name="stop", concurrency_limit=None,
                        concurrency_id="stop", show_progress="hidden")
 
-        preset_outputs = [method, secrets, client_t, defence, clip, sigma, keep, iterations, lr, latent_iterations,
-                          latent_lr, ddim_steps, distance, tv_weight, lr_schedule, optimizer, layer_weights,
-                          report_every]
-        preset.input(apply_preset, [preset], preset_outputs, api_visibility="private")
-        method.input(method_defaults, [method], [distance, tv_weight, lr, lr_schedule, optimizer, layer_weights],
-                     api_visibility="private")
-        gallery_view.select(pick_gallery, [gallery], [gallery, source], api_visibility="private")
-        uploads.upload(lambda: "Upload", None, [source], api_visibility="private")
-        webcam.input(lambda: "Webcam", None, [source], api_visibility="private")
-        pick_a.change(compare, [session, pick_a, pick_b], [view_a, view_b, compare_md], api_visibility="private")
-        pick_b.change(compare, [session, pick_a, pick_b], [view_a, view_b, compare_md], api_visibility="private")
+        preset.input(apply_preset, [preset], [c[name] for name in PRESET_FIELDS], api_visibility="private")
+        c["method"].input(method_defaults, [c["method"]], [c[name] for name in METHOD_FIELDS],
+                          api_visibility="private")
+        # Which controls apply, and what this combination will do, follow every control they depend on.
+        dependent = list(applies({}))
+        holders = {**c, "uploads": upload_row}  # the upload's preview shows and hides with it
+        refresh_outputs = [holders[name] for name in dependent] + [t_plot, hint_md]
+        for name in ("method", "optimizer", "defence", "source", "secrets", "distance", "layer_weights"):
+            c[name].change(lambda *values: refresh(dependent, *values), inputs, refresh_outputs,
+                           api_visibility="private", show_progress="hidden")
+        for name in ("client_t", "clip", "sigma"):
+            c[name].blur(lambda *values: refresh(dependent, *values), inputs, refresh_outputs,
+                         api_visibility="private", show_progress="hidden")
+        gallery_view.select(pick_gallery, [c["gallery"], c["batch_size"]], [c["gallery"], c["source"]],
+                            api_visibility="private")
+        c["uploads"].change(upload_previews, [c["uploads"]], [upload_preview], api_visibility="private")
+        c["webcam"].input(lambda: "Webcam", None, [c["source"]], api_visibility="private")
+        pick_a.input(compare, *compare_io, api_visibility="private")
+        pick_b.input(compare, *compare_io, api_visibility="private")
         export_a.click(export_pick, [session, pick_a], [export_file], api_visibility="private")
-        demo.load(refresh_choices, None, [model, prior], api_visibility="private")
+        sweep_btn.click(_gpu(run_sweep), [session, x_axis, x_values, y_axis, y_values, cell_iterations, *inputs],
+                        [sweep_plot, sweep_table, sweep_status, grid_state], api_visibility="private",
+                        concurrency_limit=int(os.environ.get("GIDM_CONCURRENCY", "2")), concurrency_id="attack")
+        sweep_table.select(load_cell, [grid_state], [c[name] for name in CELL_FIELDS] + [status],
+                           api_visibility="private").then(
+            _gpu(run), [session, *inputs], run_outputs, api_visibility="private", concurrency_id="attack")
+        demo.load(refresh_choices, None, [c["model"], c["prior"]], api_visibility="private")
     return demo
+
+
+PRESET_FIELDS = ("method", "secrets", "client_t", "defence", "clip", "sigma", "keep", "iterations", "lr",
+                 "latent_iterations", "latent_lr", "ddim_steps", "distance", "tv_weight", "lr_schedule", "optimizer",
+                 "layer_weights", "report_every")
+CELL_FIELDS = ("method", "iterations", "latent_iterations", "ddim_steps", "client_t", "seed", "attack_seed",
+               "defence", "clip", "sigma", "keep", "optimizer", "distance", "tv_weight", "layer_weights",
+               "lr_schedule", "lr", "latent_lr", "report_every")
+METHOD_FIELDS = ("distance", "tv_weight", "lr", "lr_schedule", "optimizer", "layer_weights")
 
 
 def _gpu(fn):
@@ -211,44 +305,40 @@ def _gpu(fn):
     return spaces.GPU(duration=300)(fn)
 
 
-def run(session: runner.Session, source, gallery, uploads, webcam, resolution, batch_size, model, secrets,
-        client_t, prior, defence, clip, sigma, keep, method, iterations, lr, latent_iterations, latent_lr,
-        ddim_steps, distance, tv_weight, lr_schedule, optimizer, layer_weights, seed, report_every):
-    """Stream one attack: status, original, reconstruction, difference, three plots, filmstrip, compare table."""
-    values = dict(zip(runner.SETTING_FIELDS, [
-        source, gallery, uploads, webcam, resolution, batch_size, model, secrets, client_t, prior, defence, clip,
-        sigma, keep, method, iterations, lr, latent_iterations, latent_lr, ddim_steps, distance, tv_weight,
-        lr_schedule, optimizer, layer_weights, seed, report_every]))
+def run(session: runner.Session, *values):
+    """Stream one attack: status, original, reconstruction, difference, three plots, filmstrip, compare table,
+    run pickers, export, and (when a value is refused) the tab that holds it."""
     skip = gr.skip()
     try:
-        settings = runner.parse(values)
-    except runner.ConfigError as err:
-        gr.Warning(str(err))
-        yield (f"**Refused:** {err}",) + (skip,) * 11
+        settings = parse(dict(zip(SETTING_FIELDS, values)))
+    except Refusal as err:  # say where, show it, and clear the last run's results so they are not taken for these
+        yield (f"**Refused** ({err.tab} tab, {err.label}): {str(err).split(': ', 1)[1]}", None, None, None, None,
+               None, None, [], skip, skip, skip, None, gr.Tabs(selected=err.tab))
         return
+    sent_original = None  # the original does not change during a run: send it once (gradio rewrites the cached
+    # file of an image each time it is sent, which can cut short a download of that same file)
     for frame in runner.stream(session, settings):
         if frame.error:
             gr.Warning(frame.status.replace("**", ""))
+        original = skip if frame.original is sent_original else frame.original
+        sent_original = frame.original or sent_original
         images = tuple(skip if v is None else v for v in (
-            frame.original, frame.reconstruction, frame.difference, frame.loss_figure, frame.metrics_figure,
+            original, frame.reconstruction, frame.difference, frame.loss_figure, frame.metrics_figure,
             frame.t_figure, frame.filmstrip))
         if frame.finished is not None:
             labels = [r.label for r in session.runs]
             previous = labels[-2] if len(labels) > 1 else labels[-1]
             tail = (session.table(), gr.update(choices=labels, value=previous),
-                    gr.update(choices=labels, value=labels[-1]), str(export_zip(frame.finished, _workdir(session))))
+                    gr.update(choices=labels, value=labels[-1]),
+                    str(export_zip(frame.finished, session.workfolder())), skip)
         else:
-            tail = (skip,) * 4
+            tail = (skip,) * 5
         yield (frame.status,) + images + tail
 
 
-def _workdir(session: runner.Session):
-    import tempfile
-    from pathlib import Path
-
-    if session.workdir is None:
-        session.workdir = Path(tempfile.mkdtemp(prefix="gidm-session-"))
-    return session.workdir
+# The API names run's parameters after the settings (gradio reads them from the signature).
+run.__signature__ = inspect.Signature([inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+                                       for name in ("session", *SETTING_FIELDS)])
 
 
 def stop(session: runner.Session) -> str:
@@ -256,22 +346,36 @@ def stop(session: runner.Session) -> str:
 
 
 def apply_preset(name: str):
-    p = runner.PRESETS[name]
-    base = runner.Settings()
-    get = lambda k: p.get(k, getattr(base, k))  # noqa: E731
-    return tuple(get(k) for k in ("method", "secrets", "client_t", "defence", "clip", "sigma", "keep", "iterations",
-                                  "lr", "latent_iterations", "latent_lr", "ddim_steps", "distance", "tv_weight",
-                                  "lr_schedule", "optimizer", "layer_weights", "report_every"))
+    p = PRESETS[name]
+    base = Settings()
+    return tuple(_shown(p.get(k, getattr(base, k))) for k in PRESET_FIELDS)
+
+
+def _shown(value: Any) -> Any:
+    """A setting as its control holds it (numbers are typed as text)."""
+    return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
 
 
 def method_defaults(method: str):
     """The method's own defaults for the controls it differs on (from the core's config)."""
     config = attack_config(method)
-    return (config.distance, config.tv_weight, config.lr, config.lr_schedule, config.optimizer,
-            config.layer_weights)
+    return tuple(_shown(getattr(config, name)) for name in METHOD_FIELDS)
 
 
-def pick_gallery(current: list[str] | None, evt: gr.SelectData):
+def refresh(dependent: list[str], *values):
+    """Show the controls that apply, the t panel when t is private, and hints for this combination."""
+    raw = dict(zip(SETTING_FIELDS, values))
+    shown = applies(raw)
+    try:
+        notes = hints(parse(raw))
+    except Refusal:
+        notes = []
+    return tuple(gr.update(visible=shown[name]) for name in dependent) + (
+        gr.update(visible=raw.get("secrets") == "private"), "\n\n".join(f"*Note:* {n}" for n in notes))
+
+
+def pick_gallery(current: list[str] | None, batch_size: Any, evt: gr.SelectData):
+    """A click picks the image (batch size 1) or adds / removes it (larger batches)."""
     value = evt.value
     caption = value.get("caption") if isinstance(value, dict) else None
     names = [item.name for item in runner.gallery_items()]
@@ -279,9 +383,20 @@ def pick_gallery(current: list[str] | None, evt: gr.SelectData):
                                              else None)
     if name is None:
         return gr.skip(), gr.skip()
+    try:
+        batch = int(number(batch_size))
+    except ValueError:
+        batch = 1
+    if batch <= 1:
+        return [name], "Gallery"
     current = list(current or [])
     current = [n for n in current if n != name] if name in current else current + [name]
     return current or [name], "Gallery"
+
+
+def upload_previews(paths: list[str] | None):
+    """Thumbnails of the uploads (an unreadable file shows none, and the Run says why)."""
+    return runner.previews([(path, os.path.basename(path)) for path in paths or []])
 
 
 def compare(session: runner.Session, a: str | None, b: str | None):
@@ -306,12 +421,65 @@ def compare(session: runner.Session, a: str | None, b: str | None):
     return pair(ra), pair(rb), table
 
 
+def run_sweep(session: runner.Session, x_axis: str, x_text: str, y_axis: str, y_text: str, cell_iterations: str,
+              *values):
+    """Run the grid and fill the heatmap and table as cells finish (the main Stop button stops it between cells)."""
+    try:
+        settings = parse(dict(zip(SETTING_FIELDS, values)))
+        xs = sweep.values(x_text, x_axis)
+        ys = sweep.values(y_text, y_axis) if y_axis != sweep.NONE else [""]
+        iterations = int(number(cell_iterations))
+        if not 1 <= iterations <= 5000:
+            raise ValueError(f"iterations per cell must be between 1 and 5000, got {iterations}")
+        if len(xs) * len(ys) > sweep.MAX_CELLS:
+            raise ValueError(f"{len(xs) * len(ys)} cells: at most {sweep.MAX_CELLS}")
+        bundled = {item.name for item in runner.gallery_items() if item.bundled}
+        images = tuple(settings.gallery[:max(1, settings.batch_size)])
+        if settings.source != "Gallery" or not images or not set(images) <= bundled:
+            raise ValueError("a sweep attacks bundled gallery images: pick them on the Victim tab")
+        model = runner.get_model(settings.model, runner.device_name())
+        size = model.image_size if settings.resolution == RESOLUTIONS[0] else int(settings.resolution)
+    except (Refusal, ValueError, ModelLoadError) as err:
+        yield gr.skip(), gr.skip(), f"**Sweep refused:** {err}", gr.skip()
+        return
+    grid = sweep.Grid(sweep.base_cell(settings, images, size, iterations), x_axis, tuple(xs), y_axis, tuple(ys))
+    stop = session.claim()
+    if stop is None:
+        yield gr.skip(), gr.skip(), "A run is already going in this session: press Stop first.", gr.skip()
+        return
+    headers = [y_axis if y_axis != sweep.NONE else ""] + [f"{x_axis} = {x}" for x in xs]
+    try:
+        for table, text in sweep.run(grid, stop.is_set):
+            yield (sweep.heatmap(grid, table), gr.Dataframe(sweep.rows(grid, table), headers=headers), text,
+                   grid)
+    finally:
+        session.release(stop)
+
+
+def load_cell(grid: sweep.Grid | None, evt: gr.SelectData):
+    """The picked cell's settings into the main controls (the attack config the benchmark ran); a run follows."""
+    row, col = evt.index if isinstance(evt.index, (list, tuple)) else (0, 0)
+    if grid is None or col < 1:
+        return (gr.skip(),) * len(CELL_FIELDS) + ("Pick a PSNR cell of the sweep table.",)
+    cell = grid.cell(row, col - 1)
+    config = attack_config(cell.method, ddim_steps=cell.ddim_steps, optimizer=cell.optimizer,
+                           report_every=cell.report_every, **cell.budget_split())
+    clip, sigma, keep = cell.defence
+    defence = DEFENCES[2] if keep < 1 else DEFENCES[1] if clip > 0 or sigma > 0 else DEFENCES[0]
+    chosen = {**{name: getattr(config, name) for name in CELL_FIELDS if hasattr(config, name)},
+              "client_t": -1 if cell.t is None else cell.t, "seed": cell.seeds[0], "attack_seed": cell.seeds[0],
+              "defence": defence, "clip": clip, "sigma": sigma, "keep": keep}
+    return tuple(_shown(chosen[name]) for name in CELL_FIELDS) + (
+        f"Loaded sweep cell ({grid.x_axis} = {grid.x_values[col - 1]}"
+        + (f", {grid.y_axis} = {grid.y_values[row]}" if grid.y_axis != sweep.NONE else "") + "): running it ...",)
+
+
 def export_pick(session: runner.Session, label: str | None):
     record = session.find(label) or (session.runs[-1] if session.runs else None)
     if record is None:
         gr.Warning("No finished run to export yet.")
         return gr.skip()
-    return str(export_zip(record, _workdir(session)))
+    return str(export_zip(record, session.workfolder()))
 
 
 def refresh_choices():

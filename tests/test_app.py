@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import subprocess
+import tempfile
 import threading
 import time
 import zipfile
@@ -26,7 +29,10 @@ TINY = dict(model="random:tiny-32", uploads=None, webcam=None, iterations=30, la
 STATUS, ORIGINAL, RECON, DIFF, LOSS, METRICS, TPLOT, FILM, TABLE, PICK_A, PICK_B, EXPORT = range(12)
 
 
-
+def _client(url: str) -> Client:
+    """A client that downloads into a folder of its own: the in-process server serves its files from gradio's
+    default temp folder, and a download to the same path truncates the file being served."""
+    return Client(url, verbose=False, download_files=tempfile.mkdtemp(prefix="gidm-client-"))
 
 
 def _gallery(i: int = 0) -> list[str]:
@@ -43,14 +49,15 @@ def _stream(client: Client, **overrides) -> list[tuple]:
 
 
 def test_streams_images_and_metrics_that_change(app_url):
-    client = Client(app_url, verbose=False)
+    client = _client(app_url)
     outputs = _stream(client)
     assert len(outputs) >= 4, [o[STATUS] for o in outputs]
     live = [o for o in outputs if isinstance(o[RECON], str)]
     assert len(live) >= 3, "expected several live frames with a reconstruction"
     recon_digests = {_digest(o[RECON]) for o in live}
     assert len(recon_digests) >= 3, "the reconstruction should change while the run goes"
-    assert len({_digest(o[ORIGINAL]) for o in live}) == 1, "the original stays the same"
+    originals = [o[ORIGINAL] for o in outputs if isinstance(o[ORIGINAL], str)]
+    assert len(originals) == 1, "the original is sent once per run (it does not change)"
     psnrs = [float(o[STATUS].split("PSNR ")[1].split(" dB")[0]) for o in live if "PSNR " in o[STATUS]]
     assert len(set(psnrs)) >= 2, f"metrics should change: {psnrs}"
     assert all(isinstance(o[LOSS], dict) and o[LOSS].get("type") == "plotly" for o in live)
@@ -63,24 +70,31 @@ def test_streams_images_and_metrics_that_change(app_url):
         names = set(archive.namelist())
         assert {"original.png", "reconstruction.png", "metrics.json", "loss.csv", "command.txt"} <= names
         command = archive.read("command.txt").decode()
-    assert "python -m gidm_core attack --model random:tiny-32" in command
+    assert _gallery()[0] in final[PICK_B]["value"], "run labels name the victim image"
+    assert "-m gidm_core attack --model random:tiny-32" in command
     assert "--iterations 30" in command and "--latent-iterations 2" in command
 
 
-def test_rerun_command_parses_with_the_cli(app_url):
-    from gidm_core.cli import build_parser, configs_from_args
-
-    client = Client(app_url, verbose=False)
-    outputs = _stream(client, defence="top-k pruning", keep=0.5, iterations=6, method="dlg")
+def test_rerun_command_runs_as_written_from_the_unzipped_folder(app_url, tmp_path):
+    """command.txt's last line, run by a shell in the unzipped export (not the repository), reruns the attack."""
+    client = _client(app_url)
+    outputs = _stream(client, defence="top-k pruning", keep=0.5, iterations=3, method="dlg", seed=3,
+                      attack_seed=4)
     with zipfile.ZipFile(outputs[-1][EXPORT]) as archive:
-        command = archive.read("command.txt").decode().strip().splitlines()[-1]
-    argv = command.split("python -m gidm_core ", 1)[1].split()
-    config, threat = configs_from_args(build_parser().parse_args(argv))
-    assert config.method == "dlg" and config.iterations == 6 and threat.defence.keep == 0.5
+        archive.extractall(tmp_path)
+    command = (tmp_path / "command.txt").read_text().strip().splitlines()[-1]
+    assert "--seed 3 --attack-seed 4" in command and "--keep 0.5" in command
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = (tmp_path / "rerun" / "metrics.json").read_text()
+    assert '"iterations": 3' in metrics and '"attack_seed": 4' in metrics
+
 
 
 def test_stop_ends_the_run_and_keeps_the_best(app_url):
-    client = Client(app_url, verbose=False)
+    client = _client(app_url)
     job = client.submit(api_name="/run", **{**TINY, "gallery": _gallery(), "iterations": 5000})
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -96,14 +110,24 @@ def test_stop_ends_the_run_and_keeps_the_best(app_url):
     final = outputs[-1]
     assert final[STATUS].startswith("**Stopped**"), final[STATUS]
     assert isinstance(final[RECON], str) and isinstance(final[EXPORT], str)
+    ran = int(re.search(r"after (\d+) iterations", final[STATUS]).group(1))
+    with zipfile.ZipFile(final[EXPORT]) as archive:
+        command = archive.read("command.txt").decode()
+    assert f"stopped after {ran} iterations" in command, command
+    latent = min(TINY["latent_iterations"], ran)  # the command reruns exactly the iterations the run did
+    assert f"--iterations {ran - latent} " in command and f"--latent-iterations {latent} " in command, command
 
 
 def test_bad_input_gets_a_message_and_the_app_keeps_serving(app_url, tmp_path):
-    client = Client(app_url, verbose=False)
-    with pytest.raises(Exception) as refused:  # the validator refuses it at the control
-        client.predict(api_name="/run", **{**TINY, "gallery": _gallery(), "lr": 0})
-    assert "learning rate" in str(refused.value).lower() or "lr" in str(refused.value).lower() \
-        or "between" in str(refused.value)
+    client = _client(app_url)
+    for bad, words in ((dict(optimizer="adam", lr="2,5"), ["Attack tab", "Pixel learning rate", "comma"]),
+                       (dict(seed="-1"), ["Threat tab", "Client's secret seed", "between 0"]),
+                       (dict(batch_size="0"), ["Victim tab", "Batch size"])):
+        outputs = _stream(client, **bad)  # refused by the app's own validation, in the status line
+        assert outputs[-1][STATUS].startswith("**Refused**"), outputs[-1][STATUS]
+        assert all(w in outputs[-1][STATUS] for w in words), outputs[-1][STATUS]
+    assert _stream(client, optimizer="lbfgs", lr="2,5", iterations=2)[-1][STATUS].startswith("**Finished**"), \
+        "a control that does not apply (L-BFGS has no learning rate) cannot refuse a run"
     corrupt = tmp_path / "photo.png"
     corrupt.write_bytes(b"this is not a png")
     outputs = _stream(client, source="Upload", uploads=[handle_file(str(corrupt))])
@@ -118,7 +142,7 @@ def test_two_clients_get_their_own_results(app_url):
     results: dict[str, list[tuple]] = {}
 
     def go(name: str, index: int, seed: int) -> None:
-        client = Client(app_url, verbose=False)
+        client = _client(app_url)
         results[name] = _stream(client, gallery=_gallery(index), seed=seed, iterations=20)
 
     threads = [threading.Thread(target=go, args=("a", 0, 1)), threading.Thread(target=go, args=("b", 1, 2))]
@@ -128,6 +152,64 @@ def test_two_clients_get_their_own_results(app_url):
         t.join(timeout=120)
     a, b = results["a"][-1], results["b"][-1]
     assert a[STATUS].startswith("**Finished**") and b[STATUS].startswith("**Finished**")
-    assert _digest(a[ORIGINAL]) != _digest(b[ORIGINAL]), "each client attacked its own victim"
+    originals = [next(o[ORIGINAL] for o in results[k] if isinstance(o[ORIGINAL], str)) for k in ("a", "b")]
+    assert _digest(originals[0]) != _digest(originals[1]), "each client attacked its own victim"
     assert _digest(a[RECON]) != _digest(b[RECON])
     assert len(a[TABLE]["data"]) == 1 and len(b[TABLE]["data"]) == 1, "run tables are per session"
+
+
+def test_a_surprising_combination_gets_a_visible_hint(app_url):
+    client = _client(app_url)
+    outputs = _stream(client, method="gidm-plus", secrets="known", iterations=2)
+    assert any("GIDM+ is built for private eps and t" in o[STATUS] for o in outputs), [o[STATUS] for o in outputs]
+
+
+def test_a_session_deletes_its_files_when_it_ends(tmp_path):
+    session = runner.Session()
+    folder = session.workfolder()
+    (folder / "gidm-run-1.zip").write_bytes(b"zip")
+    session.close()  # gr.State's delete_callback
+    assert not folder.exists()
+
+
+def test_a_sweep_fills_its_grid_cell_by_cell_and_a_cell_loads_into_the_main_view():
+    from types import SimpleNamespace
+
+    import torch
+
+    from gidm_core.bench import Cell
+
+    from app import sweep, ui
+
+    grid = sweep.Grid(Cell(method="dlg", model="random:tiny-32", images=(_gallery()[0],), iterations=3, t=None),
+                      "iterations (total)", ("2", "3"), sweep.NONE, ("",))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the benchmark runs its cells; two threads on a busy 2-core CPU cost ~50x here
+    try:
+        frames = list(sweep.run(grid, lambda: False))
+    finally:
+        torch.set_num_threads(threads)
+    assert frames[0][0][0][1] is None and frames[0][0][0][0] is not None, "the first cell shows before the second"
+    table = frames[-1][0]
+    assert all(c is not None and c["psnr"] > 0 for c in table[0])
+    assert sweep.heatmap(grid, table).data[0].z[0][1] == table[0][1]["psnr"]
+    loaded = dict(zip(ui.CELL_FIELDS, ui.load_cell(grid, SimpleNamespace(index=[0, 2]))))
+    assert loaded["method"] == "dlg" and loaded["iterations"] == "3" and loaded["client_t"] == "-1"
+    with pytest.raises(ValueError, match="comma"):
+        sweep.values("0,5 1", "noise sigma (clip 1)")
+
+
+def test_the_status_moves_every_second_between_rare_snapshots():
+    """With snapshots far apart (slow steps, or a long report interval) the status still updates once a second."""
+    from app.settings import Settings
+
+    settings = Settings(model="random:tiny-32", gallery=_gallery(), method="dlg", iterations=60, report_every=1000)
+    session = runner.Session()
+    stamps, texts = [], []
+    for frame in runner.stream(session, settings):
+        stamps.append(time.perf_counter())
+        texts.append(frame.status)
+    working = [t for t in texts if "Working:" in t and "Iteration 0/60" in t]
+    gaps = [b - a for a, b in zip(stamps[1:], stamps[2:-1])]
+    assert working, f"no heartbeat frames: {texts}"
+    assert max(gaps) < 1.5, gaps

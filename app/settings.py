@@ -1,0 +1,272 @@
+"""What a user can set, and how raw UI values become validated core configs.
+
+One table (`CONTROLS`) names every control's tab and label, so a refused Run can say where the bad value is; one
+function (`applies`) says which controls matter for the current method, optimiser, defence and source, so the UI
+hides the others and validation ignores them; `hints` says what a valid but surprising combination will do.
+Numbers are typed as text and parsed here (a comma is refused, never read as a thousands separator).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from gidm_core.config import LAYER_WEIGHTS, OPTIMIZERS, AttackConfig, ConfigError, DefenceConfig, ThreatModel, \
+    attack_config
+
+SOURCES = ("Gallery", "Upload", "Webcam")
+SECRETS = {"known": "eps and t known to the server (paper setting; GIDM)",
+           "private": "eps and t kept private (GIDM+)"}
+DEFENCES = ("none", "clip + Gaussian noise", "top-k pruning")
+METHOD_LABELS = {"gidm": "GIDM", "gidm-plus": "GIDM+", "gidm-latent": "GIDM-latent", "dlg": "DLG", "ig": "IG"}
+RESOLUTIONS = ("model's own", "16", "32", "64", "128")
+MAX_BATCH = 8
+
+# Hyperparameter presets (the threat part of each preset is set alongside). "Fast CPU demo" is the default: GIDM
+# with the core's defaults (a short DDIM latent phase so the prior shows, then pixels, both by L-BFGS), which
+# passes 36 dB on the bundled faces32 in ~17 s of a 2-core CPU (README, The app).
+_GIDM = attack_config("gidm")
+_PLUS = attack_config("gidm-plus")
+PRESETS: dict[str, dict[str, Any]] = {
+    "Fast CPU demo": dict(method="gidm", secrets="known", defence="none", iterations=_GIDM.iterations, lr=0.1,
+                          latent_iterations=_GIDM.latent_iterations, latent_lr=0.05, ddim_steps=_GIDM.ddim_steps,
+                          distance="l2", tv_weight=0.0, lr_schedule="constant", optimizer="lbfgs",
+                          layer_weights="normalized", report_every=5),
+    # The released code's optimiser and distance: Adam on plain squared L2 over every tensor, K = 16.
+    "Paper setting (slow on CPU)": dict(method="gidm", secrets="known", defence="none", iterations=5000, lr=0.01,
+                                        latent_iterations=2500, latent_lr=0.01, ddim_steps=16, distance="l2",
+                                        tv_weight=0.0, lr_schedule="constant", optimizer="adam",
+                                        layer_weights="uniform", report_every=25),
+    # GIDM+ follows the core's own defaults for it, at a client timestep where it works: at t = 400 it recovered
+    # held-out faces at 29.9-41 dB in 1000 evaluations (~2 min); at t = 100 it is hit and miss, and it fails at t = 10
+    # (eps hardly shows in x_t) and t = 800 (errors reach x0 amplified 4.6x); docs/gidm_plus.md.
+    "Private eps and t (GIDM+)": dict(method="gidm-plus", secrets="private", client_t=400, defence="none",
+                                      iterations=_PLUS.iterations, lr=_PLUS.lr, latent_iterations=0, latent_lr=0.05,
+                                      ddim_steps=2, distance="l2", tv_weight=0.0, lr_schedule=_PLUS.lr_schedule,
+                                      optimizer=_PLUS.optimizer, layer_weights=_PLUS.layer_weights, report_every=10),
+    "Under DP (clip + noise)": dict(method="gidm", secrets="known", defence="clip + Gaussian noise", clip=1.0,
+                                    sigma=0.01, keep=1.0, iterations=_GIDM.iterations, lr=0.1,
+                                    latent_iterations=_GIDM.latent_iterations, latent_lr=0.05,
+                                    ddim_steps=_GIDM.ddim_steps, distance="l2", tv_weight=0.0,
+                                    lr_schedule="constant", optimizer="lbfgs", layer_weights="normalized",
+                                    report_every=5),
+}
+DEFAULT_PRESET = "Fast CPU demo"
+
+
+@dataclass
+class Settings:
+    source: str = "Gallery"
+    gallery: list[str] = field(default_factory=list)
+    uploads: list[str] = field(default_factory=list)
+    webcam: Any = None
+    resolution: str = RESOLUTIONS[0]
+    batch_size: int = 1
+    model: str = ""
+    secrets: str = "known"
+    client_t: int = -1
+    prior: str = "attacked"
+    defence: str = "none"
+    clip: float = 1.0
+    sigma: float = 0.01
+    keep: float = 0.1
+    method: str = "gidm"
+    iterations: int = _GIDM.iterations
+    lr: float = 0.1
+    latent_iterations: int = _GIDM.latent_iterations
+    latent_lr: float = 0.05
+    ddim_steps: int = _GIDM.ddim_steps
+    distance: str = "l2"
+    tv_weight: float = 0.0
+    lr_schedule: str = "constant"
+    optimizer: str = "lbfgs"
+    layer_weights: str = "normalized"
+    seed: int = 0
+    attack_seed: int = 0
+    report_every: int = 5
+
+    @classmethod
+    def from_preset(cls, name: str = DEFAULT_PRESET, **overrides: Any) -> Settings:
+        values = {k: v for k, v in PRESETS[name].items() if k in cls.__dataclass_fields__}
+        return cls(**{**values, **overrides})
+
+
+SETTING_FIELDS = list(Settings.__dataclass_fields__)
+
+# Every control: (tab, label). The tab names are also the Tabs' ids, so a refusal can switch to the right one.
+TABS = ("Victim", "Model", "Threat", "Attack")
+CONTROLS: dict[str, tuple[str, str]] = {
+    "source": ("Victim", "Source"), "gallery": ("Victim", "Picked images"), "uploads": ("Victim", "Upload images"),
+    "webcam": ("Victim", "Webcam"), "resolution": ("Victim", "Resolution (px)"),
+    "batch_size": ("Victim", "Batch size"),
+    "model": ("Model", "Attacked model"),
+    "secrets": ("Threat", "Noise eps and timestep t"), "client_t": ("Threat", "Client's timestep t"),
+    "prior": ("Threat", "Prior for GIDM's sampler"), "defence": ("Threat", "Client's defence"),
+    "clip": ("Threat", "Clip norm"), "sigma": ("Threat", "Noise sigma"), "keep": ("Threat", "Top-k: fraction kept"),
+    "seed": ("Threat", "Client's secret seed"),
+    "method": ("Attack", "Method"), "iterations": ("Attack", "Pixel iterations"),
+    "lr": ("Attack", "Pixel learning rate"), "latent_iterations": ("Attack", "Phase 1 iterations (latent)"),
+    "latent_lr": ("Attack", "Phase 1 learning rate"), "ddim_steps": ("Attack", "DDIM steps K"),
+    "distance": ("Attack", "Gradient distance"), "tv_weight": ("Attack", "TV weight"),
+    "lr_schedule": ("Attack", "Learning-rate schedule"), "optimizer": ("Attack", "Optimiser"),
+    "layer_weights": ("Attack", "Layer weights"), "attack_seed": ("Attack", "Attacker's seed"),
+    "report_every": ("Attack", "Update every (iterations)"),
+}
+assert set(CONTROLS) == set(SETTING_FIELDS)
+
+# Bounds the UI enforces (the core's own checks still apply after these).
+LIMITS = {
+    "iterations": (0, 20000), "latent_iterations": (0, 10000), "ddim_steps": (1, 100), "lr": (1e-6, 10.0),
+    "latent_lr": (1e-6, 10.0), "tv_weight": (0.0, 100.0), "seed": (0, 2**31 - 1), "attack_seed": (0, 2**31 - 1),
+    "report_every": (1, 1000), "batch_size": (1, MAX_BATCH), "client_t": (-1, 100000), "clip": (0.0, 1e6),
+    "sigma": (0.0, 1e3), "keep": (1e-6, 1.0),
+}
+INTEGER_FIELDS = {"iterations", "latent_iterations", "ddim_steps", "seed", "attack_seed", "report_every",
+                  "batch_size", "client_t"}
+
+
+def applies(values: dict[str, Any]) -> dict[str, bool]:
+    """For each control that matters only sometimes, whether it matters for these values; the UI hides the others
+    and validation ignores them. Controls not named here always apply."""
+    latent = values.get("method") in ("gidm", "gidm-latent")
+    first_order = values.get("optimizer") != "lbfgs"  # L-BFGS needs no learning rate nor schedule
+    noise = values.get("defence") == "clip + Gaussian noise"
+    source = values.get("source")
+    return dict(latent_iterations=latent, ddim_steps=latent, prior=latent, latent_lr=latent and first_order,
+                iterations=values.get("method") != "gidm-latent", lr=first_order, lr_schedule=first_order,
+                clip=noise, sigma=noise, keep=values.get("defence") == "top-k pruning", gallery=source == "Gallery",
+                uploads=source == "Upload", webcam=source == "Webcam")
+
+
+def number(text: Any) -> float:
+    """A number typed by a person: '2.5', ' 40 ', '1e-3'. '2,5' raises rather than becoming 25."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return float(text)
+    raw = str(text if text is not None else "").strip()
+    if not raw:
+        raise ValueError("required")
+    if "," in raw:
+        raise ValueError(f"{raw!r} has a comma: use a point for decimals (e.g. {raw.replace(',', '.')}) "
+                         "and no thousands separators")
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"not a number: {raw!r}") from None
+
+
+def field_errors(values: dict[str, Any]) -> dict[str, str]:
+    """Problems per control (empty if none), in the order of the tabs, for the controls that apply."""
+    shown = applies(values)
+    errors: dict[str, str] = {}
+    for name, (low, high) in LIMITS.items():
+        if not shown.get(name, True):
+            continue
+        try:
+            value = number(values.get(name))
+        except ValueError as err:
+            errors[name] = str(err)
+            continue
+        if not math.isfinite(value):
+            errors[name] = "must be a finite number"
+        elif name in INTEGER_FIELDS and value != int(value):
+            errors[name] = f"must be a whole number, got {values[name]}"
+        elif not low <= value <= high:
+            errors[name] = f"must be between {low:g} and {high:g}, got {values[name]}"
+    choices = {"method": METHOD_LABELS, "distance": ("l2", "cosine"), "lr_schedule": ("constant", "cosine"),
+               "optimizer": OPTIMIZERS, "layer_weights": LAYER_WEIGHTS, "defence": DEFENCES, "secrets": SECRETS,
+               "resolution": RESOLUTIONS, "source": SOURCES}
+    for name, allowed in choices.items():
+        if values.get(name) not in allowed:
+            errors[name] = f"choose one of {', '.join(allowed)}"
+    if not str(values.get("model") or "").strip():
+        errors["model"] = "choose a model, or type a local folder or hub id"
+    if "keep" not in errors and shown["keep"] and number(values["keep"]) >= 1:
+        errors["keep"] = "top-k keeps everything at 1.0: choose a fraction below 1"
+    if values.get("method") == "gidm-latent" and "latent_iterations" not in errors \
+            and number(values["latent_iterations"]) < 1:
+        errors["latent_iterations"] = "GIDM-latent needs at least 1 latent iteration"
+    if not errors and values.get("method") != "gidm-plus" and _total(values) == 0:
+        errors["iterations"] = "the run would do nothing: give it some iterations"
+    if values.get("source") == "Upload" and not values.get("uploads"):
+        errors["uploads"] = "upload at least one image (or pick the gallery)"
+    elif values.get("source") == "Webcam" and values.get("webcam") is None:
+        errors["webcam"] = "take a webcam picture first (or pick the gallery)"
+    return dict(sorted(errors.items(), key=lambda kv: (TABS.index(CONTROLS[kv[0]][0]),
+                                                         SETTING_FIELDS.index(kv[0]))))
+
+
+def _total(values: dict[str, Any]) -> int:
+    latent = int(number(values["latent_iterations"])) if values.get("method") in ("gidm", "gidm-latent") else 0
+    pixel = int(number(values["iterations"])) if values.get("method") != "gidm-latent" else 0
+    return latent + pixel
+
+
+class Refusal(ConfigError):
+    """A bad value, with the control and tab that hold it."""
+
+    def __init__(self, name: str, message: str) -> None:
+        self.name = name
+        self.tab, self.label = CONTROLS[name]
+        super().__init__(f"{self.tab} tab, {self.label}: {message}")
+
+
+def parse(values: dict[str, Any]) -> Settings:
+    """Settings from raw UI values; raises `Refusal` naming the first bad control (controls that do not apply
+    keep their defaults when their text is not a number)."""
+    errors = field_errors(values)
+    if errors:
+        raise Refusal(*next(iter(errors.items())))
+    clean = dict(values)
+    default = Settings()
+    for name in LIMITS:
+        try:
+            value = number(values.get(name))
+        except ValueError:  # only a control that does not apply gets here
+            value = getattr(default, name)
+        clean[name] = int(value) if name in INTEGER_FIELDS else float(value)
+    clean["gallery"] = list(values.get("gallery") or [])
+    uploads = values.get("uploads") or []
+    clean["uploads"] = [str(getattr(u, "name", u)) for u in (uploads if isinstance(uploads, list) else [uploads])]
+    clean["model"] = str(values["model"]).strip()
+    clean["prior"] = str(values.get("prior") or "attacked").strip() or "attacked"
+    return Settings(**{k: clean[k] for k in SETTING_FIELDS if k in clean})
+
+
+def hints(settings: Settings) -> list[str]:
+    """What a valid but surprising combination does: shown before the run, not discovered after it."""
+    out = []
+    private = settings.secrets == "private"
+    if settings.method == "gidm-plus" and not private:
+        out.append("GIDM+ is built for private eps and t: it uses the revealed t but ignores the revealed eps and "
+                   "searches for it anyway. With eps and t known, GIDM is the attack to use.")
+    if settings.method != "gidm-plus" and private:
+        out.append(f"{METHOD_LABELS[settings.method]} with private eps and t: t is read off the update and eps is "
+                   "searched jointly with the image, which this method was not designed for; GIDM+ is.")
+    if settings.defence == "clip + Gaussian noise" and settings.clip == 0 and settings.sigma == 0:
+        out.append("Clip norm 0 and sigma 0: this defence changes nothing (the update is sent as it is).")
+    elif settings.defence == "clip + Gaussian noise" and settings.clip > 0 and settings.layer_weights == "normalized" \
+            and settings.distance == "l2":
+        out.append("Clipped update with normalized-weight L2 matching: measured fragile (pixels saturate, 5.6-6.9 dB "
+                   "for DLG); layer weights 'uniform' or IG's cosine distance hold up better (README, Results).")
+    if private and settings.client_t >= 0 and not 200 <= settings.client_t <= 600:
+        out.append(f"t = {settings.client_t}: GIDM+ works best near t = 400; small t hides eps, large t amplifies "
+                   "errors.")
+    return out
+
+
+def configs(settings: Settings) -> tuple[AttackConfig, ThreatModel]:
+    defence = DefenceConfig()
+    if settings.defence == "clip + Gaussian noise":
+        defence = DefenceConfig(clip=settings.clip, sigma=settings.sigma)
+    elif settings.defence == "top-k pruning":
+        defence = DefenceConfig(keep=settings.keep)
+    private = settings.secrets == "private"
+    threat = ThreatModel(knows_eps=not private, knows_t=not private, prior=settings.prior, defence=defence)
+    config = attack_config(settings.method, iterations=settings.iterations, lr=settings.lr,
+                           latent_iterations=settings.latent_iterations, latent_lr=settings.latent_lr,
+                           ddim_steps=settings.ddim_steps, distance=settings.distance, tv_weight=settings.tv_weight,
+                           lr_schedule=settings.lr_schedule, optimizer=settings.optimizer,
+                           layer_weights=settings.layer_weights, seed=settings.attack_seed,
+                           report_every=settings.report_every)
+    return config, threat

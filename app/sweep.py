@@ -1,0 +1,117 @@
+"""The sweep view: a grid of one or two hyperparameters, each cell a short run through the benchmark's own cell
+function (`gidm_core.bench.run_cell`, a pure function of its `Cell`, so a Ray or remote runner can take it over),
+shown as a PSNR heatmap that fills as cells finish. A picked cell becomes the main view's settings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+import plotly.graph_objects as go
+
+from gidm_core.bench import Cell, run_cell
+
+from .settings import METHOD_LABELS, Settings, number
+
+# Each axis: a Cell field and how a typed value becomes it.
+AXES: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "method": ("method", lambda v: _choice(v, METHOD_LABELS)),
+    "iterations (total)": ("iterations", lambda v: int(number(v))),
+    "GIDM latent share": ("latent_share", number),
+    "DDIM steps K": ("ddim_steps", lambda v: int(number(v))),
+    "client t": ("t", lambda v: int(number(v))),
+    "client seed": ("seeds", lambda v: (int(number(v)),)),
+    "noise sigma (clip 1)": ("defence", lambda v: (1.0, number(v), 1.0)),
+    "top-k fraction kept": ("defence", lambda v: (0.0, 0.0, number(v))),
+    "optimizer": ("optimizer", lambda v: _choice(v, ("lbfgs", "adam", "sgd"))),
+}
+NONE = "(none)"
+MAX_CELLS = 16
+
+
+def _choice(value: str, allowed) -> str:
+    if value not in allowed:
+        raise ValueError(f"{value!r} is not one of {', '.join(allowed)}")
+    return value
+
+
+def values(text: str, axis: str) -> list[str]:
+    """The values typed for an axis, separated by spaces or semicolons (a comma is a decimal mistake here too)."""
+    raw = [v for v in str(text or "").replace(";", " ").split() if v]
+    if not raw:
+        raise ValueError(f"{axis}: type at least one value")
+    for v in raw:
+        AXES[axis][1](v)  # raises with the reason
+    return raw
+
+
+@dataclass(frozen=True)
+class Grid:
+    base: Cell
+    x_axis: str
+    x_values: tuple[str, ...]
+    y_axis: str
+    y_values: tuple[str, ...]  # ("",) when there is no second axis
+
+    def cell(self, row: int, col: int) -> Cell:
+        cell = self.base
+        for axis, value in ((self.x_axis, self.x_values[col]), (self.y_axis, self.y_values[row])):
+            if axis != NONE:
+                name, convert = AXES[axis]
+                cell = replace(cell, **{name: convert(value)})
+        return cell
+
+
+def base_cell(settings: Settings, images: tuple[str, ...], size: int, iterations: int) -> Cell:
+    """The main view's settings as a benchmark cell (bundled victim images only: a cell names its images)."""
+    defence = {"clip + Gaussian noise": (settings.clip, settings.sigma, 1.0),
+               "top-k pruning": (0.0, 0.0, settings.keep)}.get(settings.defence, (0.0, 0.0, 1.0))
+    private = settings.secrets == "private"
+    total = max(1, settings.latent_iterations + settings.iterations)
+    return Cell(method=settings.method, model=settings.model, images=images, seeds=(settings.seed,), size=size,
+                batch=len(images), knows_eps=not private, knows_t=not private, prior=settings.prior,
+                defence=defence, iterations=iterations, latent_share=settings.latent_iterations / total,
+                ddim_steps=settings.ddim_steps, t=settings.client_t if settings.client_t >= 0 else None,
+                optimizer=settings.optimizer, report_every=5)
+
+
+def run(grid: Grid, stopped: Callable[[], bool]) -> Iterator[tuple[list[list[Any]], str]]:
+    """Run the grid cell by cell; after each, yield the PSNR table (rows: y values) and a status line."""
+    table: list[list[Any]] = [[None] * len(grid.x_values) for _ in grid.y_values]
+    count = len(grid.x_values) * len(grid.y_values)
+    done = 0
+    for row in range(len(grid.y_values)):
+        for col in range(len(grid.x_values)):
+            if stopped():
+                yield table, f"**Sweep stopped** after {done} of {count} cells."
+                return
+            result = run_cell(grid.cell(row, col))
+            summary = result["summary"]
+            table[row][col] = {"psnr": summary["psnr"]["mean"], "to30": summary["seconds_to_30db"]["mean"],
+                               "seconds": result["cell_seconds"]}
+            done += 1
+            yield [list(r) for r in table], f"Sweep: {done} of {count} cells done."
+    yield table, f"**Sweep finished**: {count} cells. Click a cell of the table to load it into the main view."
+
+
+def heatmap(grid: Grid, table: list[list[Any]]) -> go.Figure:
+    """PSNR per cell; unfinished cells blank; each cell's text also gives its time to 30 dB."""
+    z = [[None if c is None else c["psnr"] for c in row] for row in table]
+    text = [["..." if c is None else f"{c['psnr']:.1f} dB" + (f"<br>30 dB at {c['to30']:.0f} s"
+                                                              if c["to30"] is not None else "")
+             for c in row] for row in table]
+    fig = go.Figure(go.Heatmap(z=z, x=list(grid.x_values), y=list(grid.y_values) if grid.y_axis != NONE else [""],
+                               text=text, texttemplate="%{text}", colorscale="Viridis", zmin=5, zmax=50,
+                               colorbar=dict(title=dict(text="PSNR dB"))))
+    fig.update_xaxes(title_text=grid.x_axis, type="category")
+    fig.update_yaxes(title_text="" if grid.y_axis == NONE else grid.y_axis, type="category")
+    fig.update_layout(title=dict(text="PSNR per cell (the benchmark's cell function)", font=dict(size=13)),
+                      height=320, template="plotly_white", margin=dict(l=60, r=20, t=40, b=50))
+    return fig
+
+
+def rows(grid: Grid, table: list[list[Any]]) -> list[list[Any]]:
+    """The table as the UI shows it: the y value, then one PSNR per x value."""
+    return [[y or "-"] + ["" if c is None else round(c["psnr"], 1) for c in row]
+            for y, row in zip(grid.y_values, table)]

@@ -1,0 +1,90 @@
+"""Regenerate docs/screenshot.png: serve the app, press Run on the default preset in headless Chromium, let the face
+emerge (the run ends, or --seconds pass), and save a full-page screenshot. --phone also saves a 390x844 view.
+
+    .venv/bin/python scripts/screenshot.py                      # docs/screenshot.png
+    .venv/bin/python scripts/screenshot.py --out /tmp/desktop.png --phone /tmp/phone.png --seconds 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def serve() -> tuple[object, str]:
+    from app import create_app, launch_kwargs
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    demo = create_app()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs())
+    return demo, f"http://127.0.0.1:{port}"
+
+
+def shoot(url: str, out: Path, phone: Path | None, seconds: float, full_phone: bool = False) -> str:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw, tempfile.TemporaryDirectory() as profile:
+        browser = pw.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, headless=True, args=FLAGS,
+                                                        viewport={"width": 1400, "height": 1000})
+        try:
+            page = browser.pages[0] if browser.pages else browser.new_page()
+            page.goto(url, wait_until="domcontentloaded", timeout=60_000)
+            page.locator("#run-btn").click(timeout=60_000)
+            status = page.locator("#status")
+            started = time.perf_counter()
+            while time.perf_counter() - started < seconds:
+                if status.inner_text().startswith(("Finished", "Stopped", "Ended", "Cannot", "Refused")):
+                    break
+                page.wait_for_timeout(500)
+            else:
+                page.locator("#stop-btn").click()
+                page.wait_for_function("() => document.querySelector('#status').innerText.startsWith('Stopped')",
+                                       timeout=60_000)
+            page.wait_for_timeout(2000)  # the final plots and filmstrip
+            out.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(out), full_page=True)
+            text = status.inner_text()
+            if phone is not None:
+                page.set_viewport_size({"width": 390, "height": 844})
+                page.evaluate("window.scrollTo(0, 0)")
+                page.wait_for_timeout(1500)
+                page.screenshot(path=str(phone), full_page=full_phone)
+            return text
+        finally:
+            browser.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshot.png")
+    parser.add_argument("--phone", type=Path, default=None, help="also save a 390x844 phone view here")
+    parser.add_argument("--full-phone", action="store_true", help="the whole phone page, not the first screen")
+    parser.add_argument("--seconds", type=float, default=60.0, help="press Stop after this long")
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(max(1, int(os.environ.get("GIDM_THREADS", "2"))))
+    demo, url = serve()
+    try:
+        print(shoot(url, args.out, args.phone, args.seconds, args.full_phone))
+    finally:
+        demo.close()
+
+
+if __name__ == "__main__":
+    main()
