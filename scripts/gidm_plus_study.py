@@ -77,7 +77,8 @@ def main() -> None:
                         help="bundled victim names or image paths")
     parser.add_argument("--t", type=int, nargs="+", default=[10, 50, 100, 250, 500, 750, 950])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--budget", type=int, default=400, help="total GIDM+ iterations (every phase)")
+    parser.add_argument("--budget", type=int, default=attack_config("gidm-plus").iterations,
+                        help="total GIDM+ iterations (both stages; default: GIDM+'s own)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("outputs/gidm_plus_study"))
     args = parser.parse_args()

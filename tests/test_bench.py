@@ -100,7 +100,8 @@ def test_speed_ratio_is_the_step_cost_over_one_forward_backward(monkeypatch):
     ratios = {label: case["ratio"] for label, case in probe["cases"].items()}
     assert ratios == pytest.approx({"DLG pixel step (L2)": 0.4, "IG pixel step (cosine + TV)": 0.6,
                                     "GIDM latent step (DDIM K)": 1.2, "GIDM pixel step": 0.48,
-                                    "DLG pixel+eps step (private eps)": 0.4, "GIDM+ step (joint x_t, r)": 0.8})
+                                    "DLG pixel+eps step (private eps)": 0.4,
+                                    "GIDM+ step (70 % joint x0, eps; 30 % residual x_t, r)": 0.8})
     assert probe["cases"]["GIDM pixel step"]["step_seconds"] == pytest.approx(0.12)
 
 

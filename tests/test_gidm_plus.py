@@ -47,3 +47,25 @@ def test_gidm_plus_recovers_image_noise_and_timestep_from_the_trained_model() ->
     scores = played.evaluator.score_result(result)
     assert scores["psnr"] >= PSNR_FLOOR
     assert scores["eps_error"] < EPS_CEILING
+
+
+def test_residual_stage_starts_where_the_joint_stage_ended(small_model, photo32: torch.Tensor) -> None:
+    """The residual stage takes the joint stage's best (x0, eps) as its start: mapped to (x_t, r) and back, it is the
+    same guess, so the budget split loses nothing at the switch."""
+    config = attack_config("gidm-plus", iterations=20, report_every=1)
+    played = play(small_model, photo32, threat_preset("private-eps-t"), config, client_seed=2, t=[300])
+    events = list(played.run)
+    result = played.run.result
+    assert result.phase_starts == {"pixel": 0, "residual": 14}
+    first = next(e for e in events if e.phase == "residual")
+    assert first.kind == "phase" and first.iteration == 14
+    assert torch.allclose(first.reconstruction, result.snapshots["pixel"].clamp(-1, 1), atol=1e-4)
+    joint_best = min(h["matching"] for h in result.history if h["phase"] == "pixel")
+    assert first.losses["matching"] == pytest.approx(joint_best, rel=1e-3)
+
+
+def test_revealed_eps_leaves_no_residual_stage(small_model, photo32: torch.Tensor) -> None:
+    config = attack_config("gidm-plus", iterations=10)
+    played = play(small_model, photo32, threat_preset("paper"), config, client_seed=2, t=[300])
+    result = played.run.run_to_end()
+    assert set(result.phase_starts) == {"pixel"} and result.iterations == 10

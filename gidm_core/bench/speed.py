@@ -20,7 +20,7 @@ SPEED_CASES = (  # (label, method, private eps/t, AttackConfig iteration fields 
     ("GIDM latent step (DDIM K)", "gidm-latent", False, lambda n: dict(latent_iterations=n, iterations=0)),
     ("GIDM pixel step", "gidm", False, lambda n: dict(latent_iterations=0, iterations=n)),
     ("DLG pixel+eps step (private eps)", "dlg", True, lambda n: dict(iterations=n)),
-    ("GIDM+ step (joint x_t, r)", "gidm-plus", True, lambda n: dict(iterations=n)),
+    ("GIDM+ step (70 % joint x0, eps; 30 % residual x_t, r)", "gidm-plus", True, lambda n: dict(iterations=n)),
 )
 
 
