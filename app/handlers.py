@@ -61,7 +61,7 @@ run.__signature__ = inspect.Signature([inspect.Parameter(name, inspect.Parameter
                                        for name in ("session", *SETTING_FIELDS)])
 
 
-def stop(session: Session) -> str:
+def stop(session: Session) -> Any:
     """Stop this session's run (or sweep) within one step."""
     return "**Stopping** at the next step; the best guess so far is kept ..." if session.stop() else gr.skip()
 
