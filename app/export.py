@@ -10,13 +10,15 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gidm_core.cli import write_loss_csv
+from gidm_core.cli import attack_argv, write_loss_csv
 from gidm_core.data import grid
+
+from .settings import configs
 
 REPO = Path(__file__).resolve().parent.parent  # where `gidm_core` lives, for the rerun command
 
 if TYPE_CHECKING:
-    from .runner import RunRecord
+    from .session import RunRecord
 
 
 def _victim_file(index: int) -> str:
@@ -36,34 +38,19 @@ def iterations_run(record: RunRecord) -> tuple[int, int]:
 
 def rerun_command(record: RunRecord) -> str:
     """The shell line that reruns the run from the unzipped export folder: this app's interpreter on
-    `python -m gidm_core attack ...` with every setting spelled out (flags from cli.add_attack_arguments), the
-    iterations it actually ran, and PYTHONPATH pointing at this checkout. Images the CLI cannot name (uploads,
-    webcam, fallback photos) are the victim PNGs inside the zip."""
+    `python -m gidm_core attack ...` with every setting spelled out (the CLI's own `attack_argv`), the iterations
+    it actually ran, and PYTHONPATH pointing at this checkout. Images the CLI cannot name (uploads, webcam,
+    fallback photos) are the victim PNGs inside the zip."""
     s = record.settings
-    cfg = record.config
+    config, threat = configs(s)
     latent_iterations, iterations = iterations_run(record)
-    args = ["-m", "gidm_core", "attack", "--model", s.model]
-    for i, (name, _, bundled) in enumerate(record.victims):
-        args += ["--image", name if bundled else _victim_file(i)]
-    args += ["--method", s.method, "--threat", "private-eps-t" if s.secrets == "private" else "paper",
-             "--size", str(record.size), "--seed", str(s.seed), "--attack-seed", str(cfg["seed"]),
-             "--out", "rerun"]
-    if s.client_t >= 0:
-        args += ["--t", str(s.client_t)]
-    if s.prior != "attacked":
-        args += ["--prior", s.prior]
-    args += ["--iterations", str(iterations), "--lr", f"{cfg['lr']:g}",
-             "--latent-iterations", str(latent_iterations), "--latent-lr", f"{cfg['latent_lr']:g}",
-             "--ddim-steps", str(cfg["ddim_steps"]), "--distance", cfg["distance"],
-             "--layer-weights", cfg["layer_weights"], "--tv-weight", f"{cfg['tv_weight']:g}",
-             "--optimizer", cfg["optimizer"], "--lr-schedule", cfg["lr_schedule"],
-             "--restarts", str(cfg["restarts"]), "--report-every", str(cfg["report_every"])]
-    if s.defence == "clip + Gaussian noise":
-        args += ["--clip", f"{s.clip:g}", "--sigma", f"{s.sigma:g}"]
-    elif s.defence == "top-k pruning":
-        args += ["--keep", f"{s.keep:g}"]
-    return (f"PYTHONPATH={shlex.quote(str(REPO))} {shlex.quote(sys.executable)} "
-            + " ".join(shlex.quote(a) for a in args))
+    if config.method == "gidm-latent":
+        latent_iterations = max(1, latent_iterations)  # the CLI refuses GIDM-latent without a latent phase
+    argv = attack_argv(config.with_overrides(latent_iterations=latent_iterations, iterations=iterations), threat,
+                       model=s.model, images=[name if bundled else _victim_file(i)
+                                              for i, (name, _, bundled) in enumerate(record.victims)],
+                       seed=s.seed, size=record.size, t=[s.client_t] if s.client_t >= 0 else None, out="rerun")
+    return f"PYTHONPATH={shlex.quote(str(REPO))} {shlex.quote(sys.executable)} -m gidm_core {shlex.join(argv)}"
 
 
 def metrics_report(record: RunRecord) -> dict:

@@ -12,14 +12,22 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from gidm_core.config import LAYER_WEIGHTS, OPTIMIZERS, AttackConfig, ConfigError, DefenceConfig, ThreatModel, \
-    attack_config
+from gidm_core.config import (
+    LAYER_WEIGHTS,
+    METHOD_LABELS,
+    OPTIMIZERS,
+    AttackConfig,
+    ConfigError,
+    DefenceConfig,
+    ThreatModel,
+    attack_config,
+)
 
 SOURCES = ("Gallery", "Upload", "Webcam")
 SECRETS = {"known": "eps and t known to the server (paper setting; GIDM)",
            "private": "eps and t kept private (GIDM+)"}
 DEFENCES = ("none", "clip + Gaussian noise", "top-k pruning")
-METHOD_LABELS = {"gidm": "GIDM", "gidm-plus": "GIDM+", "gidm-latent": "GIDM-latent", "dlg": "DLG", "ig": "IG"}
+METHODS = ("gidm", "gidm-plus", "gidm-latent", "dlg", "ig")  # the app's order: the paper's attacks first
 RESOLUTIONS = ("model's own", "16", "32", "64", "128")
 MAX_BATCH = 8
 
@@ -114,6 +122,13 @@ CONTROLS: dict[str, tuple[str, str]] = {
     "report_every": ("Attack", "Update every (iterations)"),
 }
 assert set(CONTROLS) == set(SETTING_FIELDS)
+assert set(METHODS) == set(METHOD_LABELS)  # the core's methods, each with its label
+
+# The controls a preset fills in; the ones a sweep cell fixes (the victim and model stay the main view's); the ones
+# a method's own defaults reset when it is picked (its matching and optimiser, not the budget the user chose).
+PRESET_FIELDS = tuple(name for name in SETTING_FIELDS if any(name in preset for preset in PRESETS.values()))
+CELL_FIELDS = tuple(name for name in SETTING_FIELDS if CONTROLS[name][0] in ("Threat", "Attack"))
+METHOD_FIELDS = ("distance", "tv_weight", "lr", "lr_schedule", "optimizer", "layer_weights")
 
 # Bounds the UI enforces (the core's own checks still apply after these).
 LIMITS = {
@@ -173,7 +188,7 @@ def field_errors(values: dict[str, Any]) -> dict[str, str]:
             errors[name] = f"must be a whole number, got {values[name]}"
         elif not low <= value <= high:
             errors[name] = f"must be between {low:g} and {high:g}, got {values[name]}"
-    choices = {"method": METHOD_LABELS, "distance": ("l2", "cosine"), "lr_schedule": ("constant", "cosine"),
+    choices = {"method": METHODS, "distance": ("l2", "cosine"), "lr_schedule": ("constant", "cosine"),
                "optimizer": OPTIMIZERS, "layer_weights": LAYER_WEIGHTS, "defence": DEFENCES, "secrets": SECRETS,
                "resolution": RESOLUTIONS, "source": SOURCES}
     for name, allowed in choices.items():
@@ -270,3 +285,8 @@ def configs(settings: Settings) -> tuple[AttackConfig, ThreatModel]:
                            layer_weights=settings.layer_weights, seed=settings.attack_seed,
                            report_every=settings.report_every)
     return config, threat
+
+
+def as_typed(value: Any) -> Any:
+    """A setting as its control holds it (numbers are typed as text)."""
+    return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value

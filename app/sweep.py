@@ -12,11 +12,11 @@ import plotly.graph_objects as go
 
 from gidm_core.bench import Cell, run_cell
 
-from .settings import METHOD_LABELS, Settings, number
+from .settings import METHODS, Settings, number
 
 # Each axis: a Cell field and how a typed value becomes it.
 AXES: dict[str, tuple[str, Callable[[str], Any]]] = {
-    "method": ("method", lambda v: _choice(v, METHOD_LABELS)),
+    "method": ("method", lambda v: _choice(v, METHODS)),
     "iterations (total)": ("iterations", lambda v: int(number(v))),
     "GIDM latent share": ("latent_share", number),
     "DDIM steps K": ("ddim_steps", lambda v: int(number(v))),

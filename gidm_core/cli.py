@@ -98,6 +98,26 @@ def configs_from_args(args: argparse.Namespace) -> tuple[AttackConfig, ThreatMod
     return config, threat
 
 
+def attack_argv(config: AttackConfig, threat: ThreatModel, *, model: str, images: list[str], seed: int,
+                size: int | None = None, t: list[int] | None = None, out: str | None = None) -> list[str]:
+    """The `attack` flags that `configs_from_args` reads back as `config` and `threat` (every hyperparameter spelled
+    out), so a front end's "rerun this" command is written with the same flags the parser defines."""
+    if threat.knows_t != threat.knows_eps:
+        raise ConfigError("the command line's threat presets reveal eps and t together, or neither")
+    argv = ["attack", "--model", model, *(a for image in images for a in ("--image", image)), "--method",
+            config.method, "--threat", "paper" if threat.knows_eps else "private-eps-t",
+            *(["--size", str(size)] if size else []), "--seed", str(seed), "--attack-seed", str(config.seed),
+            *(["--out", out] if out else [])]
+    argv += [a for step in t or [] for a in ("--t", str(step))]
+    argv += ["--prior", threat.prior] if threat.prior != "attacked" else []
+    for name in ("iterations", "lr", "latent_iterations", "latent_lr", "ddim_steps", "distance", "layer_weights",
+                 "tv_weight", "optimizer", "lr_schedule", "restarts", "report_every"):
+        argv += ["--" + name.replace("_", "-"), str(getattr(config, name))]
+    defence = threat.defence
+    argv += ["--clip", str(defence.clip), "--sigma", str(defence.sigma)] if defence.clip or defence.sigma else []
+    return argv + (["--keep", str(defence.keep)] if defence.keep < 1 else [])
+
+
 def run_attack(args: argparse.Namespace) -> int:
     from .data import grid, load_batch
     from .models import load_model

@@ -23,6 +23,8 @@ gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
 from app import runner  # noqa: E402
+from app.session import Session  # noqa: E402
+from app.victims import gallery_items  # noqa: E402
 
 TINY = dict(model="random:tiny-32", uploads=None, webcam=None, iterations=30, latent_iterations=2, ddim_steps=1,
             report_every=3, batch_size=1, source="Gallery")
@@ -36,7 +38,7 @@ def _client(url: str) -> Client:
 
 
 def _gallery(i: int = 0) -> list[str]:
-    return [runner.gallery_items()[i].name]
+    return [gallery_items()[i].name]
 
 
 def _digest(path: str) -> str:
@@ -120,20 +122,24 @@ def test_stop_ends_the_run_and_keeps_the_best(app_url):
 
 def test_bad_input_gets_a_message_and_the_app_keeps_serving(app_url, tmp_path):
     client = _client(app_url)
-    for bad, words in ((dict(optimizer="adam", lr="2,5"), ["Attack tab", "Pixel learning rate", "comma"]),
-                       (dict(seed="-1"), ["Threat tab", "Client's secret seed", "between 0"]),
-                       (dict(batch_size="0"), ["Victim tab", "Batch size"])):
+    for bad, where, why in ((dict(optimizer="adam", lr="2,5"), "Attack tab, Pixel learning rate", "has a comma"),
+                            (dict(seed="-1"), "Threat tab, Client's secret seed", "must be between 0"),
+                            (dict(batch_size="0"), "Victim tab, Batch size", "must be between 1 and 8, got 0")):
         outputs = _stream(client, **bad)  # refused by the app's own validation, in the status line
-        assert outputs[-1][STATUS].startswith("**Refused**"), outputs[-1][STATUS]
-        assert all(w in outputs[-1][STATUS] for w in words), outputs[-1][STATUS]
+        status = outputs[-1][STATUS]
+        assert status.startswith(f"**Refused** ({where}): "), status  # the exact tab and control, nothing else
+        assert why in status.split("): ", 1)[1], status
+        assert outputs[-1][RECON] is None and outputs[-1][EXPORT] is None, "the last run's results are cleared"
     assert _stream(client, optimizer="lbfgs", lr="2,5", iterations=2)[-1][STATUS].startswith("**Finished**"), \
         "a control that does not apply (L-BFGS has no learning rate) cannot refuse a run"
     corrupt = tmp_path / "photo.png"
     corrupt.write_bytes(b"this is not a png")
     outputs = _stream(client, source="Upload", uploads=[handle_file(str(corrupt))])
-    assert "not a readable image" in outputs[-1][STATUS], outputs[-1][STATUS]
+    assert outputs[-1][STATUS].startswith("**Cannot start:** ") and "not a readable image" in outputs[-1][STATUS], \
+        outputs[-1][STATUS]
     outputs = _stream(client, model="nobody/no-such-model")
-    assert "Cannot start" in outputs[-1][STATUS] and "no-such-model" in outputs[-1][STATUS]
+    assert outputs[-1][STATUS].startswith("**Cannot start:** ") and "no-such-model" in outputs[-1][STATUS], \
+        outputs[-1][STATUS]
     outputs = _stream(client, iterations=6)  # still serving
     assert outputs[-1][STATUS].startswith("**Finished**")
 
@@ -165,7 +171,7 @@ def test_a_surprising_combination_gets_a_visible_hint(app_url):
 
 
 def test_a_session_deletes_its_files_when_it_ends(tmp_path):
-    session = runner.Session()
+    session = Session()
     folder = session.workfolder()
     (folder / "gidm-run-1.zip").write_bytes(b"zip")
     session.close()  # gr.State's delete_callback
@@ -179,7 +185,9 @@ def test_a_sweep_fills_its_grid_cell_by_cell_and_a_cell_loads_into_the_main_view
 
     from gidm_core.bench import Cell
 
-    from app import sweep, ui
+    from app import sweep
+    from app.settings import CELL_FIELDS
+    from app.sweep_view import load_cell
 
     grid = sweep.Grid(Cell(method="dlg", model="random:tiny-32", images=(_gallery()[0],), iterations=3, t=None),
                       "iterations (total)", ("2", "3"), sweep.NONE, ("",))
@@ -193,8 +201,9 @@ def test_a_sweep_fills_its_grid_cell_by_cell_and_a_cell_loads_into_the_main_view
     table = frames[-1][0]
     assert all(c is not None and c["psnr"] > 0 for c in table[0])
     assert sweep.heatmap(grid, table).data[0].z[0][1] == table[0][1]["psnr"]
-    loaded = dict(zip(ui.CELL_FIELDS, ui.load_cell(grid, SimpleNamespace(index=[0, 2]))))
+    loaded = dict(zip(CELL_FIELDS, load_cell(grid, SimpleNamespace(index=[0, 2]))))
     assert loaded["method"] == "dlg" and loaded["iterations"] == "3" and loaded["client_t"] == "-1"
+    assert loaded["secrets"] == "known" and loaded["prior"] == "attacked" and loaded["defence"] == "none"
     with pytest.raises(ValueError, match="comma"):
         sweep.values("0,5 1", "noise sigma (clip 1)")
 
@@ -204,7 +213,7 @@ def test_the_status_moves_every_second_between_rare_snapshots():
     from app.settings import Settings
 
     settings = Settings(model="random:tiny-32", gallery=_gallery(), method="dlg", iterations=60, report_every=1000)
-    session = runner.Session()
+    session = Session()
     stamps, texts = [], []
     for frame in runner.stream(session, settings):
         stamps.append(time.perf_counter())

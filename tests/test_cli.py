@@ -72,3 +72,24 @@ def test_the_attackers_first_guess_at_private_eps_is_chance(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["client_seed"] == 0 == metrics["attack_seed"]
     assert 1.3 < metrics["eps_error"] < 1.55
+
+
+@pytest.mark.parametrize("threat", [
+    dict(knows_eps=False, knows_t=False, prior="random:small-32", defence=dict(clip=2.5, sigma=0.003)),
+    dict(defence=dict(keep=0.25)),
+])
+def test_attack_argv_reads_back_as_the_same_configs(threat):
+    """The app's rerun command is `attack_argv`: parsed by the CLI it gives back exactly the configs it spelled."""
+    from gidm_core.cli import attack_argv, build_parser, configs_from_args
+    from gidm_core.config import DefenceConfig, ThreatModel, attack_config
+
+    config = attack_config("ig", iterations=7, lr=3e-05, latent_iterations=3, latent_lr=0.125, ddim_steps=4,
+                           layer_weights="normalized", tv_weight=0.5, optimizer="adam", lr_schedule="cosine",
+                           restarts=2, report_every=3, seed=11)
+    threat = ThreatModel(**{**threat, "defence": DefenceConfig(**threat["defence"])})
+    argv = attack_argv(config, threat, model="random:tiny-32", images=["a.png", "face-05"], seed=9, size=32,
+                       t=[400, 12], out="rerun")
+    args = build_parser().parse_args(argv)
+    assert configs_from_args(args) == (config, threat)
+    assert (args.image, args.seed, args.size, args.t, str(args.out)) == (["a.png", "face-05"], 9, 32, [400, 12],
+                                                                          "rerun")

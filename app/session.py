@@ -1,0 +1,133 @@
+"""The session store: one user's finished runs (for comparison and export) and the stop flag of their current job.
+
+Everything a user can change lives in their `Session` (one per browser tab / API client, made by gr.State); the
+only process-wide object is the model cache (model_cache.py).
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gidm_core.config import METHOD_LABELS
+
+from .settings import Settings
+
+
+@dataclass
+class RunRecord:
+    """A finished (or stopped) run, with everything the compare view and the export need."""
+
+    number: int
+    settings: Settings
+    model_name: str
+    threat: str
+    size: int
+    original: torch.Tensor  # (B, C, H, W) in [-1, 1]
+    reconstruction: torch.Tensor  # paired to `original`
+    victims: list[tuple[str, torch.Tensor, bool]]  # (name, (1, C, H, W) tensor, bundled?)
+    t_true: list[int]
+    t_estimate: list[int] | None
+    metrics: dict[str, float]
+    history: list[dict]
+    phase_starts: dict[str, int]
+    trace: list[dict]
+    filmstrip: list[tuple[torch.Tensor, str]]
+    status: str
+    message: str
+    seconds: float
+    iterations: int
+    matching_loss: float
+    first_image_s: float | None
+    time_to_30db_s: float | None
+    config: dict
+    command: str = ""
+
+    @property
+    def label(self) -> str:
+        psnr = self.metrics.get("psnr")
+        victims = ", ".join(v[0] for v in self.victims[:2]) + (" ..." if len(self.victims) > 2 else "")
+        return f"#{self.number} {METHOD_LABELS[self.settings.method]} on {victims} ({self.model_name})" + (
+            f", {psnr:.1f} dB" if psnr is not None else "")
+
+
+TABLE_HEADERS = ["#", "method", "model", "px", "batch", "threat", "iters", "PSNR", "SSIM", "LPIPS", "t acc",
+                 "eps err", "seconds", "status"]
+
+
+class Session:
+    """One user's runs and their current run's stop flag. Created per browser session by gr.State."""
+
+    def __init__(self) -> None:
+        self.runs: list[RunRecord] = []
+        self.stop_event: threading.Event | None = None
+        self.counter = itertools.count(1)
+        self.workdir: Path | None = None
+
+    def __deepcopy__(self, memo: dict) -> Session:  # gr.State deep-copies its initial value once per session
+        return Session()
+
+    def stop(self) -> bool:
+        """Ask the current job to stop; False when none is going."""
+        if self.stop_event is not None and not self.stop_event.is_set():
+            self.stop_event.set()
+            return True
+        return False
+
+    def claim(self) -> threading.Event | None:
+        """The stop flag of a new job (a run or a sweep), or None while another job of this session is going."""
+        if self.running:
+            return None
+        self.stop_event = threading.Event()
+        return self.stop_event
+
+    def release(self, stop: threading.Event) -> None:
+        """The job that claimed `stop` has ended."""
+        if self.stop_event is stop:
+            self.stop_event = None
+
+    def workfolder(self) -> Path:
+        """This session's folder for exports, made on first use; `close` deletes it."""
+        if self.workdir is None:
+            self.workdir = Path(tempfile.mkdtemp(prefix="gidm-session-"))
+        return self.workdir
+
+    def close(self) -> None:
+        """End of the session (gr.State's delete_callback): stop its run and delete its files."""
+        self.stop()
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+    @property
+    def running(self) -> bool:
+        return self.stop_event is not None and not self.stop_event.is_set()
+
+    def find(self, label: str | None) -> RunRecord | None:
+        """The run a compare dropdown names."""
+        for record in self.runs:
+            if record.label == label:
+                return record
+        return None
+
+    def table(self) -> list[list[Any]]:
+        """One row per run, under TABLE_HEADERS."""
+        rows = []
+        for r in self.runs:
+            m = r.metrics
+            rows.append([r.number, METHOD_LABELS[r.settings.method], r.model_name, r.size, r.settings.batch_size,
+                         r.threat, r.iterations, _fmt(m.get("psnr"), 2), _fmt(m.get("ssim"), 3),
+                         _fmt(m.get("lpips"), 3), _fmt(m.get("t_accuracy"), 2), _fmt(m.get("eps_error"), 3),
+                         round(r.seconds, 1), r.status])
+        return rows
+
+
+def _fmt(value: float | None, digits: int) -> float | str:
+    return "" if value is None else round(float(value), digits)

@@ -1,0 +1,72 @@
+"""What the sweep view's controls do: run the grid into the heatmap and table, and load a clicked cell into the main
+view's controls (the wiring then runs it)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import gradio as gr
+
+from gidm_core.config import attack_config
+from gidm_core.models import ModelLoadError
+
+from . import sweep
+from .model_cache import device_name, get_model
+from .session import Session
+from .settings import CELL_FIELDS, DEFENCES, RESOLUTIONS, SETTING_FIELDS, Refusal, as_typed, number, parse
+from .victims import gallery_items
+
+
+def run_sweep(session: Session, x_axis: str, x_text: str, y_axis: str, y_text: str, cell_iterations: str,
+              *values: Any) -> Iterator[tuple]:
+    """Run the grid and fill the heatmap and table as cells finish (the main Stop button stops it between cells)."""
+    try:
+        settings = parse(dict(zip(SETTING_FIELDS, values)))
+        xs = sweep.values(x_text, x_axis)
+        ys = sweep.values(y_text, y_axis) if y_axis != sweep.NONE else [""]
+        iterations = int(number(cell_iterations))
+        if not 1 <= iterations <= 5000:
+            raise ValueError(f"iterations per cell must be between 1 and 5000, got {iterations}")
+        if len(xs) * len(ys) > sweep.MAX_CELLS:
+            raise ValueError(f"{len(xs) * len(ys)} cells: at most {sweep.MAX_CELLS}")
+        bundled = {item.name for item in gallery_items() if item.bundled}
+        images = tuple(settings.gallery[:max(1, settings.batch_size)])
+        if settings.source != "Gallery" or not images or not set(images) <= bundled:
+            raise ValueError("a sweep attacks bundled gallery images: pick them on the Victim tab")
+        model = get_model(settings.model, device_name())
+        size = model.image_size if settings.resolution == RESOLUTIONS[0] else int(settings.resolution)
+    except (Refusal, ValueError, ModelLoadError) as err:
+        yield gr.skip(), gr.skip(), f"**Sweep refused:** {err}", gr.skip()
+        return
+    grid = sweep.Grid(sweep.base_cell(settings, images, size, iterations), x_axis, tuple(xs), y_axis, tuple(ys))
+    stop = session.claim()
+    if stop is None:
+        yield gr.skip(), gr.skip(), "A run is already going in this session: press Stop first.", gr.skip()
+        return
+    headers = [y_axis if y_axis != sweep.NONE else ""] + [f"{x_axis} = {x}" for x in xs]
+    try:
+        for table, text in sweep.run(grid, stop.is_set):
+            yield (sweep.heatmap(grid, table), gr.Dataframe(sweep.rows(grid, table), headers=headers), text,
+                   grid)
+    finally:
+        session.release(stop)
+
+
+def load_cell(grid: sweep.Grid | None, evt: gr.SelectData) -> tuple:
+    """The picked cell's settings into the main controls (the attack config the benchmark ran); a run follows."""
+    row, col = evt.index if isinstance(evt.index, (list, tuple)) else (0, 0)
+    if grid is None or col < 1:
+        return (gr.skip(),) * len(CELL_FIELDS) + ("Pick a PSNR cell of the sweep table.",)
+    cell = grid.cell(row, col - 1)
+    config = attack_config(cell.method, ddim_steps=cell.ddim_steps, optimizer=cell.optimizer,
+                           report_every=cell.report_every, **cell.budget_split())
+    clip, sigma, keep = cell.defence
+    defence = DEFENCES[2] if keep < 1 else DEFENCES[1] if clip > 0 or sigma > 0 else DEFENCES[0]
+    chosen = {**{name: getattr(config, name) for name in CELL_FIELDS if hasattr(config, name)},
+              "client_t": -1 if cell.t is None else cell.t, "seed": cell.seeds[0], "attack_seed": cell.seeds[0],
+              "defence": defence, "clip": clip, "sigma": sigma, "keep": keep,
+              "secrets": "known" if cell.knows_eps else "private", "prior": cell.prior}
+    return tuple(as_typed(chosen[name]) for name in CELL_FIELDS) + (
+        f"Loaded sweep cell ({grid.x_axis} = {grid.x_values[col - 1]}"
+        + (f", {grid.y_axis} = {grid.y_values[row]}" if grid.y_axis != sweep.NONE else "") + "): running it ...",)

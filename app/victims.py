@@ -1,0 +1,95 @@
+"""Victim images: the bundled held-out faces (else scikit-image's sample photos), their thumbnails, and the batch a
+run attacks. Checked when called, not at import, so the app starts with whatever this install ships."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from gidm_core.data import ImageLoadError, grid, load_image, victims
+from gidm_core.datasets import SKIMAGE_PHOTOS
+
+from .images import enlarge
+from .settings import Settings
+
+
+@dataclass(frozen=True)
+class GalleryItem:
+    name: str
+    source: Any  # a Path, or an ndarray for the scikit-image fallback
+    bundled: bool  # True if the CLI can name it with --image <name>
+    caption: str
+
+
+def gallery_items() -> list[GalleryItem]:
+    """The gallery: bundled faces first, then other bundled victims; scikit-image photos when none is installed."""
+    items = []
+    bundled = victims()
+    faces = [v for v in bundled if "face" in v.kind.lower()]
+    for v in faces + [v for v in bundled if v not in faces]:
+        if v.path.is_file():
+            items.append(GalleryItem(v.name, v.path, True, f"{v.name} ({v.kind})"))
+    if items:
+        return items
+    from skimage import data as skdata
+
+    for name in SKIMAGE_PHOTOS:
+        try:
+            array = getattr(skdata, name)()
+        except Exception:  # noqa: BLE001  (a scikit-image photo that needs a download is simply left out)
+            continue
+        items.append(GalleryItem(f"{name} (scikit-image)", array, False, f"{name}: scikit-image sample photo"))
+    return items
+
+
+def previews(sources: list[tuple[Any, str]]) -> list[tuple[Image.Image, str]]:
+    """(thumbnail, caption) for each readable (image source, caption); unreadable ones are left out."""
+    out = []
+    for source, caption in sources:
+        try:
+            out.append((enlarge(grid(load_image(source, 64)), 128), caption))
+        except ImageLoadError:
+            continue
+    return out
+
+
+def gallery_previews(items: list[GalleryItem]) -> list[tuple[Image.Image, str]]:
+    """The gallery's thumbnails, captioned with the names the picked-images control holds."""
+    return previews([(item.source, item.name) for item in items])
+
+
+def load_victims(settings: Settings, size: int, channels: int) -> list[tuple[str, torch.Tensor, bool]]:
+    """The batch as (name, tensor, bundled?) triples, padded from the gallery up to the batch size."""
+    chosen: list[tuple[str, torch.Tensor, bool]] = []
+    items = gallery_items()
+    if settings.source == "Upload":
+        for path in settings.uploads:
+            chosen.append((Path(path).name, load_image(path, size, channels), False))
+    elif settings.source == "Webcam":
+        if settings.webcam is None:
+            raise ImageLoadError("no webcam picture yet")
+        array = np.asarray(settings.webcam)
+        chosen.append(("webcam", load_image(array, size, channels), False))
+    else:
+        by_name = {item.name: item for item in items}
+        for name in settings.gallery:
+            if name not in by_name:
+                raise ImageLoadError(f"no gallery image {name!r}")
+            item = by_name[name]
+            chosen.append((item.name, load_image(item.source, size, channels), item.bundled))
+    chosen = chosen[:settings.batch_size]
+    for item in items:  # pad with further gallery images
+        if len(chosen) >= settings.batch_size:
+            break
+        if item.name not in {c[0] for c in chosen}:
+            chosen.append((item.name, load_image(item.source, size, channels), item.bundled))
+    if not chosen:
+        raise ImageLoadError("no victim image: pick one from the gallery or upload one")
+    if len(chosen) < settings.batch_size:
+        raise ImageLoadError(f"only {len(chosen)} images available for a batch of {settings.batch_size}")
+    return chosen
