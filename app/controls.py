@@ -68,8 +68,8 @@ def settings_column(s: Settings, items: list[GalleryItem], shown: dict[str, bool
                                         label=label["secrets"])
                 with gr.Row():
                     c["client_t"] = _number(s, "client_t", info="-1: drawn from the client's seed. Private "
-                                            "eps: GIDM+ works near t = 400; at small t eps hardly shows in "
-                                            "the gradient, at large t errors are amplified")
+                                            "eps: GIDM+ works for t ~100-400; small t makes the matching "
+                                            "landscape rugged, large t amplifies errors")
                     c["seed"] = _number(s, "seed", info="draws the client's private eps (and t if -1)")
                 c["prior"] = gr.Dropdown(["attacked"] + model_choices(), value=s.prior,
                                          allow_custom_value=True, label=label["prior"],

@@ -46,9 +46,9 @@ PRESETS: dict[str, dict[str, Any]] = {
                                         latent_iterations=2500, latent_lr=0.01, ddim_steps=16, distance="l2",
                                         tv_weight=0.0, lr_schedule="constant", optimizer="adam",
                                         layer_weights="uniform", report_every=25),
-    # GIDM+ follows the core's own defaults for it, at a client timestep where it works: at t = 400 it recovered
-    # held-out faces at 29.9-41 dB in 1000 evaluations (~2 min); at t = 100 it is hit and miss, and it fails at t = 10
-    # (eps hardly shows in x_t) and t = 800 (errors reach x0 amplified 4.6x); docs/gidm_plus.md.
+    # GIDM+ follows the core's own defaults for it (1000 evaluations, ~2 min), at a client timestep where it works:
+    # at t = 100 and 400 it recovered most held-out faces at 32-68 dB with their noise; it fails at t = 10 (a rugged
+    # matching landscape, hard even with eps known) and t = 800 (errors reach x0 amplified 4.6x); docs/gidm_plus.md.
     "Private eps and t (GIDM+)": dict(method="gidm-plus", secrets="private", client_t=400, defence="none",
                                       iterations=_PLUS.iterations, lr=_PLUS.lr, latent_iterations=0, latent_lr=0.05,
                                       ddim_steps=2, distance="l2", tv_weight=0.0, lr_schedule=_PLUS.lr_schedule,
@@ -264,9 +264,9 @@ def hints(settings: Settings) -> list[str]:
             and settings.distance == "l2":
         out.append("Clipped update with normalized-weight L2 matching: measured fragile (pixels saturate, 5.6-6.9 dB "
                    "for DLG); layer weights 'uniform' or IG's cosine distance hold up better (README, Results).")
-    if private and settings.client_t >= 0 and not 200 <= settings.client_t <= 600:
-        out.append(f"t = {settings.client_t}: GIDM+ works best near t = 400; small t hides eps, large t amplifies "
-                   "errors.")
+    if private and settings.client_t >= 0 and not 50 <= settings.client_t <= 600:
+        out.append(f"t = {settings.client_t}: GIDM+ works for t between about 100 and 400; at small t the matching "
+                   "landscape is rugged, at large t errors in the noise reach the image amplified.")
     return out
 
 
