@@ -24,6 +24,7 @@ from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel
 
 from .datasets import DATASETS, Augmenter, ImageSet, load_dataset, training_record
 from .diffusion import diffusion_loss
+from .errors import UsageError
 from .models import RANDOM_ARCHITECTURES, DiffusionModel
 
 # The bundled models' architectures: the random-init ones plus a 4-level UNet whose full-resolution level is narrow,
@@ -310,8 +311,6 @@ def add_train_command(subparsers) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from .cli import UsageError
-
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     try:
