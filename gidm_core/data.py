@@ -78,6 +78,8 @@ def open_image(source: str | Path | Image.Image | np.ndarray) -> Image.Image:
             return image.copy()
     except Image.DecompressionBombError:
         raise too_large from None
+    except ImageLoadError:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise ImageLoadError(f"{path.name} is not a readable image file") from None
 

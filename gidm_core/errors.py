@@ -23,7 +23,7 @@ def out_of_memory(err: BaseException) -> bool:
     return isinstance(err, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
-def out_of_memory_message(size: int, batch: int) -> str:
+def out_of_memory_message(size: int | str, batch: int) -> str:
     """The one line shown for an out-of-memory run: it names the size, which is what the user can change."""
     return (f"out of memory at image size {size} px with a batch of {batch}: double backward through the UNet "
             f"needs memory that grows with pixels x batch; try a smaller size or batch")

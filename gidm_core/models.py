@@ -204,7 +204,7 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def check_spec(spec: str, allow_local: bool | None = None) -> str:
+def check_spec(spec: str, allow_local: bool | None = None, max_size: int = MAX_IMAGE_SIZE) -> str:
     """Classify `spec` without loading anything: "random", "bundled", "local" or "hub"; raise `ModelLoadError` for
     a spec that cannot load here. With local folders off (`local_models_allowed`), the file system is never
     consulted, so the answer is the same for paths that exist and those that do not."""
@@ -218,7 +218,7 @@ def check_spec(spec: str, allow_local: bool | None = None) -> str:
         if match["arch"] not in RANDOM_ARCHITECTURES:
             raise ModelLoadError(f"unknown random architecture {match['arch']!r}: choose one of "
                                  f"{', '.join(RANDOM_ARCHITECTURES)}")
-        check_image_size(int(match["size"] or 32))
+        check_image_size(int(match["size"] or 32), max_size)
         return "random"
     name, _, checkpoint = spec.partition("@")
     bundled = bundled_models()
