@@ -14,9 +14,10 @@ import copy
 import itertools
 import math
 import queue
+import shutil
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,9 +38,10 @@ from gidm_core.config import (
     attack_config,
 )
 from gidm_core.data import ImageLoadError, grid, load_image, victims
+from gidm_core.errors import UserError, out_of_memory, out_of_memory_message
 from gidm_core.evaluation import Evaluator
 from gidm_core.metrics import pair_images, to_unit
-from gidm_core.models import DiffusionModel, ModelLoadError, bundled_specs, load_model
+from gidm_core.models import DiffusionModel, bundled_specs, check_image_size, check_spec, load_model
 from gidm_core.protocol import play
 
 from . import figures
@@ -56,6 +58,9 @@ DEFENCES = ("none", "clip + Gaussian noise", "top-k pruning")
 METHOD_LABELS = {"gidm": "GIDM", "gidm-plus": "GIDM+", "gidm-latent": "GIDM-latent", "dlg": "DLG", "ig": "IG"}
 RESOLUTIONS = ("model's own", "16", "32", "64", "128")
 MAX_BATCH = 8
+# The app's image-size bound: the largest resolution it offers. A public server shares its memory between
+# sessions, and an attack's double backward at 128 px already peaks near 20 GB on CPU (NOTES.md).
+APP_MAX_SIZE = 128
 ORPHAN_S = 60.0  # a run whose page stopped pulling updates for this long (tab closed) stops itself
 DISPLAY_PX = 224  # each image is enlarged to about this many pixels per side, nearest-neighbour
 
@@ -238,8 +243,14 @@ def field_errors(values: dict[str, Any]) -> dict[str, str]:
         errors["secrets"] = "choose known or private"
     if values.get("resolution") not in RESOLUTIONS:
         errors["resolution"] = f"choose one of {', '.join(RESOLUTIONS)}"
-    if not str(values.get("model") or "").strip():
-        errors["model"] = "choose a model, or type a local folder or hub id"
+    for name in ("model", "prior"):
+        spec = str(values.get(name) or "").strip()
+        if name == "prior" and spec in ("", "attacked"):
+            continue
+        try:
+            check_spec(spec, max_size=APP_MAX_SIZE)
+        except UserError as err:
+            errors[name] = str(err)
     if "keep" not in errors and values.get("defence") == "top-k pruning" and float(values["keep"]) >= 1:
         errors["keep"] = "top-k keeps everything at 1.0: choose a fraction below 1"
     if values.get("method") == "gidm-latent" and "latent_iterations" not in errors \
@@ -367,22 +378,43 @@ class RunRecord:
 
 
 class Session:
-    """One user's runs and their current run's stop flag. Created per browser session by gr.State."""
+    """One user's runs, their current run's stop flag, and the runs waiting in the queue. Created per browser
+    session by gr.State, which calls `close` when the session ends."""
 
     def __init__(self) -> None:
         self.runs: list[RunRecord] = []
         self.stop_event: threading.Event | None = None
         self.counter = itertools.count(1)
         self.workdir: Path | None = None
+        self.queued: deque[float] = deque()  # when each run still waiting in the queue was submitted
+        self.stopped_at = -math.inf
 
     def __deepcopy__(self, memo: dict) -> Session:  # gr.State deep-copies its initial value once per session
         return Session()
 
+    def submit(self) -> None:
+        """Note a run entering the queue (called at submission, before the queue holds it), so that Stop pressed
+        while it waits can cancel it."""
+        self.queued.append(time.monotonic())
+
+    def cancelled_while_queued(self) -> bool:
+        """Called when a run leaves the queue: True if Stop was pressed after it was submitted."""
+        return bool(self.queued) and self.queued.popleft() < self.stopped_at
+
     def stop(self) -> bool:
-        if self.stop_event is not None and not self.stop_event.is_set():
+        """Stop the current run within one step and cancel this session's queued runs; True if there was one."""
+        self.stopped_at = time.monotonic()
+        running = self.running
+        if running:
             self.stop_event.set()
-            return True
-        return False
+        return running or bool(self.queued)
+
+    def close(self) -> None:
+        """The session ended: stop its run and delete its exports."""
+        self.stop()
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
 
     @property
     def running(self) -> bool:
@@ -493,9 +525,13 @@ def stream(session: Session, settings: Settings, min_interval: float = 0.4):
     if session.running:
         yield Frame("A run is already going in this session: press Stop first.", error=True)
         return
+    if session.cancelled_while_queued():
+        yield Frame("**Stopped** before it started: Stop was pressed while this run waited in the queue.")
+        return
     stop = threading.Event()
     session.stop_event = stop
     worker: threading.Thread | None = None
+    size: int | str = settings.resolution
     try:
         yield Frame(f"Loading {settings.model} ...")
         try:
@@ -503,6 +539,7 @@ def stream(session: Session, settings: Settings, min_interval: float = 0.4):
             device = device_name()
             model = get_model(settings.model, device)
             size = model.image_size if settings.resolution == RESOLUTIONS[0] else int(settings.resolution)
+            check_image_size(size, APP_MAX_SIZE)
             model.check_size(size)
             prior = None if threat.prior == "attacked" else get_model(threat.prior, device)
             named = load_victims(settings, size, model.channels)
@@ -513,8 +550,11 @@ def stream(session: Session, settings: Settings, min_interval: float = 0.4):
             played = play(model, x0, threat, config, client_seed=settings.seed, t=t, prior=prior, stop=stop,
                           lpips_every=5)
             batch, run = played.batch, played.run
-        except (ConfigError, ImageLoadError, ModelLoadError, ValueError) as err:
-            yield Frame(f"**Cannot start:** {_one_line(err)}", error=True)
+        except (UserError, ValueError, RuntimeError, MemoryError) as err:
+            if isinstance(err, (RuntimeError, MemoryError)) and not out_of_memory(err):
+                raise
+            message = out_of_memory_message(size, settings.batch_size) if out_of_memory(err) else _one_line(err)
+            yield Frame(f"**Cannot start:** {message}", error=True)
             return
 
         events: queue.Queue = queue.Queue()
@@ -529,7 +569,7 @@ def stream(session: Session, settings: Settings, min_interval: float = 0.4):
                     if time.perf_counter() - alive[0] > ORPHAN_S:
                         stop.set()
             except Exception as err:  # noqa: BLE001  (shown to the user; the app keeps serving)
-                events.put(err)
+                events.put(MemoryError(out_of_memory_message(size, x0.shape[0])) if out_of_memory(err) else err)
             finally:
                 events.put(done)
 

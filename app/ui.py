@@ -59,8 +59,9 @@ def build_app() -> gr.Blocks:
     s: runner.Settings = d["settings"]
     items: list[runner.GalleryItem] = d["items"]
     names = [item.name for item in items]
-    with gr.Blocks(title="GIDM Explorer", fill_width=True) as demo:
-        session = gr.State(runner.Session)
+    # delete_cache: Gradio's copies of served files older than an hour are removed hourly (a public server's disk)
+    with gr.Blocks(title="GIDM Explorer", fill_width=True, delete_cache=(3600, 3600)) as demo:
+        session = gr.State(runner.Session, delete_callback=runner.Session.close)
         gr.Markdown(INTRO)
         with gr.Row():
             with gr.Column(scale=2, min_width=360):
@@ -85,8 +86,8 @@ def build_app() -> gr.Blocks:
                         with gr.Row():
                             resolution = gr.Dropdown(list(runner.RESOLUTIONS), value=s.resolution,
                                                      label="Resolution (px)")
-                            batch_size = gr.Number(s.batch_size, label="Batch size", precision=0, minimum=1,
-                                                   maximum=runner.MAX_BATCH, info="padded from the gallery")
+                            batch_size = gr.Number(s.batch_size, label="Batch size", precision=0,
+                                                   info="padded from the gallery")
                     with gr.Tab("Model"):
                         gr.HTML(TEACH_MODEL)
                         model = gr.Dropdown(runner.model_choices(), value=s.model, allow_custom_value=True,
@@ -96,7 +97,7 @@ def build_app() -> gr.Blocks:
                         secrets = gr.Radio([(v, k) for k, v in runner.SECRETS.items()], value=s.secrets,
                                            label="Noise eps and timestep t")
                         client_t = gr.Number(s.client_t, label="Client's timestep t (-1: drawn from the seed)",
-                                             precision=0, minimum=-1,
+                                             precision=0,
                                              info="private eps: t near 400 is where GIDM+ works; at small t eps "
                                                   "hardly shows in the gradient, at large t errors are amplified")
                         prior = gr.Dropdown(["attacked"] + runner.model_choices(), value=s.prior,
@@ -104,27 +105,27 @@ def build_app() -> gr.Blocks:
                                             info="'attacked' = the attacked model itself")
                         defence = gr.Radio(list(runner.DEFENCES), value=s.defence, label="Client's defence")
                         with gr.Row():
-                            clip = gr.Number(s.clip, label="clip norm", minimum=0)
-                            sigma = gr.Number(s.sigma, label="noise sigma (std = sigma x clip)", minimum=0)
-                            keep = gr.Number(s.keep, label="top-k: fraction kept", minimum=0, maximum=1)
+                            clip = gr.Number(s.clip, label="clip norm")
+                            sigma = gr.Number(s.sigma, label="noise sigma (std = sigma x clip)")
+                            keep = gr.Number(s.keep, label="top-k: fraction kept")
                     with gr.Tab("Attack"):
                         gr.HTML(TEACH_ATTACK)
                         method = gr.Dropdown([(v, k) for k, v in runner.METHOD_LABELS.items()], value=s.method,
                                              label="Method")
                         with gr.Row():
                             latent_iterations = gr.Number(s.latent_iterations, label="Phase 1 iterations (latent)",
-                                                          precision=0, minimum=0)
-                            latent_lr = gr.Number(s.latent_lr, label="Phase 1 learning rate", minimum=0)
-                            ddim_steps = gr.Number(s.ddim_steps, label="DDIM steps K", precision=0, minimum=1)
+                                                          precision=0)
+                            latent_lr = gr.Number(s.latent_lr, label="Phase 1 learning rate")
+                            ddim_steps = gr.Number(s.ddim_steps, label="DDIM steps K", precision=0)
                         with gr.Row():
                             iterations = gr.Number(s.iterations, label="Pixel iterations (GIDM+: all of its)",
-                                                   precision=0, minimum=0)
-                            lr = gr.Number(s.lr, label="Pixel learning rate", minimum=0)
+                                                   precision=0)
+                            lr = gr.Number(s.lr, label="Pixel learning rate")
                             report_every = gr.Number(s.report_every, label="Update every (iterations)",
-                                                     precision=0, minimum=1)
+                                                     precision=0)
                         with gr.Row():
                             distance = gr.Radio(["l2", "cosine"], value=s.distance, label="Gradient distance")
-                            tv_weight = gr.Number(s.tv_weight, label="TV weight", minimum=0)
+                            tv_weight = gr.Number(s.tv_weight, label="TV weight")
                             lr_schedule = gr.Radio(["constant", "cosine"], value=s.lr_schedule,
                                                    label="Learning-rate schedule")
                         with gr.Row():
@@ -134,7 +135,7 @@ def build_app() -> gr.Blocks:
                             layer_weights = gr.Radio(["normalized", "uniform"], value=s.layer_weights,
                                                      label="Layer weights",
                                                      info="normalized: every layer's gradient counts alike")
-                            seed = gr.Number(s.seed, label="Seed", precision=0, minimum=0)
+                            seed = gr.Number(s.seed, label="Seed", precision=0)
             with gr.Column(scale=3, min_width=420):
                 status = gr.Markdown("Ready. Press **Run**.", elem_id="status")
                 with gr.Row():
@@ -176,7 +177,11 @@ def build_app() -> gr.Blocks:
                        pick_a, pick_b, export_file]
 
         def validate(session_, *values):
+            # The Numbers carry no minimum/maximum: Gradio's own bound check would refuse an API call without
+            # naming the control; this validator enforces runner.LIMITS and says which control is wrong.
             errors = runner.field_errors(dict(zip(runner.SETTING_FIELDS, values)))
+            if not errors:  # runs at submission, before the queue holds the run: Stop can now cancel it
+                session_.submit()
             return [gr.validate(True, "")] + [gr.validate(name not in errors, errors.get(name, ""))
                                               for name in runner.SETTING_FIELDS]
 
@@ -252,7 +257,10 @@ def _workdir(session: runner.Session):
 
 
 def stop(session: runner.Session) -> str:
-    return "**Stopping** at the next step; the best guess so far is kept ..." if session.stop() else gr.skip()
+    if session.running:
+        session.stop()
+        return "**Stopping** at the next step; the best guess so far is kept ..."
+    return "**Stopped**: the queued run will not start." if session.stop() else gr.skip()
 
 
 def apply_preset(name: str):
