@@ -198,3 +198,16 @@ def test_a_sessions_folder_is_deleted_when_it_ends(served, tmp_path):
     folder = session.workdir
     session.close()
     assert not folder.exists()
+
+
+def test_the_server_caps_mallocs_arenas_before_torch_loads(monkeypatch):
+    """app.py's entry point calls mallopt(M_ARENA_MAX) first: glibc accepts it (returns 1) on this machine."""
+    import importlib.util
+
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    spec = importlib.util.spec_from_file_location("app_entry", ROOT / "app.py")
+    entry = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(entry)
+    assert entry.limit_malloc_arenas() is True
+    source = (ROOT / "app.py").read_text()
+    assert source.index("limit_malloc_arenas()\n    import torch") > 0, "the cap must come before torch's import"
