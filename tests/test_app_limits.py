@@ -7,7 +7,6 @@ The app here runs one attack at a time (GIDM_CONCURRENCY=1), so a second session
 from __future__ import annotations
 
 import os
-import socket
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client  # noqa: E402
 
 from app import runner  # noqa: E402
+from tests.conftest import serve_app  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = dict(model="random:tiny-32", uploads=None, webcam=None, iterations=20, latent_iterations=2, ddim_steps=1,
@@ -69,14 +69,8 @@ def served():
     saved = {k: os.environ.get(k) for k in ("GIDM_CONCURRENCY", "GIDM_ALLOW_LOCAL_MODELS", "HF_HUB_OFFLINE")}
     os.environ.update(GIDM_CONCURRENCY="1", HF_HUB_OFFLINE="1")
     os.environ.pop("GIDM_ALLOW_LOCAL_MODELS", None)
-    from app import create_app, launch_kwargs
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    demo = create_app()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs())
-    yield f"http://127.0.0.1:{port}", demo
+    url, demo = serve_app()
+    yield url, demo
     demo.close()
     for key, value in saved.items():
         if value is None:
