@@ -274,8 +274,9 @@ def _hub_files(repo_id: str) -> list[str]:
     weights = f"{prefix}diffusion_pytorch_model.safetensors"
     if weights not in sizes:
         raise ModelLoadError(f"{repo_id!r} has no safetensors weights ({weights}); pickled weights are refused")
-    files = [name for name in sizes if name == weights or name.endswith(".json") and name.startswith(
-        (prefix, "scheduler/")) and name.count("/") <= 1]
+    configs = [name for name in sizes if name.endswith(".json") and name.startswith((prefix, "scheduler/"))
+               and name.count("/") <= 1]
+    files = [weights, *configs]
     megabytes = sum(sizes[name] for name in files) / 1e6
     if megabytes > HUB_MAX_MB:
         raise ModelLoadError(f"{repo_id!r} is {megabytes:.0f} MB, over this server's {HUB_MAX_MB:.0f} MB limit "

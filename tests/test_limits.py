@@ -220,3 +220,25 @@ def test_the_real_process_prints_one_line_and_exits_2(flags, message, tmp_path):
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 2 and len(lines) == 1 and message in lines[0], done.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_a_valid_hub_unet_downloads_only_its_weights_and_configs(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    files = {"unet/config.json": 1, "unet/diffusion_pytorch_model.safetensors": 10**6,
+             "unet/diffusion_pytorch_model.bin": 10**6, "scheduler/scheduler_config.json": 1,
+             "text_encoder/model.safetensors": 10**9}
+    config_file = tmp_path / "config.json"
+    config_file.write_text('{"_class_name": "UNet2DModel"}')
+    asked: list = []
+    monkeypatch.setattr(models, "_hub_reachable", lambda: True)
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info",
+                        lambda self, repo, files_metadata: type("Info", (), {"siblings": [
+                            _Sibling(name, size) for name, size in files.items()]})())
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda repo, name: str(config_file))
+    monkeypatch.setattr(huggingface_hub, "snapshot_download",
+                        lambda repo, allow_patterns: asked.append(sorted(allow_patterns)) or str(tmp_path / "none"))
+    with pytest.raises(models.ModelLoadError):  # the fake download folder is empty
+        models.load_model("someone/some-unet")
+    assert asked == [["scheduler/scheduler_config.json", "unet/config.json",
+                      "unet/diffusion_pytorch_model.safetensors"]]
