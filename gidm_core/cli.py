@@ -104,7 +104,7 @@ def resolve_device(name: str) -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cpu":
         return name
-    if name == "cuda" or name.startswith("cuda:") and name[5:].isdigit():
+    if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
         if not torch.cuda.is_available():
             raise UsageError(f"--device {name}: no CUDA GPU is available here (use cpu or auto)")
         if ":" in name and int(name[5:]) >= torch.cuda.device_count():
@@ -148,7 +148,7 @@ def _check_attack_args(args: argparse.Namespace) -> None:
     if args.size is not None:
         check_image_size(args.size)
     check_spec(args.model, allow_local=True)
-    if args.prior:
+    if args.prior and args.prior != "attacked":
         check_spec(args.prior, allow_local=True)
 
 

@@ -242,3 +242,11 @@ def test_a_valid_hub_unet_downloads_only_its_weights_and_configs(tmp_path, monke
         models.load_model("someone/some-unet")
     assert asked == [["scheduler/scheduler_config.json", "unet/config.json",
                       "unet/diffusion_pytorch_model.safetensors"]]
+
+
+def test_prior_attacked_still_names_the_attacked_model(tmp_path, capsys):
+    """The pre-load spec check must not treat the threat model's own word "attacked" as a model spec."""
+    out = tmp_path / "run"
+    code, lines = _run(["attack", "--model", "random:tiny-32", "--image", PHOTO, "--prior", "attacked", "--method",
+                        "dlg", "--iterations", "1", "--out", str(out)], capsys)
+    assert code == 0 and (out / "metrics.json").is_file(), lines
