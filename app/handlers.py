@@ -25,10 +25,21 @@ from .settings import METHOD_FIELDS, PRESET_FIELDS, PRESETS, SETTING_FIELDS, Ref
 from .victims import gallery_items, previews
 
 
+def submit(session: Session, *values: Any) -> list:
+    """Run's validator: it runs at submission, before the queue holds the run, so from now on Stop can cancel the
+    run while it waits. The values themselves are checked in `run`, which names the control and switches tab."""
+    session.submit()
+    return [gr.validate(True, "")] * (1 + len(values))
+
+
 def run(session: Session, *values: Any) -> Iterator[tuple]:
     """Stream one attack: status, original, reconstruction, difference, three plots, filmstrip, compare table,
     run pickers, export, and (when a value is refused) the tab that holds it."""
     skip = gr.skip()
+    if session.cancelled_while_queued():
+        yield ("**Stopped** before it started: Stop was pressed while this run waited in the queue.",
+               *(skip,) * 12)
+        return
     try:
         settings = parse(dict(zip(SETTING_FIELDS, values)))
     except Refusal as err:  # say where, show it, and clear the last run's results so they are not taken for these
@@ -62,8 +73,11 @@ run.__signature__ = inspect.Signature([inspect.Parameter(name, inspect.Parameter
 
 
 def stop(session: Session) -> Any:
-    """Stop this session's run (or sweep) within one step."""
-    return "**Stopping** at the next step; the best guess so far is kept ..." if session.stop() else gr.skip()
+    """Stop this session's run (or sweep) within one step, and cancel its runs still waiting in the queue."""
+    if session.running:
+        session.stop()
+        return "**Stopping** at the next step; the best guess so far is kept ..."
+    return "**Stopped**: the queued run will not start." if session.stop() else gr.skip()
 
 
 def apply_preset(name: str) -> tuple:

@@ -17,9 +17,9 @@ import torch
 from gidm_core.attacks.base import Event, Result
 from gidm_core.client import PrivateBatch
 from gidm_core.config import AttackConfig, ConfigError, ThreatModel
-from gidm_core.data import ImageLoadError
+from gidm_core.errors import UserError, out_of_memory, out_of_memory_message
 from gidm_core.evaluation import Evaluator
-from gidm_core.models import DiffusionModel, ModelLoadError
+from gidm_core.models import DiffusionModel, check_image_size
 from gidm_core.protocol import play
 
 from .export import rerun_command
@@ -27,7 +27,7 @@ from .frames import Frame, final_frame, live_frame, thin
 from .images import paired, show
 from .model_cache import device_name, get_model
 from .session import RunRecord, Session
-from .settings import RESOLUTIONS, Settings, configs, hints
+from .settings import APP_MAX_SIZE, RESOLUTIONS, Settings, configs, hints
 from .victims import load_victims
 
 ORPHAN_S = 60.0  # a run whose page stopped pulling updates for this long (tab closed) stops itself
@@ -43,6 +43,7 @@ def stream(session: Session, settings: Settings, min_interval: float = 0.4) -> I
         yield Frame("A run is already going in this session: press Stop first.", error=True)
         return
     worker: threading.Thread | None = None
+    size: int | str = settings.resolution
     try:
         notes = "".join(f"  \n*Note:* {hint}" for hint in hints(settings))
         yield Frame(f"Loading {settings.model} ..." + notes)
@@ -51,6 +52,7 @@ def stream(session: Session, settings: Settings, min_interval: float = 0.4) -> I
             device = device_name()
             model = get_model(settings.model, device)
             size = model.image_size if settings.resolution == RESOLUTIONS[0] else int(settings.resolution)
+            check_image_size(size, APP_MAX_SIZE)
             model.check_size(size)
             prior = None if threat.prior == "attacked" else get_model(threat.prior, device)
             named = load_victims(settings, size, model.channels)
@@ -60,8 +62,11 @@ def stream(session: Session, settings: Settings, min_interval: float = 0.4) -> I
             t = None if settings.client_t < 0 else [settings.client_t]
             played = play(model, x0, threat, config, client_seed=settings.seed, t=t, prior=prior, stop=stop,
                           lpips_every=5)
-        except (ConfigError, ImageLoadError, ModelLoadError, ValueError) as err:
-            yield Frame(f"**Cannot start:** {_one_line(err)}", error=True)
+        except (UserError, ValueError, RuntimeError, MemoryError) as err:
+            if isinstance(err, (RuntimeError, MemoryError)) and not out_of_memory(err):
+                raise
+            message = out_of_memory_message(size, settings.batch_size) if out_of_memory(err) else _one_line(err)
+            yield Frame(f"**Cannot start:** {message}", error=True)
             return
 
         events: queue.Queue = queue.Queue()
@@ -76,7 +81,7 @@ def stream(session: Session, settings: Settings, min_interval: float = 0.4) -> I
                     if time.perf_counter() - alive[0] > ORPHAN_S:
                         stop.set()
             except Exception as err:  # noqa: BLE001  (shown to the user; the app keeps serving)
-                events.put(err)
+                events.put(MemoryError(out_of_memory_message(size, x0.shape[0])) if out_of_memory(err) else err)
             finally:
                 events.put(done)
 

@@ -7,9 +7,12 @@ only process-wide object is the model cache (model_cache.py).
 from __future__ import annotations
 
 import itertools
+import math
 import shutil
 import tempfile
 import threading
+import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,23 +66,36 @@ TABLE_HEADERS = ["#", "method", "model", "px", "batch", "threat", "iters", "PSNR
 
 
 class Session:
-    """One user's runs and their current run's stop flag. Created per browser session by gr.State."""
+    """One user's runs, their current run's stop flag, and the runs waiting in the queue. Created per browser
+    session by gr.State, which calls `close` when the session ends."""
 
     def __init__(self) -> None:
         self.runs: list[RunRecord] = []
         self.stop_event: threading.Event | None = None
         self.counter = itertools.count(1)
         self.workdir: Path | None = None
+        self.queued: deque[float] = deque()  # when each run still waiting in the queue was submitted
+        self.stopped_at = -math.inf
 
     def __deepcopy__(self, memo: dict) -> Session:  # gr.State deep-copies its initial value once per session
         return Session()
 
+    def submit(self) -> None:
+        """Note a run entering the queue (called outside the queue, at the click), so that Stop pressed while it
+        waits can cancel it."""
+        self.queued.append(time.monotonic())
+
+    def cancelled_while_queued(self) -> bool:
+        """Called when a run leaves the queue: True if Stop was pressed after it was submitted."""
+        return bool(self.queued) and self.queued.popleft() < self.stopped_at
+
     def stop(self) -> bool:
-        """Ask the current job to stop; False when none is going."""
-        if self.stop_event is not None and not self.stop_event.is_set():
+        """Stop the current job within one step and cancel this session's queued runs; False when there is none."""
+        self.stopped_at = time.monotonic()
+        running = self.running
+        if running:
             self.stop_event.set()
-            return True
-        return False
+        return running or bool(self.queued)
 
     def claim(self) -> threading.Event | None:
         """The stop flag of a new job (a run or a sweep), or None while another job of this session is going."""

@@ -22,6 +22,8 @@ from gidm_core.config import (
     ThreatModel,
     attack_config,
 )
+from gidm_core.errors import UserError
+from gidm_core.models import check_spec
 
 SOURCES = ("Gallery", "Upload", "Webcam")
 SECRETS = {"known": "eps and t known to the server (paper setting; GIDM)",
@@ -30,6 +32,9 @@ DEFENCES = ("none", "clip + Gaussian noise", "top-k pruning")
 METHODS = ("gidm", "gidm-plus", "gidm-latent", "dlg", "ig")  # the app's order: the paper's attacks first
 RESOLUTIONS = ("model's own", "16", "32", "64", "128")
 MAX_BATCH = 8
+# The app's image-size bound: the largest resolution it offers. A public server shares its memory between
+# sessions, and an attack's double backward at 128 px already peaks near 20 GB on CPU (NOTES.md).
+APP_MAX_SIZE = 128
 
 # Hyperparameter presets (the threat part of each preset is set alongside). "Fast CPU demo" is the default: GIDM
 # with the core's defaults (a short DDIM latent phase so the prior shows, then pixels, both by L-BFGS), which
@@ -125,10 +130,11 @@ assert set(CONTROLS) == set(SETTING_FIELDS)
 assert set(METHODS) == set(METHOD_LABELS)  # the core's methods, each with its label
 
 # The controls a preset fills in; the ones a sweep cell fixes (the victim and model stay the main view's); the ones
-# a method's own defaults reset when it is picked (its matching and optimiser, not the budget the user chose).
+# a method's own defaults reset when it is picked (its matching, optimiser and latent phase: GIDM runs one, GIDM+
+# by default not; not the pixel budget the user chose).
 PRESET_FIELDS = tuple(name for name in SETTING_FIELDS if any(name in preset for preset in PRESETS.values()))
 CELL_FIELDS = tuple(name for name in SETTING_FIELDS if CONTROLS[name][0] in ("Threat", "Attack"))
-METHOD_FIELDS = ("distance", "tv_weight", "lr", "lr_schedule", "optimizer", "layer_weights")
+METHOD_FIELDS = ("distance", "tv_weight", "lr", "lr_schedule", "optimizer", "layer_weights", "latent_iterations")
 
 # Bounds the UI enforces (the core's own checks still apply after these).
 LIMITS = {
@@ -144,7 +150,7 @@ INTEGER_FIELDS = {"iterations", "latent_iterations", "ddim_steps", "seed", "atta
 def applies(values: dict[str, Any]) -> dict[str, bool]:
     """For each control that matters only sometimes, whether it matters for these values; the UI hides the others
     and validation ignores them. Controls not named here always apply."""
-    latent = values.get("method") in ("gidm", "gidm-latent")
+    latent = values.get("method") in ("gidm", "gidm-latent", "gidm-plus")  # GIDM+ may start from GIDM's latent phase
     first_order = values.get("optimizer") != "lbfgs"  # L-BFGS needs no learning rate nor schedule
     noise = values.get("defence") == "clip + Gaussian noise"
     source = values.get("source")
@@ -194,8 +200,14 @@ def field_errors(values: dict[str, Any]) -> dict[str, str]:
     for name, allowed in choices.items():
         if values.get(name) not in allowed:
             errors[name] = f"choose one of {', '.join(allowed)}"
-    if not str(values.get("model") or "").strip():
-        errors["model"] = "choose a model, or type a local folder or hub id"
+    for name in ("model", "prior"):
+        spec = str(values.get(name) or "").strip()
+        if name == "prior" and spec in ("", "attacked"):
+            continue
+        try:
+            check_spec(spec, max_size=APP_MAX_SIZE)
+        except UserError as err:
+            errors[name] = str(err)
     if "keep" not in errors and shown["keep"] and number(values["keep"]) >= 1:
         errors["keep"] = "top-k keeps everything at 1.0: choose a fraction below 1"
     if values.get("method") == "gidm-latent" and "latent_iterations" not in errors \
@@ -212,7 +224,8 @@ def field_errors(values: dict[str, Any]) -> dict[str, str]:
 
 
 def _total(values: dict[str, Any]) -> int:
-    latent = int(number(values["latent_iterations"])) if values.get("method") in ("gidm", "gidm-latent") else 0
+    latent = int(number(values["latent_iterations"])) if values.get("method") in ("gidm", "gidm-latent", "gidm-plus") \
+        else 0
     pixel = int(number(values["iterations"])) if values.get("method") != "gidm-latent" else 0
     return latent + pixel
 

@@ -48,8 +48,10 @@ def _wire(demo: gr.Blocks, session: gr.State, c: dict[str, Any], w: dict[str, An
     run_outputs = [w[name] for name in ("status", "original", "reconstruction", "diff", "loss_plot", "metrics_plot",
                                         "t_plot", "filmstrip", "table", "pick_a", "pick_b", "export_file", "tabs")]
     compare_io = ([session, w["pick_a"], w["pick_b"]], [w["view_a"], w["view_b"], w["compare_md"]])
+    # The validator runs at submission, before the queue holds the run (API calls too): Stop can then cancel it.
     w["run_btn"].click(_gpu(handlers.run), [session, *inputs], run_outputs, api_name="run", show_progress="minimal",
-                       **attacks).then(handlers.compare, *compare_io, **private).then(None, js=SHOW_REFUSED_TAB)
+                       validator=handlers.submit, **attacks).then(handlers.compare, *compare_io, **private).then(
+        None, js=SHOW_REFUSED_TAB)
     w["stop_btn"].click(handlers.stop, [session], [w["status"]], api_name="stop", concurrency_limit=None,
                         concurrency_id="stop", show_progress="hidden")
 
@@ -77,7 +79,7 @@ def _wire(demo: gr.Blocks, session: gr.State, c: dict[str, Any], w: dict[str, An
                          **attacks)
     w["sweep_table"].select(sweep_view.load_cell, [w["grid_state"]], [c[name] for name in CELL_FIELDS] + [w["status"]],
                             **private).then(_gpu(handlers.run), [session, *inputs], run_outputs, **private,
-                                            concurrency_id="attack")
+                                            validator=handlers.submit, concurrency_id="attack")
     demo.load(handlers.refresh_choices, None, [c["model"], c["prior"]], **private)
 
 

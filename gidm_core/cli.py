@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import shlex
 import sys
 import time
@@ -22,25 +23,25 @@ from .config import (
     METHODS,
     THREAT_PRESETS,
     AttackConfig,
-    ConfigError,
     DefenceConfig,
     ThreatModel,
     attack_config,
     threat_preset,
 )
 
+from .errors import UsageError, UserError, out_of_memory, out_of_memory_message
+from .seeds import MAX_SEED
+
 EXIT_BAD_INPUT = 2
+MAX_IMAGES = 64  # a batch's pixels cost memory like one image's: 64 images of 32 px are one of 256 px
+FORBIDDEN_OUT = (Path("/proc"), Path("/sys"), Path("/dev"))
 
 
-class UsageError(Exception):
-    """Bad input the user can fix; printed as one line, exit code 2."""
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises `UsageError` (one line) instead of printing its usage block and exiting."""
 
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
 
 
 def add_attack_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,7 +83,7 @@ def add_attack_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def configs_from_args(args: argparse.Namespace) -> tuple[AttackConfig, ThreatModel]:
-    """Validated configs from parsed flags (raises ConfigError with a one-line message)."""
+    """Validated configs from parsed flags (raises `ConfigError` with a one-line message)."""
     threat = threat_preset(args.threat)
     if args.prior:
         threat = replace(threat, prior=args.prior)
@@ -118,38 +119,85 @@ def attack_argv(config: AttackConfig, threat: ThreatModel, *, model: str, images
     return argv + (["--keep", str(defence.keep)] if defence.keep < 1 else [])
 
 
+def check_out_folder(out: Path) -> Path:
+    """Refuse an output folder that cannot be created or written (a file, a path under a file, /proc, /sys,
+    /dev, a read-only place) before any work, so no run is lost at the end."""
+    path = Path(os.path.abspath(out))
+    real = Path(os.path.realpath(path))
+    if any(p == forbidden or forbidden in p.parents for p in (path, real) for forbidden in FORBIDDEN_OUT):
+        raise UsageError(f"--out {out}: not a place for results (a system folder)")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"--out {out}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: {existing} is not writable")
+    return path
+
+
+def _check_attack_args(args: argparse.Namespace) -> None:
+    """Everything about the flags that can be checked before a model loads (one line, exit 2, on failure)."""
+    from .models import check_image_size, check_spec
+
+    for flag, seed in (("--seed", args.seed), ("--attack-seed", args.attack_seed)):
+        if seed is not None and not 0 <= seed <= MAX_SEED:
+            raise UsageError(f"{flag} must be in [0, 2**63 - 1], got {seed}")
+    if len(args.image) > MAX_IMAGES:
+        raise UsageError(f"--image given {len(args.image)} times: at most {MAX_IMAGES} images in a batch")
+    if args.t is not None:
+        if len(args.t) not in (1, len(args.image)):
+            raise UsageError(f"--t given {len(args.t)} times for {len(args.image)} image(s): give it once, or "
+                             "once per image")
+        if min(args.t) < 0:
+            raise UsageError(f"--t must be >= 0, got {min(args.t)}")
+    if args.size is not None:
+        check_image_size(args.size)
+    check_spec(args.model, allow_local=True)
+    if args.prior and args.prior != "attacked":
+        check_spec(args.prior, allow_local=True)
+
+
 def run_attack(args: argparse.Namespace) -> int:
-    from .data import grid, load_batch
-    from .models import load_model
+    from .data import grid, open_image, to_tensor
+    from .models import load_model, resolve_device
     from .protocol import play
 
+    _check_attack_args(args)
     config, threat = configs_from_args(args)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    model = load_model(args.model, device)
+    device = resolve_device(args.device)
+    out = check_out_folder(args.out or Path("runs") / f"{config.method}-{time.strftime('%Y%m%d-%H%M%S')}")
+    images = [open_image(source) for source in args.image]
+    model = load_model(args.model, device, allow_local=True)
     size = args.size or model.image_size
     model.check_size(size)
-    x0 = load_batch(args.image, size, model.channels)
-    prior = None if threat.prior == "attacked" else load_model(threat.prior, device)
+    x0 = torch.cat([to_tensor(image, size, model.channels) for image in images])
+    prior = None if threat.prior == "attacked" else load_model(threat.prior, device, allow_local=True)
     played = play(model, x0, threat, config, client_seed=args.seed, t=args.t, prior=prior)
     batch, run, evaluator = played.batch, played.run, played.evaluator
-    out = args.out or Path("runs") / f"{config.method}-{time.strftime('%Y%m%d-%H%M%S')}"
-    out.mkdir(parents=True, exist_ok=True)
 
     progress = _progress_bar(config.total_iterations)
     last = None
-    for event in played.events():
-        last = event
-        progress.update(event.iteration - progress.n)
-        if event.metrics:
-            progress.set_postfix(phase=event.phase, loss=f"{event.losses.get('matching', 0):.3g}",
-                                 psnr=f"{event.metrics.get('psnr', 0):.1f}")
-        if event.message and event.kind != "progress":
-            progress.write(event.message)
-    progress.close()
+    try:
+        for event in played.events():
+            last = event
+            progress.update(event.iteration - progress.n)
+            if event.metrics:
+                progress.set_postfix(phase=event.phase, loss=f"{event.losses.get('matching', 0):.3g}",
+                                     psnr=f"{event.metrics.get('psnr', 0):.1f}")
+            if event.message and event.kind != "progress":
+                progress.write(event.message)
+    except (RuntimeError, MemoryError) as err:
+        if not out_of_memory(err):
+            raise
+        raise UsageError(out_of_memory_message(size, x0.shape[0])) from None
+    finally:
+        progress.close()
     result = run.result
     if result is None:
         print(f"error: {last.message if last else 'the attack produced nothing'}", file=sys.stderr)
         return 1
+    out.mkdir(parents=True, exist_ok=True)  # only now: a failed run leaves no empty folder
     metrics = evaluator.score_result(result)
     report = {
         **metrics, "method": config.method, "model": model.name, "threat": threat.describe(), "status": result.status,
@@ -202,7 +250,7 @@ def list_models(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m gidm_core", description="Gradient inversion of federated "
+    parser = _Parser(prog="python -m gidm_core", description="Gradient inversion of federated "
                                      "diffusion models (GIDM, GIDM+) and baselines.")
     commands = parser.add_subparsers(dest="command", required=True)
     attack = commands.add_parser("attack", help="reconstruct images from a simulated client's shared gradient")
@@ -216,16 +264,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .data import ImageLoadError
-    from .models import ModelLoadError
-
-    parser = build_parser()
+    """Run one command; every `UserError` (bad flag, config, image, model, path) is one line on stderr, exit 2."""
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    try:
+        args = build_parser().parse_args(argv)
         return args.func(args)
-    except (ConfigError, ImageLoadError, ModelLoadError, UsageError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except SystemExit as exit_:  # --help
+        return int(exit_.code or 0)
+    except UserError as err:
+        print(f"error: {_one_line(err)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+
+
+def _one_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__

@@ -6,9 +6,11 @@ benchmark cell), with one readable line instead of a traceback deep inside an at
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .errors import UserError
 from .seeds import MAX_SEED
 
 METHODS = ("dlg", "ig", "gidm", "gidm-latent", "gidm-plus")
@@ -18,13 +20,20 @@ OPTIMIZERS = ("lbfgs", "adam", "sgd")
 LR_SCHEDULES = ("constant", "cosine")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A configuration value that cannot work; the message is one line meant for the user."""
 
 
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
+
+
+def _finite(**values: float) -> None:
+    """inf and nan pass every `>` check (or fail it with a confusing message), so they are refused first."""
+    for name, value in values.items():
+        _check(isinstance(value, (int, float)) and math.isfinite(value),
+               f"{name.replace('_', ' ')} must be a finite number, got {value}")
 
 
 def _choice(name: str, value: str, options: tuple[str, ...]) -> None:
@@ -44,6 +53,7 @@ class DefenceConfig:
     keep: float = 1.0
 
     def __post_init__(self) -> None:
+        _finite(clip_norm=self.clip, noise_sigma=self.sigma, keep_fraction=self.keep)
         _check(self.clip >= 0, f"clip norm must be >= 0, got {self.clip}")
         _check(self.sigma >= 0, f"noise sigma must be >= 0, got {self.sigma}")
         _check(0 < self.keep <= 1, f"top-k keep fraction must be in (0, 1], got {self.keep}")
@@ -131,6 +141,7 @@ class AttackConfig:
         _choice("layer weighting", self.layer_weights, LAYER_WEIGHTS)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("lr schedule", self.lr_schedule, LR_SCHEDULES)
+        _finite(learning_rate=self.lr, latent_learning_rate=self.latent_lr, TV_weight=self.tv_weight)
         _check(self.lr > 0, f"learning rate must be > 0, got {self.lr}")
         _check(self.latent_lr > 0, f"latent learning rate must be > 0, got {self.latent_lr}")
         _check(self.iterations >= 0, f"iterations must be >= 0, got {self.iterations}")
@@ -143,6 +154,8 @@ class AttackConfig:
         _check(0 <= self.seed <= MAX_SEED, f"attacker seed must be in [0, 2**63 - 1], got {self.seed}")
         if self.method == "gidm-latent":
             _check(self.latent_iterations >= 1, "gidm-latent needs latent iterations >= 1")
+        _check(self.total_iterations >= 1, f"{self.method} would do nothing with 0 iterations: give it some"
+               + (" (latent or pixel)" if self.method == "gidm" else ""))
 
     @property
     def uses_latent_phase(self) -> bool:

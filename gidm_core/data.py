@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from .errors import UserError
 from .models import ASSETS
 
 IMAGES_DIR = ASSETS / "images"
@@ -21,7 +22,7 @@ MANIFEST = IMAGES_DIR / "manifest.json"
 MAX_PIXELS = 40_000_000  # refuse decompression bombs before decoding them
 
 
-class ImageLoadError(ValueError):
+class ImageLoadError(UserError):
     """An image that cannot be used; the message is one line meant for the user."""
 
 
@@ -67,13 +68,18 @@ def open_image(source: str | Path | Image.Image | np.ndarray) -> Image.Image:
         path = victim(str(source)).path
     if not path.is_file():
         raise ImageLoadError(f"image not found: {source}")
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    too_large = ImageLoadError(f"{path.name} is too large (over {MAX_PIXELS // 1_000_000} megapixels)")
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow only warns up to twice this, hence the check before load()
     try:
         with Image.open(path) as image:
+            if image.width * image.height > MAX_PIXELS:
+                raise too_large
             image.load()
             return image.copy()
     except Image.DecompressionBombError:
-        raise ImageLoadError(f"{path.name} is too large (over {MAX_PIXELS // 1_000_000} megapixels)") from None
+        raise too_large from None
+    except ImageLoadError:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise ImageLoadError(f"{path.name} is not a readable image file") from None
 
@@ -82,6 +88,8 @@ def to_tensor(image: Image.Image, size: int, channels: int = 3) -> torch.Tensor:
     """Centre-crop to a square, resize to `size` (antialiased), match `channels`; (1, C, size, size) in [-1, 1]."""
     if image.width < 1 or image.height < 1:
         raise ImageLoadError("the image is empty")
+    if image.mode.startswith("I") or image.mode == "F":
+        image = _high_depth_to_8bit(image)
     if image.mode in ("RGBA", "LA", "P", "PA"):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -94,6 +102,15 @@ def to_tensor(image: Image.Image, size: int, channels: int = 3) -> torch.Tensor:
     tensor = torch.from_numpy(array.copy())
     tensor = tensor[None] if channels == 1 else tensor.permute(2, 0, 1)
     return tensor[None].clamp(-1, 1)
+
+
+def _high_depth_to_8bit(image: Image.Image) -> Image.Image:
+    """A 16/32-bit integer or float grayscale image as 8-bit "L", scaled by its bit depth (Pillow's own convert
+    clips 16-bit values at 255, turning a 16-bit PNG almost white). Integer modes are taken as 16-bit (PNG's and
+    most TIFFs' depth), floats as [0, 1]."""
+    scale = 1.0 if image.mode == "F" else 65535.0
+    array = np.clip(np.asarray(image, dtype=np.float64) / scale, 0, 1)
+    return Image.fromarray((array * 255).round().astype(np.uint8), "L")
 
 
 def load_image(source: str | Path | Image.Image | np.ndarray, size: int, channels: int = 3) -> torch.Tensor:

@@ -6,8 +6,9 @@ and sends back its weights; the server averages them weighted by shard size and 
 
 Clients keep their own optimiser state across rounds (a cross-silo client is a persistent device); only weights
 leave a client. Checkpoints are diffusers pipeline folders (model_index.json, unet/, scheduler/), loadable with
-`UNet2DModel.from_pretrained(dir / "unet")`, `DDPMPipeline.from_pretrained(dir)` or `models.load_model(dir)`; the
-`unet/` of a checkpoint holds the EMA weights (the published model), `training_state.pt` everything to resume.
+`UNet2DModel.from_pretrained(dir / "unet")`, `DDPMPipeline.from_pretrained(dir)` or
+`models.load_model(dir, allow_local=True)`; the `unet/` of a checkpoint holds the EMA weights (the published model),
+`training_state.pt` everything to resume.
 """
 
 from __future__ import annotations

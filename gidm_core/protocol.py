@@ -17,7 +17,7 @@ import torch
 from .attacks import Event, Run, start_attack
 from .attacks.gidm import check_prior
 from .client import PrivateBatch, SharedUpdate, share
-from .config import AttackConfig, ThreatModel
+from .config import AttackConfig, ConfigError, ThreatModel
 from .evaluation import Evaluator
 from .models import DiffusionModel
 
@@ -46,6 +46,10 @@ def play(model: DiffusionModel, images: torch.Tensor, threat: ThreatModel, confi
     model.check_size(images.shape[-1])
     if config.uses_latent_phase:
         check_prior(prior or model, images.shape[1], images.shape[-1])
+        steps = (prior or model).num_train_timesteps
+        if config.ddim_steps > steps:
+            raise ConfigError(f"DDIM steps K must be at most the prior's {steps} training timesteps, "
+                              f"got {config.ddim_steps}")
     batch = PrivateBatch.draw(images, model.num_train_timesteps, client_seed, t)
     update = share(model, batch, threat, seed=client_seed)
     run = start_attack(model, update, threat, config, prior, stop)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .config import ConfigError
+from .errors import UsageError
 from .datasets import DATASETS
 from .federated import ARCHITECTURES, FedAvgTrainer, TrainConfig
 
@@ -59,7 +59,7 @@ def _trainer(args: argparse.Namespace) -> FedAvgTrainer:
             checkpoint_every=args.checkpoint_every)
         return FedAvgTrainer(config, args.out)
     except (ValueError, FileNotFoundError) as err:
-        raise ConfigError(str(err)) from None
+        raise UsageError(str(err)) from None
 
 
 def run_train(args: argparse.Namespace) -> int:

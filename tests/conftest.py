@@ -30,9 +30,8 @@ def small_model():
     return random_model("small", 32)
 
 
-@pytest.fixture(scope="module")
-def app_url():
-    """The Gradio app, launched in-process on a free local port for one test module."""
+def serve_app():
+    """(url, demo): the Gradio app launched in-process on a free local port; the caller closes the demo."""
     from app import create_app, launch_kwargs
 
     with socket.socket() as probe:
@@ -40,5 +39,12 @@ def app_url():
         port = probe.getsockname()[1]
     demo = create_app()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs())
-    yield f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{port}", demo
+
+
+@pytest.fixture(scope="module")
+def app_url():
+    """The Gradio app, launched in-process on a free local port for one test module."""
+    url, demo = serve_app()
+    yield url
     demo.close()

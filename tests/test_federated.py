@@ -91,7 +91,7 @@ def test_checkpoint_is_a_diffusers_pipeline_and_resume_is_exact(tmp_path):
     assert unet.config.sample_size == 16
     pipe = DDPMPipeline.from_pretrained(folder)
     assert pipe.scheduler.config.num_train_timesteps == 1000 and pipe.scheduler.config.prediction_type == "epsilon"
-    model = load_model(str(folder))
+    model = load_model(str(folder), allow_local=True)  # local folders are opt-in outside the CLI
     assert model.unet.dtype == torch.float32 and not model.unet.training
 
     resumed = FedAvgTrainer.resume(folder, tmp_path / "b")

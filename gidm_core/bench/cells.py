@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from .jobs import BENCH_VERSION, THRESHOLDS_DB, Cell
-from .machine import PeakMemory, device_name, resolve_device, time_forward_backward
+from .machine import PeakMemory, device_name, time_forward_backward
 
 
 def load_victims(names: Iterable[str], size: int, channels: int) -> torch.Tensor:
@@ -105,7 +105,7 @@ def _spread(values: list[float | None]) -> dict[str, float | None]:
 
 def run_cell(cell: Cell) -> dict[str, Any]:
     """The cell's JSON: its config, per-run results and their mean/spread. Depends on nothing but `cell`."""
-    from ..models import load_model
+    from ..models import load_model, resolve_device
 
     device = resolve_device(cell.device)
     started, cpu_started = time.perf_counter(), time.process_time()

@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 from .grid import SUITES, build_suite
-from .machine import resolve_device
 from .suite import run_suite
 
 
@@ -33,6 +32,8 @@ def bench_command(args: argparse.Namespace) -> int:
             for cell in row.cells:
                 print(f"{row.label:50s} {cell.method:12s} {cell.id}")
         return 0
+    from ..models import resolve_device  # torch and diffusers load only when the suite runs
+
     device = resolve_device(args.device)
     workers = args.workers or (1 if device.startswith("cuda") else max(1, min(os.cpu_count() or 1, 4)))
     results = run_suite(rows, probes, args.out, workers=workers, threads=args.threads, device=args.device,

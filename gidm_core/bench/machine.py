@@ -16,11 +16,6 @@ if TYPE_CHECKING:
     from ..models import DiffusionModel
 
 
-def resolve_device(device: str) -> str:
-    """"auto" becomes cuda when there is one, else cpu; any other name is kept."""
-    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-
-
 def device_name(device: str) -> str:
     """The GPU's name, or the CPU and its core count: what a result's wall times were measured on."""
     if device.startswith("cuda"):

@@ -12,7 +12,7 @@ import torch
 from ..datasets import SKIMAGE_PHOTOS
 from .cells import load_victims
 from .jobs import BENCH_VERSION, SpeedProbe
-from .machine import device_name, resolve_device, sync, time_forward_backward
+from .machine import device_name, sync, time_forward_backward
 
 SPEED_CASES = (  # (label, method, private eps/t, AttackConfig iteration fields for n steps of the one phase)
     ("DLG pixel step (L2)", "dlg", False, lambda n: dict(iterations=n)),
@@ -27,7 +27,7 @@ SPEED_CASES = (  # (label, method, private eps/t, AttackConfig iteration fields 
 def run_speed(probe: SpeedProbe) -> dict[str, Any]:
     """The probe's JSON: per-case step seconds and their ratio to one forward+backward, measured in one process."""
     from ..config import ThreatModel, attack_config
-    from ..models import load_model
+    from ..models import load_model, resolve_device
     from ..protocol import play
 
     device = resolve_device(probe.device)
