@@ -33,7 +33,8 @@ METHODS = ("gidm", "gidm-plus", "gidm-latent", "dlg", "ig")  # the app's order: 
 RESOLUTIONS = ("model's own", "16", "32", "64", "128")
 MAX_BATCH = 8
 # The app's image-size bound: the largest resolution it offers. A public server shares its memory between
-# sessions, and an attack's double backward at 128 px already peaks near 20 GB on CPU (NOTES.md).
+# sessions, and an attack's double backward at 128 px already peaks near 20 GB on CPU (measured
+# on our 2-core machine).
 APP_MAX_SIZE = 128
 
 # Hyperparameter presets (the threat part of each preset is set alongside). "Fast CPU demo" is the default: GIDM
@@ -143,6 +144,8 @@ LIMITS = {
     "report_every": (1, 1000), "batch_size": (1, MAX_BATCH), "client_t": (-1, 100000), "clip": (0.0, 1e6),
     "sigma": (0.0, 1e3), "keep": (1e-6, 1.0),
 }
+# The core's config fields that the UI calls by another name.
+CONFIG_CONTROLS = {"seed": "attack_seed"}
 INTEGER_FIELDS = {"iterations", "latent_iterations", "ddim_steps", "seed", "attack_seed", "report_every",
                   "batch_size", "client_t"}
 
@@ -210,11 +213,6 @@ def field_errors(values: dict[str, Any]) -> dict[str, str]:
             errors[name] = str(err)
     if "keep" not in errors and shown["keep"] and number(values["keep"]) >= 1:
         errors["keep"] = "top-k keeps everything at 1.0: choose a fraction below 1"
-    if values.get("method") == "gidm-latent" and "latent_iterations" not in errors \
-            and number(values["latent_iterations"]) < 1:
-        errors["latent_iterations"] = "GIDM-latent needs at least 1 latent iteration"
-    if not errors and values.get("method") != "gidm-plus" and _total(values) == 0:
-        errors["iterations"] = "the run would do nothing: give it some iterations"
     if values.get("source") == "Upload" and not values.get("uploads"):
         errors["uploads"] = "upload at least one image (or pick the gallery)"
     elif values.get("source") == "Webcam" and values.get("webcam") is None:
@@ -223,20 +221,13 @@ def field_errors(values: dict[str, Any]) -> dict[str, str]:
                                                          SETTING_FIELDS.index(kv[0]))))
 
 
-def _total(values: dict[str, Any]) -> int:
-    latent = int(number(values["latent_iterations"])) if values.get("method") in ("gidm", "gidm-latent", "gidm-plus") \
-        else 0
-    pixel = int(number(values["iterations"])) if values.get("method") != "gidm-latent" else 0
-    return latent + pixel
-
-
 class Refusal(ConfigError):
     """A bad value, with the control and tab that hold it."""
 
     def __init__(self, name: str, message: str) -> None:
         self.name = name
         self.tab, self.label = CONTROLS[name]
-        super().__init__(f"{self.tab} tab, {self.label}: {message}")
+        super().__init__(f"{self.tab} tab, {self.label}: {message}", name)
 
 
 def parse(values: dict[str, Any]) -> Settings:
@@ -258,7 +249,15 @@ def parse(values: dict[str, Any]) -> Settings:
     clean["uploads"] = [str(getattr(u, "name", u)) for u in (uploads if isinstance(uploads, list) else [uploads])]
     clean["model"] = str(values["model"]).strip()
     clean["prior"] = str(values.get("prior") or "attacked").strip() or "attacked"
-    return Settings(**{k: clean[k] for k in SETTING_FIELDS if k in clean})
+    settings = Settings(**{k: clean[k] for k in SETTING_FIELDS if k in clean})
+    try:  # the core's own rules (e.g. GIDM-latent needs latent iterations, a run must do something)
+        configs(settings)
+    except ConfigError as err:
+        field = CONFIG_CONTROLS.get(err.field, err.field)
+        if field not in CONTROLS:
+            raise
+        raise Refusal(field, str(err)) from None
+    return settings
 
 
 def hints(settings: Settings) -> list[str]:
@@ -266,8 +265,9 @@ def hints(settings: Settings) -> list[str]:
     out = []
     private = settings.secrets == "private"
     if settings.method == "gidm-plus" and not private:
-        out.append("GIDM+ is built for private eps and t: it uses the revealed t but ignores the revealed eps and "
-                   "searches for it anyway. With eps and t known, GIDM is the attack to use.")
+        out.append("GIDM+ is built for private eps and t: with them revealed it has no noise to recover and runs as "
+                   "a pixel search with the revealed eps (no residual stage). With eps and t known, GIDM is the "
+                   "attack to use.")
     if settings.method != "gidm-plus" and private:
         out.append(f"{METHOD_LABELS[settings.method]} with private eps and t: t is read off the update and eps is "
                    "searched jointly with the image, which this method was not designed for; GIDM+ is.")

@@ -21,23 +21,29 @@ LR_SCHEDULES = ("constant", "cosine")
 
 
 class ConfigError(UserError):
-    """A configuration value that cannot work; the message is one line meant for the user."""
+    """A configuration value that cannot work; the message is one line meant for the user, and `field` names the
+    dataclass field at fault (when one is), so a UI can point at the control that holds it."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
-def _check(condition: bool, message: str) -> None:
+def _check(condition: bool, message: str, field: str | None = None) -> None:
     if not condition:
-        raise ConfigError(message)
+        raise ConfigError(message, field)
 
 
-def _finite(**values: float) -> None:
-    """inf and nan pass every `>` check (or fail it with a confusing message), so they are refused first."""
-    for name, value in values.items():
+def _finite(**values: tuple[str, float]) -> None:
+    """inf and nan pass every `>` check (or fail it with a confusing message), so they are refused first.
+    Each keyword is a field, its value (what the message calls it, the value)."""
+    for field, (label, value) in values.items():
         _check(isinstance(value, (int, float)) and math.isfinite(value),
-               f"{name.replace('_', ' ')} must be a finite number, got {value}")
+               f"{label} must be a finite number, got {value}", field)
 
 
-def _choice(name: str, value: str, options: tuple[str, ...]) -> None:
-    _check(value in options, f"unknown {name} {value!r}: choose one of {', '.join(options)}")
+def _choice(name: str, value: str, options: tuple[str, ...], field: str | None = None) -> None:
+    _check(value in options, f"unknown {name} {value!r}: choose one of {', '.join(options)}", field)
 
 
 @dataclass(frozen=True)
@@ -53,14 +59,10 @@ class DefenceConfig:
     keep: float = 1.0
 
     def __post_init__(self) -> None:
-        _finite(clip_norm=self.clip, noise_sigma=self.sigma, keep_fraction=self.keep)
-        _check(self.clip >= 0, f"clip norm must be >= 0, got {self.clip}")
-        _check(self.sigma >= 0, f"noise sigma must be >= 0, got {self.sigma}")
-        _check(0 < self.keep <= 1, f"top-k keep fraction must be in (0, 1], got {self.keep}")
-
-    @property
-    def active(self) -> bool:
-        return self.clip > 0 or self.sigma > 0 or self.keep < 1
+        _finite(clip=("clip norm", self.clip), sigma=("noise sigma", self.sigma), keep=("keep fraction", self.keep))
+        _check(self.clip >= 0, f"clip norm must be >= 0, got {self.clip}", "clip")
+        _check(self.sigma >= 0, f"noise sigma must be >= 0, got {self.sigma}", "sigma")
+        _check(0 < self.keep <= 1, f"top-k keep fraction must be in (0, 1], got {self.keep}", "keep")
 
     def describe(self) -> str:
         parts = []
@@ -136,26 +138,29 @@ class AttackConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _choice("method", self.method, METHODS)
-        _choice("distance", self.distance, DISTANCES)
-        _choice("layer weighting", self.layer_weights, LAYER_WEIGHTS)
-        _choice("optimizer", self.optimizer, OPTIMIZERS)
-        _choice("lr schedule", self.lr_schedule, LR_SCHEDULES)
-        _finite(learning_rate=self.lr, latent_learning_rate=self.latent_lr, TV_weight=self.tv_weight)
-        _check(self.lr > 0, f"learning rate must be > 0, got {self.lr}")
-        _check(self.latent_lr > 0, f"latent learning rate must be > 0, got {self.latent_lr}")
-        _check(self.iterations >= 0, f"iterations must be >= 0, got {self.iterations}")
-        _check(self.latent_iterations >= 0, f"latent iterations must be >= 0, got {self.latent_iterations}")
-        _check(self.ddim_steps >= 1, f"DDIM steps K must be >= 1, got {self.ddim_steps}")
-        _check(self.tv_weight >= 0, f"TV weight must be >= 0, got {self.tv_weight}")
-        _check(self.restarts >= 1, f"restarts must be >= 1, got {self.restarts}")
-        _check(0 <= self.residual_share < 1, f"residual share must be in [0, 1), got {self.residual_share}")
-        _check(self.report_every >= 1, f"report_every must be >= 1, got {self.report_every}")
-        _check(0 <= self.seed <= MAX_SEED, f"attacker seed must be in [0, 2**63 - 1], got {self.seed}")
+        _choice("method", self.method, METHODS, "method")
+        _choice("distance", self.distance, DISTANCES, "distance")
+        _choice("layer weighting", self.layer_weights, LAYER_WEIGHTS, "layer_weights")
+        _choice("optimizer", self.optimizer, OPTIMIZERS, "optimizer")
+        _choice("lr schedule", self.lr_schedule, LR_SCHEDULES, "lr_schedule")
+        _finite(lr=("learning rate", self.lr), latent_lr=("latent learning rate", self.latent_lr),
+                tv_weight=("TV weight", self.tv_weight))
+        _check(self.lr > 0, f"learning rate must be > 0, got {self.lr}", "lr")
+        _check(self.latent_lr > 0, f"latent learning rate must be > 0, got {self.latent_lr}", "latent_lr")
+        _check(self.iterations >= 0, f"iterations must be >= 0, got {self.iterations}", "iterations")
+        _check(self.latent_iterations >= 0, f"latent iterations must be >= 0, got {self.latent_iterations}",
+               "latent_iterations")
+        _check(self.ddim_steps >= 1, f"DDIM steps K must be >= 1, got {self.ddim_steps}", "ddim_steps")
+        _check(self.tv_weight >= 0, f"TV weight must be >= 0, got {self.tv_weight}", "tv_weight")
+        _check(self.restarts >= 1, f"restarts must be >= 1, got {self.restarts}", "restarts")
+        _check(0 <= self.residual_share < 1, f"residual share must be in [0, 1), got {self.residual_share}",
+               "residual_share")
+        _check(self.report_every >= 1, f"report_every must be >= 1, got {self.report_every}", "report_every")
+        _check(0 <= self.seed <= MAX_SEED, f"attacker seed must be in [0, 2**63 - 1], got {self.seed}", "seed")
         if self.method == "gidm-latent":
-            _check(self.latent_iterations >= 1, "gidm-latent needs latent iterations >= 1")
+            _check(self.latent_iterations >= 1, "gidm-latent needs latent iterations >= 1", "latent_iterations")
         _check(self.total_iterations >= 1, f"{self.method} would do nothing with 0 iterations: give it some"
-               + (" (latent or pixel)" if self.method == "gidm" else ""))
+               + (" (latent or pixel)" if self.uses_latent_phase or self.method == "gidm" else ""), "iterations")
 
     @property
     def uses_latent_phase(self) -> bool:

@@ -250,3 +250,24 @@ def test_prior_attacked_still_names_the_attacked_model(tmp_path, capsys):
     code, lines = _run(["attack", "--model", "random:tiny-32", "--image", PHOTO, "--prior", "attacked", "--method",
                         "dlg", "--iterations", "1", "--out", str(out)], capsys)
     assert code == 0 and (out / "metrics.json").is_file(), lines
+
+
+@pytest.mark.parametrize("overrides, field", [
+    (dict(lr=-1.0), "lr"), (dict(latent_lr=float("nan")), "latent_lr"), (dict(ddim_steps=0), "ddim_steps"),
+    (dict(distance="manhattan"), "distance"), (dict(seed=-3), "seed"), (dict(iterations=0), "iterations"),
+])
+def test_a_config_error_names_its_field(overrides, field):
+    """A front end points at the control from `err.field`, never by parsing the message."""
+    from gidm_core.config import ConfigError, attack_config
+
+    with pytest.raises(ConfigError) as refused:
+        attack_config("dlg", **overrides)
+    assert refused.value.field == field
+
+
+def test_a_defence_error_names_its_field():
+    from gidm_core.config import ConfigError, DefenceConfig
+
+    with pytest.raises(ConfigError) as refused:
+        DefenceConfig(keep=0.0)
+    assert refused.value.field == "keep"
