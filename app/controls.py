@@ -91,7 +91,7 @@ def settings_column(s: Settings, items: list[GalleryItem], shown: dict[str, bool
                     c["ddim_steps"] = _number(s, "ddim_steps", visible=shown["ddim_steps"])
                     c["latent_lr"] = _number(s, "latent_lr", visible=shown["latent_lr"])
                 with gr.Row():
-                    c["iterations"] = _number(s, "iterations", info="GIDM+: all of its iterations",
+                    c["iterations"] = _number(s, "iterations", info="GIDM+: its joint and residual stages together",
                                               visible=shown["iterations"])
                     c["lr"] = _number(s, "lr", visible=shown["lr"])
                     c["report_every"] = _number(s, "report_every")

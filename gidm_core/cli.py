@@ -63,7 +63,7 @@ def add_attack_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda, or auto")
     parser.add_argument("--prior", default=None, help="prior model spec for GIDM (default: the attacked model)")
     hyper = parser.add_argument_group("hyperparameters (default: the method's own)")
-    hyper.add_argument("--iterations", type=int, help="pixel-phase iterations (GIDM+: all of its iterations); "
+    hyper.add_argument("--iterations", type=int, help="pixel-phase iterations (GIDM+: its joint and residual stages together); "
                        "one objective evaluation is one iteration")
     hyper.add_argument("--lr", type=float, help="pixel-phase learning rate")
     hyper.add_argument("--latent-iterations", type=int, help="GIDM phase-1 iterations")
