@@ -75,6 +75,8 @@ def add_attack_arguments(parser: argparse.ArgumentParser) -> None:
     hyper.add_argument("--optimizer", help="lbfgs (default; needs no learning rate), adam or sgd")
     hyper.add_argument("--lr-schedule", help="constant or cosine")
     hyper.add_argument("--restarts", type=int, help="GIDM: best of this many start latents")
+    hyper.add_argument("--residual-share", type=float, help="GIDM+: fraction of its iterations for the residual "
+                       "stage (default 0.3)")
     hyper.add_argument("--report-every", type=int, help="iterations between events")
     defence = parser.add_argument_group("defence (overrides the preset's)")
     defence.add_argument("--clip", type=float, help="clip the update's L2 norm to this")
@@ -94,7 +96,8 @@ def configs_from_args(args: argparse.Namespace) -> tuple[AttackConfig, ThreatMod
         args.method, iterations=args.iterations, lr=args.lr, latent_iterations=args.latent_iterations,
         latent_lr=args.latent_lr, ddim_steps=args.ddim_steps, distance=args.distance,
         layer_weights=args.layer_weights, tv_weight=args.tv_weight, optimizer=args.optimizer,
-        lr_schedule=args.lr_schedule, restarts=args.restarts, report_every=args.report_every,
+        lr_schedule=args.lr_schedule, restarts=args.restarts, residual_share=args.residual_share,
+        report_every=args.report_every,
         seed=args.seed if args.attack_seed is None else args.attack_seed)
     return config, threat
 
@@ -112,7 +115,7 @@ def attack_argv(config: AttackConfig, threat: ThreatModel, *, model: str, images
     argv += [a for step in t or [] for a in ("--t", str(step))]
     argv += ["--prior", threat.prior] if threat.prior != "attacked" else []
     for name in ("iterations", "lr", "latent_iterations", "latent_lr", "ddim_steps", "distance", "layer_weights",
-                 "tv_weight", "optimizer", "lr_schedule", "restarts", "report_every"):
+                 "tv_weight", "optimizer", "lr_schedule", "restarts", "residual_share", "report_every"):
         argv += ["--" + name.replace("_", "-"), str(getattr(config, name))]
     defence = threat.defence
     argv += ["--clip", str(defence.clip), "--sigma", str(defence.sigma)] if defence.clip or defence.sigma else []

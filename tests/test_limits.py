@@ -47,6 +47,7 @@ CASES = [
     ("size not a number", ["--size", "abc"], "invalid int value"),
     ("size not a multiple", ["--size", "33"], "must be a positive multiple of 2"),
     ("lr inf", ["--lr", "inf"], "learning rate must be a finite number"),
+    ("residual share 1", ["--method", "gidm-plus", "--residual-share", "1"], "residual share must be in [0, 1)"),
     ("lr nan", ["--lr", "nan"], "learning rate must be a finite number"),
     ("lr 0", ["--lr", "0"], "learning rate must be > 0"),
     ("latent lr inf", ["--latent-lr", "inf"], "latent learning rate must be a finite number"),
