@@ -168,8 +168,11 @@ class AttackConfig:
 
     @property
     def residual_iterations(self) -> int:
-        """GIDM+'s residual-stage share of its pixel-stage iterations (when eps is private)."""
-        return round(self.iterations * self.residual_share) if self.method == "gidm-plus" else 0
+        """GIDM+'s residual-stage share of its pixel-stage iterations (when eps is private); the joint stage keeps
+        at least one, since the residual stage starts from its answer."""
+        if self.method != "gidm-plus":
+            return 0
+        return min(round(self.iterations * self.residual_share), max(self.iterations - 1, 0))
 
     @property
     def uses_pixel_phase(self) -> bool:

@@ -69,3 +69,8 @@ def test_revealed_eps_leaves_no_residual_stage(small_model, photo32: torch.Tenso
     played = play(small_model, photo32, threat_preset("paper"), config, client_seed=2, t=[300])
     result = played.run.run_to_end()
     assert set(result.phase_starts) == {"pixel"} and result.iterations == 10
+
+
+@pytest.mark.parametrize("iterations, share, residual", [(1000, 0.3, 300), (1, 0.99, 0), (2, 0.99, 1), (10, 0.0, 0)])
+def test_the_joint_stage_keeps_at_least_one_iteration(iterations: int, share: float, residual: int) -> None:
+    assert attack_config("gidm-plus", iterations=iterations, residual_share=share).residual_iterations == residual
