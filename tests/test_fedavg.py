@@ -53,6 +53,7 @@ def test_attackers_simulation_of_the_steps_is_the_clients(tiny_model, photo32):
                   client_seed=5, t=[200], training=THREE_STEPS)
     batch, update = played.batch, played.update
     assert update.eps is None and update.t is None and update.training == THREE_STEPS
+    assert played.run.run_to_end().t_estimate == (200,)  # the delta still shows t (attacks/timestep.py)
     x0 = batch.x0.clone().requires_grad_(True)
     simulated = client_update(tiny_model, x0, batch.eps, batch.t, create_graph=True, training=update.training)
     assert simulated[0].requires_grad
