@@ -274,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m gidm_core", description="Gradient inversion of federated "
                                      "diffusion models (GIDM, GIDM+) and baselines.")
     commands = parser.add_subparsers(dest="command", required=True)
-    attack = commands.add_parser("attack", help="reconstruct images from a simulated client's shared gradient")
+    attack = commands.add_parser("attack", help="reconstruct images from a simulated client's shared update")
     add_attack_arguments(attack)
     attack.set_defaults(func=run_attack)
     models = commands.add_parser("models", help="list the models this install can load offline")
