@@ -23,7 +23,9 @@ from .config import (
     METHODS,
     THREAT_PRESETS,
     AttackConfig,
+    ConfigError,
     DefenceConfig,
+    LocalTraining,
     ThreatModel,
     attack_config,
     threat_preset,
@@ -78,6 +80,11 @@ def add_attack_arguments(parser: argparse.ArgumentParser) -> None:
     hyper.add_argument("--residual-share", type=float, help="GIDM+: fraction of its iterations for the residual "
                        "stage (default 0.3)")
     hyper.add_argument("--report-every", type=int, help="iterations between events")
+    client = parser.add_argument_group("the client's update (default: one FedSGD gradient)")
+    client.add_argument("--local-steps", type=int, help="share a FedAvg weight delta after this many local SGD "
+                        "steps on the batch instead (public: the attacker re-simulates them)")
+    client.add_argument("--client-lr", type=float, help=f"the client's SGD learning rate for --local-steps "
+                        f"(default {LocalTraining.lr:g})")
     defence = parser.add_argument_group("defence (overrides the preset's)")
     defence.add_argument("--clip", type=float, help="clip the update's L2 norm to this")
     defence.add_argument("--sigma", type=float, help="Gaussian noise multiplier (std = sigma * clip)")
@@ -102,8 +109,19 @@ def configs_from_args(args: argparse.Namespace) -> tuple[AttackConfig, ThreatMod
     return config, threat
 
 
+def training_from_args(args: argparse.Namespace) -> LocalTraining | None:
+    """The client's local training from the flags: None (FedSGD) unless --local-steps is given."""
+    if args.local_steps is None:
+        if args.client_lr is not None:
+            raise UsageError("--client-lr needs --local-steps: a FedSGD client shares its gradient, with no step")
+        return None
+    lr = LocalTraining.lr if args.client_lr is None else args.client_lr
+    return LocalTraining(steps=args.local_steps, lr=lr)
+
+
 def attack_argv(config: AttackConfig, threat: ThreatModel, *, model: str, images: list[str], seed: int,
-                size: int | None = None, t: list[int] | None = None, out: str | None = None) -> list[str]:
+                size: int | None = None, t: list[int] | None = None, out: str | None = None,
+                training: LocalTraining | None = None) -> list[str]:
     """The `attack` flags that `configs_from_args` reads back as `config` and `threat` (every hyperparameter spelled
     out), so a front end's "rerun this" command is written with the same flags the parser defines."""
     if threat.knows_t != threat.knows_eps:
@@ -114,6 +132,7 @@ def attack_argv(config: AttackConfig, threat: ThreatModel, *, model: str, images
             *(["--out", out] if out else [])]
     argv += [a for step in t or [] for a in ("--t", str(step))]
     argv += ["--prior", threat.prior] if threat.prior != "attacked" else []
+    argv += ["--local-steps", str(training.steps), "--client-lr", str(training.lr)] if training else []
     for name in ("iterations", "lr", "latent_iterations", "latent_lr", "ddim_steps", "distance", "layer_weights",
                  "tv_weight", "optimizer", "lr_schedule", "restarts", "residual_share", "report_every"):
         argv += ["--" + name.replace("_", "-"), str(getattr(config, name))]
@@ -168,6 +187,7 @@ def run_attack(args: argparse.Namespace) -> int:
 
     _check_attack_args(args)
     config, threat = configs_from_args(args)
+    training = training_from_args(args)
     device = resolve_device(args.device)
     out = check_out_folder(args.out or Path("runs") / f"{config.method}-{time.strftime('%Y%m%d-%H%M%S')}")
     images = [open_image(source) for source in args.image]
@@ -176,7 +196,7 @@ def run_attack(args: argparse.Namespace) -> int:
     model.check_size(size)
     x0 = torch.cat([to_tensor(image, size, model.channels) for image in images])
     prior = None if threat.prior == "attacked" else load_model(threat.prior, device, allow_local=True)
-    played = play(model, x0, threat, config, client_seed=args.seed, t=args.t, prior=prior)
+    played = play(model, x0, threat, config, client_seed=args.seed, t=args.t, prior=prior, training=training)
     batch, run, evaluator = played.batch, played.run, played.evaluator
 
     progress = _progress_bar(config.total_iterations)
@@ -208,6 +228,7 @@ def run_attack(args: argparse.Namespace) -> int:
         "seconds": result.seconds, "seconds_per_iteration": result.seconds / max(result.iterations, 1),
         "t_true": batch.t.tolist(), "t_est": list(result.t_estimate) if result.t_estimate else None,
         "phase_starts": result.phase_starts, "config": config.__dict__, "client_seed": args.seed,
+        "update": {"kind": played.update.kind, **(training.__dict__ if training else {})},
         "attack_seed": config.seed, "device": str(device),
         "command": command_line(sys.argv[1:]),
     }
@@ -256,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m gidm_core", description="Gradient inversion of federated "
                                      "diffusion models (GIDM, GIDM+) and baselines.")
     commands = parser.add_subparsers(dest="command", required=True)
-    attack = commands.add_parser("attack", help="reconstruct images from a simulated client's shared gradient")
+    attack = commands.add_parser("attack", help="reconstruct images from a simulated client's shared update")
     add_attack_arguments(attack)
     attack.set_defaults(func=run_attack)
     models = commands.add_parser("models", help="list the models this install can load offline")

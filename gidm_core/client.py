@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import ConfigError, DefenceConfig, ThreatModel
+from .config import ConfigError, DefenceConfig, LocalTraining, ThreatModel
 from .diffusion import diffusion_loss
 from .models import DiffusionModel
 from .seeds import MAX_SEED, stream
@@ -47,27 +47,45 @@ class PrivateBatch:
 
 @dataclass(frozen=True)
 class SharedUpdate:
-    """What the server receives. `kind` names what `gradients` holds; "fedsgd" (one gradient of the training loss)
-    is the only kind there is, and nothing reads the field yet. A FedAvg weight delta (several local steps) would be
-    another kind, and the attacks would then have to re-simulate those steps on their guesses."""
+    """What the server receives. `gradients` holds one tensor per UNet parameter: the gradient of the training loss
+    for a FedSGD client (`training` None), or the weight delta theta_after - theta_before for a FedAvg client, whose
+    local-training settings (E steps, lr) travel with it because the server set them."""
 
     gradients: tuple[torch.Tensor, ...]
     batch_size: int
     image_shape: tuple[int, int, int]
     eps: torch.Tensor | None = None
     t: torch.Tensor | None = None
-    kind: str = "fedsgd"
+    training: LocalTraining | None = None
+
+    @property
+    def kind(self) -> str:
+        return "fedsgd" if self.training is None else "fedavg"
 
 
 def client_update(model: DiffusionModel, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor,
-                  create_graph: bool = False) -> tuple[torch.Tensor, ...]:
-    """The update a client computes from (x0, eps, t): the gradient of its training loss w.r.t. every parameter.
+                  create_graph: bool = False, training: LocalTraining | None = None) -> tuple[torch.Tensor, ...]:
+    """The update a client computes from (x0, eps, t): the gradient of its training loss w.r.t. every parameter
+    (FedSGD), or with `training` the weight delta after its local SGD steps (FedAvg).
 
-    With `create_graph` the result stays differentiable w.r.t. x0 and eps, which is what gradient matching needs.
+    The one place that knows both kinds: the client shares what it returns, and every attack's matcher calls it on
+    its guesses. With `create_graph` the result stays differentiable w.r.t. x0 and eps, through every local step,
+    which is what gradient matching needs.
     """
-    params = [p for p in model.unet.parameters()]
-    loss = diffusion_loss(model, x0, eps, t)
-    return tuple(torch.autograd.grad(loss, params, create_graph=create_graph))
+    params = dict(model.unet.named_parameters())
+    if training is None:
+        loss = diffusion_loss(model, x0, eps, t)
+        return tuple(torch.autograd.grad(loss, list(params.values()), create_graph=create_graph))
+    # The delta is accumulated from the steps rather than taken as a difference of weights: mathematically the
+    # same, but float32 theta_after - theta_before would bury lr * gradient entries (1e-7 and below on faces32 at
+    # lr 1e-3) in the rounding of the weights (~6e-2).
+    delta = [torch.zeros_like(p) for p in params.values()]
+    for _ in range(training.steps):
+        weights = {name: p + d for (name, p), d in zip(params.items(), delta)}
+        loss = diffusion_loss(model, x0, eps, t, weights)
+        grads = torch.autograd.grad(loss, list(weights.values()), create_graph=create_graph)
+        delta = [d - training.lr * g for d, g in zip(delta, grads)]
+    return tuple(delta)
 
 
 def apply_defence(gradients: tuple[torch.Tensor, ...], defence: DefenceConfig,
@@ -94,10 +112,12 @@ def _keep_top(g: torch.Tensor, keep: float) -> torch.Tensor:
     return torch.where(g.abs() >= threshold, g, torch.zeros_like(g))
 
 
-def share(model: DiffusionModel, batch: PrivateBatch, threat: ThreatModel, seed: int = 0) -> SharedUpdate:
-    """Run the client's training step on its private batch and return what leaves the device."""
+def share(model: DiffusionModel, batch: PrivateBatch, threat: ThreatModel, seed: int = 0,
+          training: LocalTraining | None = None) -> SharedUpdate:
+    """Run the client's local training on its private batch (one gradient, or `training`'s SGD steps) and return
+    what leaves the device."""
     device = model.device
-    grads = client_update(model, batch.x0.to(device), batch.eps.to(device), batch.t.to(device))
+    grads = client_update(model, batch.x0.to(device), batch.eps.to(device), batch.t.to(device), training=training)
     generator = stream(seed, "defence")  # the defence's own noise, independent of eps and of the attacker
     grads = apply_defence(tuple(g.cpu() for g in grads), threat.defence, generator)
     return SharedUpdate(
@@ -106,4 +126,5 @@ def share(model: DiffusionModel, batch: PrivateBatch, threat: ThreatModel, seed:
         image_shape=tuple(batch.x0.shape[1:]),
         eps=batch.eps.clone() if threat.knows_eps else None,
         t=batch.t.clone() if threat.knows_t else None,
+        training=training,
     )

@@ -75,6 +75,29 @@ class DefenceConfig:
         return ", ".join(parts) or "none"
 
 
+MAX_LOCAL_STEPS = 32  # the attacker differentiates through every local step: its memory and time grow with E
+
+
+@dataclass(frozen=True)
+class LocalTraining:
+    """How a FedAvg client trains before it shares: `steps` plain SGD steps at learning rate `lr` on its one private
+    batch, with the same eps and t at every step (one noised batch revisited E times; a trainer that draws fresh
+    noise per step would hide E times more secrets). It travels on the update: FedAvg's threat models treat E and
+    lr as public, since the server sets them."""
+
+    steps: int = 1
+    lr: float = 1e-3
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.steps, int) and 1 <= self.steps <= MAX_LOCAL_STEPS,
+               f"local steps must be an integer in [1, {MAX_LOCAL_STEPS}], got {self.steps}", "steps")
+        _finite(lr=("client learning rate", self.lr))
+        _check(self.lr > 0, f"client learning rate must be > 0, got {self.lr}", "lr")
+
+    def describe(self) -> str:
+        return f"FedAvg delta after {self.steps} SGD step{'s' if self.steps > 1 else ''} at lr {self.lr:g}"
+
+
 @dataclass(frozen=True)
 class ThreatModel:
     """What the server (attacker) knows besides the model and the shared update.

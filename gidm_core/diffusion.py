@@ -54,10 +54,15 @@ def split_target(model: DiffusionModel, x_t: torch.Tensor, target: torch.Tensor,
     raise ValueError(f"unsupported prediction type {kind!r}")
 
 
-def diffusion_loss(model: DiffusionModel, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """The client's training loss: mean squared error between the target and the UNet's output at x_t."""
+def diffusion_loss(model: DiffusionModel, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor,
+                   weights: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """The client's training loss: mean squared error between the target and the UNet's output at x_t.
+
+    `weights` (parameter name -> tensor) stand in for the UNet's own parameters, so that a loss after some local
+    steps stays differentiable w.r.t. the steps that produced those weights."""
     x_t = q_sample(model, x0, eps, t)
-    prediction = model.unet(x_t, t.to(x_t.device)).sample
+    args = (x_t, t.to(x_t.device))
+    prediction = (model.unet(*args) if weights is None else functional_call(model.unet, weights, args)).sample
     return F.mse_loss(prediction, training_target(model, x0, eps, t))
 
 

@@ -17,7 +17,7 @@ import torch
 from .attacks import Event, Run, start_attack
 from .attacks.gidm import check_prior
 from .client import PrivateBatch, SharedUpdate, share
-from .config import AttackConfig, ConfigError, ThreatModel
+from .config import AttackConfig, ConfigError, LocalTraining, ThreatModel
 from .evaluation import Evaluator
 from .models import DiffusionModel
 
@@ -38,10 +38,12 @@ class Round:
 
 def play(model: DiffusionModel, images: torch.Tensor, threat: ThreatModel, config: AttackConfig, *,
          client_seed: int = 0, t: list[int] | None = None, prior: DiffusionModel | None = None,
-         stop: threading.Event | None = None, lpips_every: int = 0) -> Round:
+         stop: threading.Event | None = None, lpips_every: int = 0,
+         training: LocalTraining | None = None) -> Round:
     """Set up one round: the client trains on `images` ((B, C, H, W) in [-1, 1]) with secrets drawn from
-    `client_seed` (t fixed if given), shares its defended update, and the attack of `config` (seeded by
-    `config.seed`, the attacker's own seed) is ready to run. Bad input raises a one-line `ConfigError` or
+    `client_seed` (t fixed if given), shares its defended update (one FedSGD gradient, or with `training` a FedAvg
+    delta after its local SGD steps), and the attack of `config` (seeded by `config.seed`, the attacker's own seed)
+    is ready to run. Bad input raises a one-line `ConfigError` or
     `ModelLoadError` before any work is done."""
     model.check_size(images.shape[-1])
     if config.uses_latent_phase:
@@ -51,6 +53,6 @@ def play(model: DiffusionModel, images: torch.Tensor, threat: ThreatModel, confi
             raise ConfigError(f"DDIM steps K must be at most the prior's {steps} training timesteps, "
                               f"got {config.ddim_steps}")
     batch = PrivateBatch.draw(images, model.num_train_timesteps, client_seed, t)
-    update = share(model, batch, threat, seed=client_seed)
+    update = share(model, batch, threat, seed=client_seed, training=training)
     run = start_attack(model, update, threat, config, prior, stop)
     return Round(batch, update, run, Evaluator(batch, lpips_every))

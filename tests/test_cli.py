@@ -33,6 +33,15 @@ def test_attack_writes_every_output(tmp_path):
     rows = (out / "loss.csv").read_text().splitlines()
     assert rows[0].startswith("iteration,phase") and len(rows) == 1 + 8
     assert "--latent-iterations 3" in metrics["command"]
+    assert metrics["update"] == {"kind": "fedsgd"}
+
+
+def test_attack_on_a_fedavg_update_records_its_local_training(tmp_path):
+    out = tmp_path / "run"
+    done = cli("attack", "--model", "random:tiny-32", "--image", str(PHOTO), "--method", "dlg", "--iterations", "2",
+               "--t", "300", "--local-steps", "2", "--client-lr", "0.01", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert json.loads((out / "metrics.json").read_text())["update"] == {"kind": "fedavg", "steps": 2, "lr": 0.01}
 
 
 @pytest.mark.parametrize("args, message", [
@@ -80,16 +89,17 @@ def test_the_attackers_first_guess_at_private_eps_is_chance(tmp_path):
 ])
 def test_attack_argv_reads_back_as_the_same_configs(threat):
     """The app's rerun command is `attack_argv`: parsed by the CLI it gives back exactly the configs it spelled."""
-    from gidm_core.cli import attack_argv, build_parser, configs_from_args
-    from gidm_core.config import DefenceConfig, ThreatModel, attack_config
+    from gidm_core.cli import attack_argv, build_parser, configs_from_args, training_from_args
+    from gidm_core.config import DefenceConfig, LocalTraining, ThreatModel, attack_config
 
     config = attack_config("ig", iterations=7, lr=3e-05, latent_iterations=3, latent_lr=0.125, ddim_steps=4,
                            layer_weights="normalized", tv_weight=0.5, optimizer="adam", lr_schedule="cosine",
                            restarts=2, report_every=3, seed=11)
     threat = ThreatModel(**{**threat, "defence": DefenceConfig(**threat["defence"])})
-    argv = attack_argv(config, threat, model="random:tiny-32", images=["a.png", "face-05"], seed=9, size=32,
-                       t=[400, 12], out="rerun")
-    args = build_parser().parse_args(argv)
-    assert configs_from_args(args) == (config, threat)
+    for training in (None, LocalTraining(steps=3, lr=0.0123)):
+        argv = attack_argv(config, threat, model="random:tiny-32", images=["a.png", "face-05"], seed=9, size=32,
+                           t=[400, 12], out="rerun", training=training)
+        args = build_parser().parse_args(argv)
+        assert configs_from_args(args) == (config, threat) and training_from_args(args) == training
     assert (args.image, args.seed, args.size, args.t, str(args.out)) == (["a.png", "face-05"], 9, 32, [400, 12],
                                                                           "rerun")

@@ -76,6 +76,11 @@ CASES = [
     ("image is a folder", ["--image", str(ROOT)], "image not found"),
     ("image not an image", ["--image", __file__], "not a readable image"),
     ("too many images", ["--image", PHOTO] * 65, "at most 64 images"),
+    ("local steps 0", ["--local-steps", "0"], "local steps must be an integer in [1, 32]"),
+    ("local steps bomb", ["--local-steps", "100000"], "local steps must be an integer in [1, 32]"),
+    ("client lr 0", ["--local-steps", "2", "--client-lr", "0"], "client learning rate must be > 0"),
+    ("client lr nan", ["--local-steps", "2", "--client-lr", "nan"], "client learning rate must be a finite number"),
+    ("client lr without local steps", ["--client-lr", "0.01"], "--client-lr needs --local-steps"),
 ]
 
 

@@ -17,6 +17,11 @@ Measured on the trained faces32 (face-17, client seed 0, t = 100, honest seeds):
 while 300 more joint ones reach 42.2 dB (0.42). The residual stage alone, from noise, stalls near 15 dB: started
 far from the answer, the (x_t, r) landscape is bilinear and full of poor stationary points.
 
+FedAvg updates: the residual stage writes the FedSGD gradient as c J(x_t)^T r, which one SGD step maps exactly
+(delta = -lr g), so it runs on FedSGD and one-step FedAvg updates. A delta after E > 1 steps is not linear in r at
+any fixed x_t (each step moves the weights J is taken at), so there GIDM+ skips the residual stage and spends all
+its iterations on the joint stage, which re-simulates the client's steps through the matcher.
+
 Where it stops working: x0 = (x_t - sqrt(1-abar) eps)/sqrt(abar) amplifies any error in x_t and eps by
 sqrt(1-abar_t)/sqrt(abar_t) (about 1 at t=250, 3.4 at t=500, 17 at t=750, 97 at t=950 for the linear DDPM
 schedule); docs/gidm_plus.md has the measured table.
@@ -51,7 +56,9 @@ def gidm_plus_attack(ctx: AttackContext) -> Generator[Event, None, None]:
     matcher = matcher_for(ctx)
     t = yield from resolve_timesteps(ctx, matcher)
     eps, extra = noise_variable(ctx)
-    residual = cfg.residual_iterations if extra else 0  # a revealed eps leaves nothing for the residual stage
+    training = ctx.update.training
+    # A revealed eps leaves nothing for the residual stage; several local steps leave it no linear model.
+    residual = cfg.residual_iterations if extra and (training is None or training.steps == 1) else 0
     guess = yield from image_phases(ctx, matcher, eps, extra, t, cfg.iterations - residual)
     if residual > 0:
         yield from residual_phase(ctx, matcher, guess, t, residual)
@@ -63,6 +70,8 @@ def residual_phase(ctx: AttackContext, matcher: GradientMatcher, start: Guess, t
     model = ctx.model
     params = list(model.unet.parameters())
     scale = -2.0 / float(torch.tensor(ctx.shape).prod())
+    if ctx.update.training is not None:  # one SGD step: the delta is -lr times the gradient
+        scale *= -ctx.update.training.lr
     r_scale = residual_scale(model, t)
     with torch.no_grad():
         x_t = q_sample(model, start.image, start.eps, t)

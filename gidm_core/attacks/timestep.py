@@ -3,7 +3,8 @@
 The first linear layer of the time embedding sees the sinusoidal embedding e(t_b) of each sample's timestep, so its
 weight gradient is sum_b u_b e(t_b)^T: every row lies in the span of the batch's embeddings. The top right singular
 vectors of that gradient span the same space, and the true timesteps are the candidates whose embeddings lie in it
-(zero residual, up to float error). No optimisation, no guess.
+(zero residual, up to float error). No optimisation, no guess. A FedAvg delta is -lr times a sum of such gradients,
+one per local step at the same t, so its rows lie in the same span.
 """
 
 from __future__ import annotations
