@@ -80,6 +80,8 @@ def add_attack_arguments(parser: argparse.ArgumentParser) -> None:
     hyper.add_argument("--residual-share", type=float, help="GIDM+: fraction of its iterations for the residual "
                        "stage (default 0.3)")
     hyper.add_argument("--report-every", type=int, help="iterations between events")
+    hyper.add_argument("--seconds", type=float, help="time budget in wall seconds: stop there, with the "
+                       "iteration counts only splitting the time between phases (default: none)")
     client = parser.add_argument_group("the client's update (default: one FedSGD gradient)")
     client.add_argument("--local-steps", type=int, help="share a FedAvg weight delta after this many local SGD "
                         "steps on the batch instead (public: the attacker re-simulates them)")
@@ -104,7 +106,7 @@ def configs_from_args(args: argparse.Namespace) -> tuple[AttackConfig, ThreatMod
         latent_lr=args.latent_lr, ddim_steps=args.ddim_steps, distance=args.distance,
         layer_weights=args.layer_weights, tv_weight=args.tv_weight, optimizer=args.optimizer,
         lr_schedule=args.lr_schedule, restarts=args.restarts, residual_share=args.residual_share,
-        report_every=args.report_every,
+        report_every=args.report_every, seconds=args.seconds,
         seed=args.seed if args.attack_seed is None else args.attack_seed)
     return config, threat
 
@@ -134,7 +136,7 @@ def attack_argv(config: AttackConfig, threat: ThreatModel, *, model: str, images
     argv += ["--prior", threat.prior] if threat.prior != "attacked" else []
     argv += ["--local-steps", str(training.steps), "--client-lr", str(training.lr)] if training else []
     for name in ("iterations", "lr", "latent_iterations", "latent_lr", "ddim_steps", "distance", "layer_weights",
-                 "tv_weight", "optimizer", "lr_schedule", "restarts", "residual_share", "report_every"):
+                 "tv_weight", "optimizer", "lr_schedule", "restarts", "residual_share", "report_every", "seconds"):
         argv += ["--" + name.replace("_", "-"), str(getattr(config, name))]
     defence = threat.defence
     argv += ["--clip", str(defence.clip), "--sigma", str(defence.sigma)] if defence.clip or defence.sigma else []
@@ -199,7 +201,7 @@ def run_attack(args: argparse.Namespace) -> int:
     played = play(model, x0, threat, config, client_seed=args.seed, t=args.t, prior=prior, training=training)
     batch, run, evaluator = played.batch, played.run, played.evaluator
 
-    progress = _progress_bar(config.total_iterations)
+    progress = _progress_bar(None if config.seconds else config.total_iterations)
     last = None
     try:
         for event in played.events():
@@ -258,7 +260,7 @@ def command_line(argv: list[str]) -> str:
     return "python -m gidm_core " + " ".join(shlex.quote(a) for a in argv)
 
 
-def _progress_bar(total: int):
+def _progress_bar(total: int | None):
     from tqdm import tqdm
 
     return tqdm(total=total, unit="it", dynamic_ncols=True, file=sys.stderr)

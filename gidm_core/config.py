@@ -18,6 +18,7 @@ DISTANCES = ("l2", "cosine")
 LAYER_WEIGHTS = ("uniform", "normalized")
 OPTIMIZERS = ("lbfgs", "adam", "sgd")
 LR_SCHEDULES = ("constant", "cosine")
+CLOCKS = ("wall", "cpu")
 
 
 class ConfigError(UserError):
@@ -142,6 +143,12 @@ class AttackConfig:
     GIDM reaches 50.7 dB with L-BFGS and per-layer normalised L2 matching, 16.2 dB with Adam.
     `seed` is the attacker's own: it seeds the attacker's stream (`seeds.stream`), never the client's.
     `restarts`: GIDM starts from the best of this many latents (by matching loss).
+
+    `seconds` > 0 is a time budget: the run stops at the first evaluation past it, and the iteration counts only
+    split the time between phases (a phase gets the share of the remaining time that its iterations are of the
+    remaining iterations), so methods compare at equal time. `clock` is what a second is: "wall" (what a user
+    waits; the consumer's time between events is left out) or "cpu" (the process's CPU time, which a busy shared
+    machine does not inflate; the benchmark's choice with one torch thread).
     """
 
     method: str = "gidm"
@@ -159,6 +166,8 @@ class AttackConfig:
     residual_share: float = 0.3
     report_every: int = 10
     seed: int = 0
+    seconds: float = 0.0
+    clock: str = "wall"
 
     def __post_init__(self) -> None:
         _choice("method", self.method, METHODS, "method")
@@ -166,8 +175,10 @@ class AttackConfig:
         _choice("layer weighting", self.layer_weights, LAYER_WEIGHTS, "layer_weights")
         _choice("optimizer", self.optimizer, OPTIMIZERS, "optimizer")
         _choice("lr schedule", self.lr_schedule, LR_SCHEDULES, "lr_schedule")
+        _choice("clock", self.clock, CLOCKS, "clock")
         _finite(lr=("learning rate", self.lr), latent_lr=("latent learning rate", self.latent_lr),
-                tv_weight=("TV weight", self.tv_weight))
+                tv_weight=("TV weight", self.tv_weight), seconds=("time budget", self.seconds))
+        _check(self.seconds >= 0, f"time budget must be >= 0 seconds (0: none), got {self.seconds}", "seconds")
         _check(self.lr > 0, f"learning rate must be > 0, got {self.lr}", "lr")
         _check(self.latent_lr > 0, f"latent learning rate must be > 0, got {self.latent_lr}", "latent_lr")
         _check(self.iterations >= 0, f"iterations must be >= 0, got {self.iterations}", "iterations")

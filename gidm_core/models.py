@@ -130,6 +130,14 @@ RANDOM_ARCHITECTURES: dict[str, dict] = {
         layers_per_block=1,
         norm_num_groups=8,
     ),
+    # A full-size attacked model: the DDPM CIFAR-10 UNet's layout (Ho et al. 2020; the config of diffusers'
+    # google/ddpm-cifar10-32, 35.7 M parameters at 32 px). The benchmark's GPU row attacks it at 128 px.
+    "ddpm": dict(
+        block_out_channels=(128, 256, 256, 256),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+        layers_per_block=2,
+    ),
 }
 
 

@@ -105,25 +105,49 @@ def test_speed_ratio_is_the_step_cost_over_one_forward_backward(monkeypatch):
     assert probe["cases"]["GIDM pixel step"]["step_seconds"] == pytest.approx(0.12)
 
 
-def test_readme_section_picks_the_best_baseline_and_says_where_gidm_wins_ties_and_loses():
-    def entry(psnr: float, **private: float) -> dict:
-        stat = {key: {"mean": value, "std": 0.0, "n": 1} for key, value in private.items()}
-        return {"psnr": {"mean": psnr, "std": 0.0, "n": 1}, "model_name": "faces32", "t_accuracy": None,
-                "eps_error": None, **stat}
+def _entry(psnr: float, lpips: float = 0.01) -> dict:
+    return {"psnr": {"mean": psnr, "std": 0.0, "n": 1}, "lpips": {"mean": lpips, "std": 0.0, "n": 1}}
 
-    rows = [{"label": "known", "config": {"iterations": 150, "knows_t": True, "t": 100},
-             "methods": {"dlg": entry(25.0), "ig": entry(27.5), "gidm": entry(30.0), "gidm-latent": entry(27.0)}},
-            {"label": "private", "config": {"iterations": 150, "knows_t": False, "t": 400},
-             "methods": {"dlg": entry(20.0), "gidm": entry(15.0),
-                         "gidm-plus": entry(22.0, t_accuracy=1.0, eps_error=0.5)}}]
-    results = {"suite": "quick", "rows": rows, "speed": [],
-               "cells": {"c": {"device_name": "test CPU", "device": "cpu", "summary": {"psnr": {"n": 2}}}}}
-    text = bench.readme_section(results)
-    assert "- **GIDM beats the best baseline (by more than 1 dB):** known: GIDM 30.0 vs IG 27.5 (+2.5).\n" in text
-    assert "- **GIDM within 1 dB of the best baseline:** known: GIDM-latent 27.0 vs IG 27.5 (-0.5).\n" in text
-    assert "- **GIDM loses to a baseline (by more than 1 dB):** private: GIDM 15.0 vs DLG 20.0 (-5.0).\n" in text
-    assert "| 400 | private | 22.0 | 20.0 | 1.00 | 0.50 |" in text
-    assert "150 iterations per method" in text and "2 run(s)" in text and "randomly initialised" not in text
+
+def _results(rows: list[dict]) -> dict:
+    for row in rows:
+        row.setdefault("group", "setting")
+    return {"rows": rows}
+
+
+def test_claims_state_a_verdict_and_the_rows_it_rests_on():
+    from gidm_core.bench.claims import claims
+
+    known = {"knows_eps": True, "knows_t": True, "size": 32}
+    rows = [{"label": "known", "config": known,
+             "methods": {"dlg": _entry(25.0), "ig": _entry(27.5), "gidm": _entry(35.0), "gidm-latent": _entry(27.0)}},
+            {"label": "early", "config": known, "methods": {"dlg": _entry(30.0), "gidm": _entry(20.0, 0.2)}},
+            {"label": "noisy", "group": "defence", "config": known,  # defended rows test no claim
+             "methods": {"dlg": _entry(5.0), "gidm": _entry(40.0)}},
+            {"label": "private", "config": {**known, "knows_eps": False, "knows_t": False},
+             "methods": {"dlg": _entry(20.0), "gidm-plus": _entry(26.0)}}]
+    lines = claims(_results(rows))
+    assert lines[0].endswith(": mixed (1 confirm, 1 refute, 0 within 1 dB).** known: GIDM 35.0 vs IG 27.5 (+7.5); "
+                             "early: GIDM 20.0 vs DLG 30.0 (-10.0).")
+    assert ": mixed (1 confirm, 1 refute, 0 within 1 dB).** known: GIDM 35.0 dB, LPIPS 0.010; early: GIDM 20.0 dB" \
+        in lines[1]
+    assert lines[2].endswith(": confirmed (1 of 1 rows).** private: GIDM+ 26.0 vs DLG 20.0 (+6.0).")
+    assert ": cannot tell.** no row at 128 px" in lines[3]
+    rows[3]["methods"]["dlg"] = _entry(30.0)  # GIDM+ beaten in its row: no longer "recovers"
+    assert ": refuted (1 of 1 rows).**" in claims(_results(rows))[2]
+    big = {"label": "128", "config": {**known, "size": 128}, "methods": {"gidm": _entry(25.5), "dlg": _entry(25.0)}}
+    assert ": confirmed (1 of 1 rows).** 128: GIDM 25.5 dB." in claims(_results([*rows, big]))[3]
+    ties = [{"label": "tie", "config": known, "methods": {"dlg": _entry(30.0), "gidm": _entry(30.5)}}]
+    assert ": cannot tell (1 row(s) within 1 dB).**" in claims(_results(ties))[0]
+
+
+def test_readme_section_goes_between_the_markers_and_nowhere_else():
+    from gidm_core.bench.report import README_END, README_START, replace_readme_section
+
+    readme = f"# Title\n\n{README_START}\nold\n{README_END}\n\nrest\n"
+    assert replace_readme_section(readme, "new\n") == f"# Title\n\n{README_START}\nnew\n{README_END}\n\nrest\n"
+    with pytest.raises(ValueError, match="no bench markers"):
+        replace_readme_section("# Title\n", "new\n")
 
 
 def test_rerun_skips_finished_cells(tiny_out):
@@ -145,17 +169,17 @@ def test_aggregate_writes_json_markdown_and_plots(tiny_out):
     assert set(first) == {"dlg", "gidm"}
     assert first["dlg"]["psnr"]["mean"] == pytest.approx(results["cells"][first["dlg"]["cell"]]["summary"]["psnr"]["mean"])
     markdown = (tiny_out / "results.md").read_text()
-    assert "| setting | DLG | IG | GIDM-latent | GIDM | GIDM+ |" in markdown
+    assert "| setting | budget per run | DLG | IG | GIDM-latent | GIDM | GIDM+ |" in markdown
     assert f"{first['dlg']['psnr']['mean']:.1f}" in markdown
     assert "Step time as a ratio" in markdown
     readme = (tiny_out / "readme_section.md").read_text()
     gidm, dlg = first["gidm"]["psnr"]["mean"], first["dlg"]["psnr"]["mean"]
-    assert f"GIDM {gidm:.1f} vs DLG {dlg:.1f} ({gidm - dlg:+.1f})" in readme
-    assert "randomly initialised" in readme  # the tiny suite attacks random:tiny-32, and must say so
-    assert "| 100 | 32 px, private eps and t |" in readme  # GIDM+ by t
+    assert f"(b) federated: 32 px, eps and t known: GIDM {gidm:.1f} vs DLG {dlg:.1f} ({gidm - dlg:+.1f})" in readme
+    assert "attack a randomly initialised UNet" in readme  # the tiny suite attacks random:tiny-32, and must say so
+    assert "What the paper claims" in readme and "High resolution works" in readme
     assert results["cpu_seconds"] > 0
     plots = sorted(p.name for p in tiny_out.glob("*.png"))
-    assert any(p.startswith("psnr_vs_iterations") for p in plots)
+    assert any(p.startswith("psnr_vs_time") for p in plots)
     assert "psnr_vs_defence_noise.png" in plots
     for name in plots:
         with Image.open(tiny_out / name) as image:
@@ -199,3 +223,56 @@ def test_sampler_image_update_is_the_clients_update(tiny_model):
     assert max(float((a - b).abs().max()) for a, b in zip(through, client)) < 1e-5
     (grad,) = torch.autograd.grad(sum(g.pow(2).sum() for g in through), [z])
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+@pytest.fixture
+def one_thread():
+    """CPU-second budgets hold with one torch thread (the benchmark's default; see cells.budget_clock)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_a_time_budget_stops_a_cell_within_one_step_of_it(one_thread):
+    cell = bench.Cell(method="gidm", model="random:tiny-32", images=("skimage:coffee",), iterations=1000,
+                      ddim_steps=1, seconds=1.0, report_every=1, device="cpu")
+    run = bench.run_cell(cell)["runs"][0]
+    longest = max(run["phase_step_seconds"].values())
+    assert run["clock"] == "cpu" and set(run["phase_step_seconds"]) == {"latent", "pixel"}
+    assert 1.0 <= run["seconds"] <= 1.0 + 2 * longest
+    assert run["iterations"] > 10  # the budget, not the nominal 1000 iterations, ended it
+    assert run["curve"][-1][1] <= run["seconds"] and all(len(point) == 5 for point in run["curve"])
+
+
+def test_under_a_time_budget_each_phase_gets_its_iterations_share_of_the_time(tiny_model, one_thread):
+    import torch
+
+    from gidm_core.config import ThreatModel, attack_config
+    from gidm_core.protocol import play
+
+    config = attack_config("gidm", latent_iterations=300, iterations=700, seconds=1.5, clock="cpu", report_every=1)
+    played = play(tiny_model, torch.zeros(1, 3, 32, 32), ThreatModel(), config, client_seed=0, t=[100])
+    events = list(played.run)
+    switch = next(e.elapsed for e in events if e.phase == "pixel")
+    result = played.run.result
+    assert 0.3 * 1.5 <= switch <= 0.3 * 1.5 + 0.3  # 30 % of the iterations: 30 % of the time, then one step
+    assert result.status == "done" and 1.5 <= result.seconds
+
+
+def test_every_row_of_the_suites_gives_its_methods_the_same_time_and_names_its_setting():
+    for suite in ("quick", "full"):
+        rows, _ = bench.build_suite(suite, "cpu")
+        for row in rows:
+            assert len({c.seconds for c in row.cells}) == 1 and row.cells[0].seconds > 0, row.label
+            assert row.label.startswith(("(a) released code: ", "(b) federated: ")), row.label
+            if row.setting == "released":
+                assert row.cells[0].model.startswith("random:") and row.cells[0].t <= 10
+        assert {r.setting for r in rows} == {"released", "federated"}
+    cpu_rows, _ = bench.build_suite("full", "cpu")
+    gpu_rows, _ = bench.build_suite("full", "cuda")
+    extra = [r for r in gpu_rows if r.label not in {c.label for c in cpu_rows}]
+    assert [(r.cells[-1].size, r.cells[-1].ddim_steps, r.cells[-1].model) for r in extra] == \
+        [(128, 16, "random:ddpm-128")]

@@ -110,8 +110,10 @@ class AttackContext:
         self.generator = stream(config.seed, "attacker")  # never the client's stream
         self.iteration = 0
         self.total_iterations = config.total_iterations
-        self.started = time.perf_counter()
+        self.now = time.perf_counter if config.clock == "wall" else time.process_time
+        self.started = self.now()
         self.paused = 0.0  # seconds spent suspended at a yield, i.e. in the consumer (scoring, UI), not attacking
+        self.planned = 0  # iterations planned for the phases begun so far: they split a time budget
         self.best: tuple[float, Guess] | None = None
         self.t_estimate: tuple[int, ...] | None = tuple(update.t.tolist()) if update.t is not None else None
         self.history: list[dict[str, float | int | str]] = []
@@ -124,8 +126,8 @@ class AttackContext:
             raise _StopRequested
 
     def clock(self) -> float:
-        """Seconds this attack has spent computing: wall time since the start, less the consumer's time."""
-        return time.perf_counter() - self.started - self.paused
+        """Seconds this attack has spent computing, on the config's clock, less the consumer's time."""
+        return self.now() - self.started - self.paused
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -158,9 +160,9 @@ class AttackContext:
         the model's weights (that alone made the latent phase ~20x slower in our measurements).
         """
         self.phase_starts[phase] = self.iteration
-        tracker = _PhaseTracker(self, phase, variables, objective, self.iteration + iterations)
+        tracker = _PhaseTracker(self, phase, variables, objective, *self._phase_budget(iterations))
         steps = (_lbfgs_steps(tracker, variables, project) if self.config.optimizer == "lbfgs"
-                 else _first_order_steps(tracker, variables, lr, iterations, project))
+                 else _first_order_steps(tracker, variables, lr, project))
         try:
             yield from steps
         except _BudgetSpent:
@@ -169,6 +171,19 @@ class AttackContext:
             raise ValueError(f"{phase} phase has no iterations")
         self.snapshots[phase] = tracker.best[1].image.detach().cpu()
         return tracker.best[1]
+
+    def _phase_budget(self, iterations: int) -> tuple[float, float]:
+        """(last iteration, deadline) of a phase planned for `iterations`. Under a time budget the iterations only
+        weigh the phase: it gets their share of the remaining planned iterations of the remaining time, and the
+        last phase gets all that is left."""
+        left = self.total_iterations - self.planned
+        self.planned += iterations
+        seconds = self.config.seconds
+        if seconds <= 0:
+            return self.iteration + iterations, math.inf
+        now = self.clock()
+        share = iterations / left if left > iterations else 1.0
+        return math.inf, now + max(seconds - now, 0.0) * share
 
     def result(self, status: str = "done", message: str = "") -> Result:
         if self.best is None:
@@ -182,7 +197,8 @@ class AttackContext:
 
 
 class _BudgetSpent(Exception):
-    """The phase has used its iterations; raised by the evaluation that would exceed them, mid line search too."""
+    """The phase has used its iterations or its time; raised by the evaluation that would exceed them, mid line
+    search too."""
 
 
 class _PhaseTracker:
@@ -190,18 +206,25 @@ class _PhaseTracker:
     budget checks, NaN detection, the best guess, the loss history and the events due at this iteration."""
 
     def __init__(self, ctx: AttackContext, phase: str, variables: list[torch.Tensor],
-                 objective: Callable[[], Objective], end: int) -> None:
-        self.ctx, self.phase, self.variables, self.objective, self.end = ctx, phase, variables, objective, end
+                 objective: Callable[[], Objective], end: float, deadline: float) -> None:
+        self.ctx, self.phase, self.variables, self.objective = ctx, phase, variables, objective
+        self.start, self.end = ctx.iteration, end
+        self.began, self.deadline = ctx.clock(), deadline
         self.best: tuple[float, Guess] | None = None
         self.pending: list[Event] = []
         self.first = True
+        self.progress = 0.0  # the fraction of the phase's budget (iterations or time) spent before this evaluation
 
     def evaluate(self) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """(total loss, its gradient w.r.t. the variables) at the variables' current values; queues due events."""
         ctx = self.ctx
         ctx.check_stop()
-        if ctx.iteration >= self.end:
+        now = ctx.clock()
+        # Every phase evaluates at least once, so that it hands a guess on: a run overshoots its time by one step.
+        if ctx.iteration >= self.end or (self.best is not None and now >= self.deadline):
             raise _BudgetSpent
+        self.progress = max((ctx.iteration - self.start) / (self.end - self.start),
+                            (now - self.began) / max(self.deadline - self.began, 1e-9))
         current = self.objective()
         total = float(current.total.detach())
         matching = float(current.matching.detach())
@@ -227,22 +250,22 @@ class _PhaseTracker:
         return iter(events)
 
 
-def _first_order_steps(tracker: _PhaseTracker, variables: list[torch.Tensor], lr: float, iterations: int,
+def _first_order_steps(tracker: _PhaseTracker, variables: list[torch.Tensor], lr: float,
                        project: Callable[[], None] | None) -> Generator[Event, None, None]:
-    """Adam (or SGD with momentum), one evaluation per step, with an optional cosine-annealed learning rate."""
+    """Adam (or SGD with momentum), one evaluation per step, with an optional cosine-annealed learning rate. The
+    cosine follows the phase's progress through its budget, iterations or seconds, so it anneals under either."""
     cfg = tracker.ctx.config
     optimizer = (torch.optim.Adam(variables, lr=lr) if cfg.optimizer == "adam"
                  else torch.optim.SGD(variables, lr=lr, momentum=0.9))
-    schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(iterations, 1), eta_min=lr * 0.01)
-                if cfg.lr_schedule == "cosine" else None)
     while True:
         _, grads = tracker.evaluate()
         yield from tracker.flush()
         for variable, grad in zip(variables, grads):
             variable.grad = grad
+        if cfg.lr_schedule == "cosine":
+            floor = lr * 0.01
+            optimizer.param_groups[0]["lr"] = floor + (lr - floor) * (1 + math.cos(math.pi * tracker.progress)) / 2
         optimizer.step()
-        if schedule is not None:
-            schedule.step()
         if project is not None:
             with torch.no_grad():
                 project()
@@ -353,9 +376,9 @@ class Run:
             # No global SDPA switch here: models.prepare_for_inversion already gave every attention module the
             # plain (twice differentiable) processor, and a global switch would leak between concurrent runs.
             for event in self._attack(ctx):
-                suspended = time.perf_counter()
+                suspended = ctx.now()
                 yield event
-                ctx.paused += time.perf_counter() - suspended
+                ctx.paused += ctx.now() - suspended
         except _StopRequested:
             status, message = "stopped", f"stopped by the user at iteration {ctx.iteration}"
         except Diverged as err:

@@ -36,7 +36,8 @@ def aggregate(rows: list[Row], probes: list[SpeedProbe], out: Path, run_seconds:
                 "step_ratio": data["step_ratio"], "peak_memory_mb": data["peak_memory_mb"],
                 "device": data["device"], "model_name": data["model_name"], "threat": data["threat"],
             }
-        table.append({"label": row.label, "group": row.group, "strength": row.strength,
+        table.append({"label": row.label, "group": row.group, "setting": row.setting,
+                      "training_round": row.training_round, "strength": row.strength,
                       "defence_kind": row.defence_kind, "config": asdict(row.cells[0]) if row.cells else {},
                       "methods": entries})
     results = {

@@ -1,7 +1,9 @@
 """Running one cell: a pure function from its frozen config to a JSON dict. It loads its own model and images from
 their specs, runs every (image group, seed) of the cell and shares no state with any other cell.
 
-An attack's wall seconds exclude the evaluator's scoring of events (the run's own clock leaves it out), and the
+An attack's seconds exclude the evaluator's scoring of events (the run's own clock leaves it out). On a CPU with one
+torch thread (the benchmark's default) they are the process's CPU seconds, so a budget buys the same work however
+busy the machine is; otherwise wall seconds (`budget_clock`). The
 reference forward+backward is timed around every run, so step ratios compare times taken under the same load.
 """
 
@@ -16,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .jobs import BENCH_VERSION, THRESHOLDS_DB, Cell
+from .jobs import ATTACKER_SEED_OFFSET, BENCH_VERSION, THRESHOLDS_DB, Cell
 from .machine import PeakMemory, device_name, time_forward_backward
 
 
@@ -43,17 +45,24 @@ def _threat(cell: Cell):
                        defence=DefenceConfig(clip=clip, sigma=sigma, keep=keep))
 
 
+def budget_clock(device: str) -> str:
+    """CPU seconds where they measure the attack alone: on a CPU with one torch thread (with more, idle threads
+    spin and bill CPU time on a busy machine: 3 s for a 20 ms step, measured). Otherwise wall seconds."""
+    return "cpu" if device == "cpu" and torch.get_num_threads() == 1 else "wall"
+
+
 def _run_group(cell: Cell, model, prior, names: tuple[str, ...], seed: int, device: str) -> dict[str, Any]:
     from ..config import attack_config
     from ..protocol import play
 
     threat = _threat(cell)
     x0 = load_victims(names, cell.size, model.channels)
-    config = attack_config(cell.method, ddim_steps=max(1, cell.ddim_steps), report_every=cell.report_every, seed=seed,
-                           optimizer=cell.optimizer, **cell.budget_split())
+    config = attack_config(cell.method, ddim_steps=max(1, cell.ddim_steps), report_every=cell.report_every,
+                           seed=seed + ATTACKER_SEED_OFFSET, optimizer=cell.optimizer, seconds=cell.seconds,
+                           clock=budget_clock(device), **cell.budget_split())
     played = play(model, x0, threat, config, client_seed=seed, t=None if cell.t is None else [cell.t], prior=prior)
     batch, run, evaluator = played.batch, played.run, played.evaluator
-    curve: list[list[float]] = []  # [iteration, attack seconds, PSNR]
+    curve: list[list[float]] = []  # [iteration, attack seconds, PSNR, SSIM, LPIPS]
     phases: dict[str, list[float]] = {}  # phase -> [first iteration, attack seconds at its start]
     messages = []
     for event in run:
@@ -64,8 +73,9 @@ def _run_group(cell: Cell, model, prior, names: tuple[str, ...], seed: int, devi
                 messages.append(event.message)
         if not event.losses or event.kind in ("done", "stopped", "error"):
             continue
-        psnr = evaluator.metrics(event.reconstruction, lpips=False)["psnr"]
-        curve.append([event.iteration, round(attack_seconds, 4), round(psnr, 3)])
+        scores = evaluator.metrics(event.reconstruction)
+        curve.append([event.iteration, round(attack_seconds, 4), round(scores["psnr"], 3), round(scores["ssim"], 4),
+                      round(scores["lpips"], 4)])
     result = run.result
     if result is None:
         return {"images": list(names), "seed": seed, "status": "error", "message": messages[-1:] or "no result"}
@@ -83,7 +93,8 @@ def _run_group(cell: Cell, model, prior, names: tuple[str, ...], seed: int, devi
         if last > first:
             phase_steps[name] = (ended - began) / (last - first)
     return {
-        "images": list(names), "seed": seed, "status": result.status, "message": result.message,
+        "images": list(names), "seed": seed, "attacker_seed": config.seed, "clock": config.clock,
+        "status": result.status, "message": result.message,
         "t_true": batch.t.tolist(), "t_estimate": list(result.t_estimate) if result.t_estimate else None,
         "mse": metrics["mse"], "psnr": metrics["psnr"], "ssim": metrics["ssim"], "lpips": metrics["lpips"],
         "t_accuracy": None if cell.knows_t else metrics.get("t_accuracy"),

@@ -6,7 +6,9 @@ import argparse
 import os
 from pathlib import Path
 
+from ..errors import UsageError
 from .grid import SUITES, build_suite
+from .report import replace_readme_section
 from .suite import run_suite
 
 
@@ -14,29 +16,42 @@ def add_bench_command(commands: argparse._SubParsersAction) -> None:
     """Register `python -m gidm_core bench` on the CLI's subparsers."""
     parser = commands.add_parser("bench", help="run the benchmark grid and write results.json, results.md, plots")
     parser.add_argument("--suite", default="quick", choices=SUITES,
-                        help="quick: a 32 px slice for a 2-core CPU (<10 min); full: the whole grid (GPU)")
+                        help="quick: a 32 px slice for a 2-core CPU (<= 15 min); full: every axis (hours; with "
+                        "--device cuda also a 128 px row)")
     parser.add_argument("--out", type=Path, required=True, help="output folder; cells already there are skipped")
     parser.add_argument("--workers", type=int, default=None,
                         help="parallel worker processes (default: CPU cores on CPU, 1 on CUDA)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker (0: torch's default)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, or auto")
     parser.add_argument("--list", action="store_true", help="print the suite's cells and exit")
+    parser.add_argument("--readme", type=Path, default=None, help="also write the results section into this "
+                        "README, between its bench markers")
     parser.set_defaults(func=bench_command)
 
 
 def bench_command(args: argparse.Namespace) -> int:
     """List or run the suite; exit code 1 when a cell is missing from the aggregate."""
-    rows, probes = build_suite(args.suite)
     if args.list:
+        rows, _ = build_suite(args.suite, args.device)
         for row in rows:
             for cell in row.cells:
                 print(f"{row.label:50s} {cell.method:12s} {cell.id}")
         return 0
+    if args.readme:  # before hours of work, not after
+        try:
+            replace_readme_section(args.readme.read_text(), "")
+        except (OSError, ValueError) as err:
+            raise UsageError(f"--readme {args.readme}: {err}") from None
     from ..models import resolve_device  # torch and diffusers load only when the suite runs
 
     device = resolve_device(args.device)
+    rows, probes = build_suite(args.suite, device)
     workers = args.workers or (1 if device.startswith("cuda") else max(1, min(os.cpu_count() or 1, 4)))
     results = run_suite(rows, probes, args.out, workers=workers, threads=args.threads, device=args.device,
                         suite=args.suite)
     print(f"wrote {args.out / 'results.json'}, {args.out / 'results.md'} and {len(results['plots'])} plots")
+    if args.readme:
+        section = (args.out / "readme_section.md").read_text()
+        args.readme.write_text(replace_readme_section(args.readme.read_text(), section))
+        print(f"updated the results section of {args.readme}")
     return 0 if not results["missing_cells"] else 1

@@ -1,7 +1,14 @@
-"""The benchmark's grid: which settings (rows) and methods (cells) each suite runs, and on what models and images."""
+"""The benchmark's grid: which settings (rows) and methods (cells) each suite runs, and on what models and images.
+
+Every row gives its methods the same attack time (`Cell.seconds`) and is read in one of two settings:
+- "released": the setting of the paper's released code: a random-init attacked UNet, a separately trained prior
+  for GIDM, a very small t (10), B = 1, eps and t known;
+- "federated": the realistic one: the attacked model is the trained global model and is its own prior.
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
@@ -9,6 +16,9 @@ from ..datasets import SKIMAGE_PHOTOS
 from .jobs import METHOD_ORDER, Cell, SpeedProbe
 
 SUITES = ("quick", "full", "tiny")
+SETTINGS = {"released": "(a) released code", "federated": "(b) federated"}
+KNOWN_METHODS = tuple(m for m in METHOD_ORDER if m != "gidm-plus")  # GIDM+ is the attack for private eps and t
+RELEASED_T = 10  # "a very small t": the released code's setting
 
 
 @dataclass(frozen=True)
@@ -16,10 +26,12 @@ class Row:
     """A table row: one setting, every method in it on the same budget."""
 
     label: str
-    group: str  # what the row varies: "setting", "model", "defence", "t", "prior", "size", "batch"
+    group: str  # what the row varies: "setting", "optimizer", "model", "defence", "t", "size", "batch"
     cells: tuple[Cell, ...]
     strength: float | None = None  # defence strength, for the defence plot
     defence_kind: str = ""
+    setting: str = "federated"  # a key of SETTINGS
+    training_round: int | None = None  # the attacked checkpoint's FedAvg round, for the leakage-by-round plot
 
 
 def pick_models(size: int) -> tuple[str, str | None]:
@@ -32,6 +44,15 @@ def pick_models(size: int) -> tuple[str, str | None]:
         early = f"{name}@early" if "early" in bundled[name] else None
         return name, early
     return f"random:small-{size}", None
+
+
+def training_round(spec: str) -> int | None:
+    """The FedAvg round a bundled checkpoint was saved at (its training.json), None for anything else."""
+    from ..models import BUNDLED_DIR, DEFAULT_CHECKPOINT
+
+    name, _, checkpoint = spec.partition("@")
+    record = BUNDLED_DIR / name / (checkpoint or DEFAULT_CHECKPOINT) / "training.json"
+    return json.loads(record.read_text())["round"] if record.is_file() else None
 
 
 def pick_images(count: int) -> tuple[str, ...]:
@@ -50,72 +71,110 @@ def _row(label: str, group: str, base: Cell, methods: Iterable[str], **extra) ->
         if method in ("dlg", "ig", "gidm-plus"):
             cell = replace(cell, prior="attacked", ddim_steps=0, latent_share=0.0)  # unused: one cell, not two
         cells.append(cell)
-    return Row(label, group, tuple(cells), **extra)
+    setting = extra.pop("setting", "federated")
+    return Row(f"{SETTINGS[setting]}: {label}", group, tuple(cells), setting=setting,
+               training_round=training_round(base.model), **extra)
 
 
 NOISE_LEVELS = (1e-3, 1e-2, 1e-1)  # Gaussian noise std after clipping the update's norm to 1
-PRUNE_LEVELS = (0.5, 0.1, 0.01)  # fraction of each tensor kept
+PRUNE_LEVELS = (0.1, 0.01)  # fraction of each tensor kept
+# Attack seconds per run at 32 px with eps and t known; private secrets get 3x (GIDM+ needs ~600 evaluations),
+# batches of 4 3x, 64 px 4x (four times the pixels), 128 px on a GPU its own.
+QUICK_SECONDS = 20.0
+FULL_SECONDS = 60.0
 
 
-def build_suite(name: str) -> tuple[list[Row], list[SpeedProbe]]:
-    """The rows and speed probes of suite `name`: tiny (tests), quick (a 2-core CPU), full (a GPU)."""
-    if name == "tiny":
-        base = Cell(method="dlg", model="random:tiny-32", images=pick_images(1), iterations=12, ddim_steps=1,
-                    report_every=3)
-        rows = [_row("32 px, eps and t known", "setting", base, ("dlg", "gidm")),
-                _row("32 px, private eps and t", "setting", replace(base, knows_eps=False, knows_t=False),
-                     ("gidm-plus",)),
-                *[_row(f"noise {s:g}", "defence", replace(base, defence=(1.0, s, 1.0)), ("dlg",), strength=s,
-                       defence_kind="noise") for s in (1e-4, 1e-2)]]
-        return rows, [SpeedProbe("random:tiny-32", steps=3, reps=1)]
-    if name == "quick":
-        late, early = pick_models(32)
-        base = Cell(method="dlg", model=late, images=pick_images(2), iterations=150, t=100)
-        # GIDM+ is the private-secrets attack: with eps and t revealed it would only repeat its private result at
-        # a higher cost per step, so the quick suite runs it where eps and t are private.
-        known = tuple(m for m in METHOD_ORDER if m != "gidm-plus")
-        rows = [_row("eps and t known", "setting", base, known),
-                _row("eps and t known, Adam", "optimizer", replace(base, optimizer="adam"), known),
-                _row("private eps and t", "setting", replace(base, knows_eps=False, knows_t=False), METHOD_ORDER)]
+def _tiny() -> tuple[list[Row], list[SpeedProbe]]:
+    """Seconds on a tiny random UNet, iteration budgets (deterministic): for tests."""
+    base = Cell(method="dlg", model="random:tiny-32", images=pick_images(1), iterations=12, ddim_steps=1,
+                report_every=3)
+    rows = [_row("32 px, eps and t known", "setting", base, ("dlg", "gidm")),
+            _row("32 px, private eps and t", "setting", replace(base, knows_eps=False, knows_t=False),
+                 ("gidm-plus",)),
+            *[_row(f"noise {s:g}", "defence", replace(base, defence=(1.0, s, 1.0)), ("dlg",), strength=s,
+                   defence_kind="noise") for s in (1e-4, 1e-2)]]
+    return rows, [SpeedProbe("random:tiny-32", steps=3, reps=1)]
+
+
+def _quick() -> tuple[list[Row], list[SpeedProbe]]:
+    """32 px on a 2-core CPU in <= 15 minutes: both settings, known and private, B = 1 and 4, one defence."""
+    late, early = pick_models(32)
+    base = Cell(method="dlg", model=late, images=pick_images(2), iterations=1000, t=100, report_every=5,
+                seconds=QUICK_SECONDS)
+    private = replace(base, knows_eps=False, knows_t=False, seconds=3 * QUICK_SECONDS)
+    rows = [_row("eps and t known", "setting", base, KNOWN_METHODS),
+            _row("eps and t known, Adam", "optimizer", replace(base, optimizer="adam"), ("dlg", "gidm")),
+            _row("private eps and t", "setting", private, METHOD_ORDER),
+            _row("batch 4, eps and t known", "batch",
+                 replace(base, images=pick_images(4), batch=4, t=None, seconds=3 * QUICK_SECONDS), ("dlg", "gidm")),
+            _row("clip 1 + noise 0.01", "defence", replace(base, defence=(1.0, 1e-2, 1.0)), ("dlg", "ig", "gidm"),
+                 strength=1e-2, defence_kind="noise")]
+    if early:
+        rows.append(_row("early-round model, eps and t known", "model", replace(base, model=early), ("dlg", "gidm")))
+    if not late.startswith("random:"):
+        released = replace(base, model="random:small-32", prior=late, t=RELEASED_T)
+        rows.append(_row(f"random-init UNet, prior {late}, t = {RELEASED_T}", "setting", released, KNOWN_METHODS,
+                         setting="released"))
+    return rows, [SpeedProbe(late, optimizer="adam"), SpeedProbe(late, optimizer="lbfgs")]
+
+
+def _full(device: str) -> tuple[list[Row], list[SpeedProbe]]:
+    """Every axis at 32 and 64 px, four images x two seeds per cell; on a GPU also a 128 px released-setting row."""
+    rows: list[Row] = []
+    probes = []
+    for size in (32, 64):
+        late, early = pick_models(size)
+        seconds = FULL_SECONDS * (size // 32) ** 2
+        px = f"{size} px"
+        base = Cell(method="dlg", model=late, images=pick_images(4), seeds=(0, 1), size=size, iterations=1000,
+                    t=100, report_every=5, seconds=seconds)
+        private = replace(base, knows_eps=False, knows_t=False, seconds=3 * seconds)
+        batch = replace(base, batch=4, t=None, seconds=3 * seconds)
+        rows += [_row(f"{px}, eps and t known", "size", base, KNOWN_METHODS),
+                 _row(f"{px}, eps and t known, Adam", "optimizer", replace(base, optimizer="adam"), KNOWN_METHODS),
+                 _row(f"{px}, private eps and t", "setting", private, METHOD_ORDER),
+                 _row(f"{px}, private eps and t, Adam", "optimizer", replace(private, optimizer="adam"), METHOD_ORDER),
+                 _row(f"{px}, batch 4, eps and t known", "batch", batch, KNOWN_METHODS),
+                 _row(f"{px}, batch 4, private eps and t", "batch", replace(batch, knows_eps=False, knows_t=False),
+                      ("dlg", "gidm-plus"))]
+        for t in (10, 400, 800):
+            rows += [_row(f"{px}, eps and t known, t = {t}", "t", replace(base, t=t), ("dlg", "gidm")),
+                     _row(f"{px}, private eps and t, t = {t}", "t", replace(private, t=t), ("dlg", "gidm-plus"))]
         if early:
-            rows.append(_row("early-round model, eps and t known", "model", replace(base, model=early), known))
+            rows += [_row(f"{px}, early-round model, eps and t known", "model", replace(base, model=early),
+                          KNOWN_METHODS),
+                     _row(f"{px}, early-round model, private eps and t", "model", replace(private, model=early),
+                          ("dlg", "gidm-plus"))]
+        if not late.startswith("random:"):
+            released = replace(base, model=f"random:small-{size}", prior=late, t=RELEASED_T)
+            rows.append(_row(f"{px}, random-init UNet, prior {late}, t = {RELEASED_T}", "setting", released,
+                             KNOWN_METHODS, setting="released"))
         for s in NOISE_LEVELS:
-            rows.append(_row(f"clip 1 + noise {s:g}", "defence", replace(base, defence=(1.0, s, 1.0)),
+            rows.append(_row(f"{px}, clip 1 + noise {s:g}", "defence", replace(base, defence=(1.0, s, 1.0)),
                              ("dlg", "ig", "gidm"), strength=s, defence_kind="noise"))
-        # GIDM+ needs ~1000 evaluations to converge: the rows by t give it and joint DLG 600 each.
-        private = replace(base, knows_eps=False, knows_t=False, iterations=600)
-        for t in (10, 100, 400, 800):
-            rows.append(_row(f"private eps and t, t = {t}, 600 iterations", "t", replace(private, t=t),
-                             ("dlg", "gidm-plus")))
-        return rows, [SpeedProbe(late, optimizer="adam"), SpeedProbe(late, optimizer="lbfgs")]
+        for keep in PRUNE_LEVELS:
+            rows.append(_row(f"{px}, keep top {keep:.0%}", "defence", replace(base, defence=(0.0, 0.0, keep)),
+                             ("dlg", "ig", "gidm"), strength=1 - keep, defence_kind="pruning"))
+        probes += [SpeedProbe(late, size=size, optimizer="adam"), SpeedProbe(late, size=size, optimizer="lbfgs")]
+    if device.startswith("cuda"):
+        # The paper's scale: a full-size random-init UNet attacked at 128 px, K = 16 DDIM steps as in the released
+        # code; the prior is the largest trained model we ship (fully convolutional, so it draws 128 px images).
+        prior, _ = pick_models(64)
+        big = Cell(method="dlg", model="random:ddpm-128", images=pick_images(4), seeds=(0, 1), size=128,
+                   iterations=1000, t=RELEASED_T, ddim_steps=16, report_every=5, seconds=300.0, prior=prior)
+        rows.append(_row(f"128 px, random-init DDPM UNet, prior {prior}, t = {RELEASED_T}", "size", big,
+                         KNOWN_METHODS, setting="released"))
+        probes.append(SpeedProbe("random:ddpm-128", size=128, ddim_steps=16, optimizer="lbfgs"))
+    return rows, probes
+
+
+def build_suite(name: str, device: str = "cpu") -> tuple[list[Row], list[SpeedProbe]]:
+    """The rows and speed probes of suite `name`: tiny (tests), quick (a 2-core CPU), full (hours; + 128 px on a
+    GPU when `device` is cuda)."""
+    if name == "tiny":
+        return _tiny()
+    if name == "quick":
+        return _quick()
     if name == "full":
-        rows: list[Row] = []
-        probes = []
-        for size in (32, 64, 128):
-            late, early = pick_models(size)
-            budget = 1000 if size < 128 else 2000
-            base = Cell(method="dlg", model=late, images=pick_images(4), seeds=(0, 1), size=size,
-                        iterations=budget, ddim_steps=4, t=100, report_every=10)
-            label = f"{size} px"
-            rows.append(_row(f"{label}, eps and t known", "size", base, METHOD_ORDER))
-            rows.append(_row(f"{label}, private eps and t", "setting",
-                             replace(base, knows_eps=False, knows_t=False), METHOD_ORDER))
-            rows.append(_row(f"{label}, batch 4", "batch", replace(base, batch=4, t=None), METHOD_ORDER))
-            if early:
-                rows.append(_row(f"{label}, early-round model", "model", replace(base, model=early), METHOD_ORDER))
-                rows.append(_row(f"{label}, early-round model, prior = late model", "prior",
-                                 replace(base, model=early, prior=late), METHOD_ORDER))
-            if size == 32:
-                for s in NOISE_LEVELS:
-                    rows.append(_row(f"{label}, clip 1 + noise {s:g}", "defence",
-                                     replace(base, defence=(1.0, s, 1.0)), METHOD_ORDER, strength=s,
-                                     defence_kind="noise"))
-                for keep in PRUNE_LEVELS:
-                    rows.append(_row(f"{label}, keep top {keep:.0%}", "defence", replace(base, defence=(0, 0, keep)),
-                                     METHOD_ORDER, strength=1 - keep, defence_kind="pruning"))
-                for t in (10, 100, 400, 800):
-                    rows.append(_row(f"{label}, private eps and t, t = {t}", "t",
-                                     replace(base, knows_eps=False, knows_t=False, t=t), ("dlg", "gidm-plus")))
-            probes.append(SpeedProbe(late, size=size, ddim_steps=4))
-        return rows, probes
+        return _full(device)
     raise ValueError(f"unknown suite {name!r}: choose one of {', '.join(SUITES)}")

@@ -8,9 +8,10 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-BENCH_VERSION = 1
+BENCH_VERSION = 2  # 2: equal time per cell (attack seconds), attacker seeds apart from the client's
 METHOD_ORDER = ("dlg", "ig", "gidm-latent", "gidm", "gidm-plus")  # column order in every table
 THRESHOLDS_DB = (25.0, 30.0)  # a run records the seconds and iterations it took to reach each PSNR
+ATTACKER_SEED_OFFSET = 1000  # the attacker's seed is the client's + this: two numbers, drawn into two streams
 
 
 @dataclass(frozen=True)
@@ -18,8 +19,10 @@ class Cell:
     """One benchmark cell: one method against one setting, over several image groups and seeds.
 
     `images` are bundled victim names or `skimage:<name>`; with `batch` B they are attacked in consecutive groups of
-    B. `iterations` is the total budget, split by `budget_split` so that every method in a row gets the same total.
-    `t` fixes the client's timestep (None: drawn from the seed). `defence` is (clip, sigma, keep).
+    B. `seconds` > 0 is each run's budget of attack time (CPU seconds on a CPU, wall seconds on a GPU): every method
+    in a row gets the same, and `iterations` then only splits it between phases (`budget_split`). With `seconds`
+    0, `iterations` is the budget itself. `t` fixes the client's timestep (None: drawn from the seed). `defence` is
+    (clip, sigma, keep). Each seed s is the client's; the attacker's is s + `ATTACKER_SEED_OFFSET`.
     """
 
     method: str
@@ -38,6 +41,7 @@ class Cell:
     t: int | None = 100
     report_every: int = 5
     optimizer: str = "lbfgs"
+    seconds: float = 0.0
     device: str = "auto"
 
     @property
@@ -62,6 +66,8 @@ class Cell:
 
     def cost(self) -> float:
         """Rough relative cost, for ordering work (largest first)."""
+        if self.seconds > 0:
+            return self.seconds * 10 * len(self.groups())  # ~10 evaluations a second: the same scale as below
         split = self.budget_split()
         units = split.get("iterations", 0) + split.get("latent_iterations", 0) * (self.ddim_steps + 1.5)
         if self.method == "gidm-plus":
