@@ -276,3 +276,14 @@ def test_every_row_of_the_suites_gives_its_methods_the_same_time_and_names_its_s
     extra = [r for r in gpu_rows if r.label not in {c.label for c in cpu_rows}]
     assert [(r.cells[-1].size, r.cells[-1].ddim_steps, r.cells[-1].model) for r in extra] == \
         [(128, 16, "random:ddpm-128")]
+
+
+def test_the_readme_results_section_is_regenerated_byte_identically_from_results_json():
+    from gidm_core.bench.report import README_END, README_START, readme_section
+
+    root = Path(__file__).resolve().parent.parent
+    results = json.loads((root / "docs" / "results" / "results.json").read_text())
+    readme = (root / "README.md").read_text()
+    between = readme[readme.index(README_START) + len(README_START):readme.index(README_END)]
+    assert between == "\n" + readme_section(results)
+    assert (root / "docs" / "results" / "readme_section.md").read_text() == readme_section(results)

@@ -15,6 +15,15 @@ from .jobs import BENCH_VERSION, SpeedProbe, cell_path
 from .report import markdown, readme_section
 
 
+def versions() -> dict[str, str]:
+    """The versions a result depends on: Python and the numeric stack."""
+    import platform
+    from importlib.metadata import version
+
+    return {"python": platform.python_version(),
+            **{name: version(name) for name in ("torch", "diffusers", "numpy", "scipy", "scikit-image", "lpips")}}
+
+
 def aggregate(rows: list[Row], probes: list[SpeedProbe], out: Path, run_seconds: float | None = None,
               suite: str = "") -> dict[str, Any]:
     """results.json, results.md, readme_section.md and plots from the cell files in `out/cells`."""
@@ -42,7 +51,8 @@ def aggregate(rows: list[Row], probes: list[SpeedProbe], out: Path, run_seconds:
                       "methods": entries})
     results = {
         "bench_version": BENCH_VERSION, "suite": suite, "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "run_seconds": run_seconds, "torch": torch.__version__, "rows": table, "speed": speed,
+        "run_seconds": run_seconds, "torch": torch.__version__, "versions": versions(), "rows": table,
+        "speed": speed,
         "cells": cells, "missing_cells": [c.id for r in rows for c in r.cells if c.id not in cells],
         "cpu_seconds": sum(c.get("cell_cpu_seconds", 0.0) for c in [*cells.values(), *speed]),
     }

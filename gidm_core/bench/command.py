@@ -33,9 +33,13 @@ def bench_command(args: argparse.Namespace) -> int:
     """List or run the suite; exit code 1 when a cell is missing from the aggregate."""
     if args.list:
         rows, _ = build_suite(args.suite, args.device)
+        cells = [cell for row in rows for cell in row.cells]
         for row in rows:
             for cell in row.cells:
                 print(f"{row.label:50s} {cell.method:12s} {cell.id}")
+        budget = sum(cell.seconds * len(cell.groups()) for cell in cells)
+        print(f"{len(cells)} cells in {len(rows)} rows; {budget / 3600:.1f} hours of attack time in all (one "
+              "worker each; scoring and set-up come on top)")
         return 0
     if args.readme:  # before hours of work, not after
         try:
