@@ -46,7 +46,8 @@ def bench_command(args: argparse.Namespace) -> int:
         executor = ray_executor(args.address)
     from ..models import resolve_device  # torch and diffusers load only when the suite runs
 
-    device = resolve_device(args.device)
+    on_cluster = args.ray and bool(args.address or os.environ.get("RAY_ADDRESS"))
+    device = args.device if on_cluster else resolve_device(args.device)  # a cluster's GPUs are on its nodes
     workers = args.workers or (1 if device.startswith("cuda") else max(1, min(os.cpu_count() or 1, 4)))
     results = run_suite(rows, probes, args.out, workers=workers, threads=args.threads, device=args.device,
                         suite=args.suite, executor=executor)
