@@ -23,6 +23,10 @@ def add_bench_command(commands: argparse._SubParsersAction) -> None:
                         help="parallel worker processes (default: CPU cores on CPU, 1 on CUDA)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker (0: torch's default)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, or auto")
+    parser.add_argument("--ray", action="store_true",
+                        help="run the cells as Ray tasks: on a local Ray with --workers CPUs, or on a cluster")
+    parser.add_argument("--address", default=None,
+                        help="with --ray: the cluster's head, e.g. HEAD_IP:6379 (default: $RAY_ADDRESS, else local)")
     parser.add_argument("--list", action="store_true", help="print the suite's cells and exit")
     parser.add_argument("--readme", type=Path, default=None, help="also write the results section into this "
                         "README, between its bench markers")
@@ -31,6 +35,8 @@ def add_bench_command(commands: argparse._SubParsersAction) -> None:
 
 def bench_command(args: argparse.Namespace) -> int:
     """List or run the suite; exit code 1 when a cell is missing from the aggregate."""
+    if args.address and not args.ray:
+        raise UsageError("--address needs --ray: it names the Ray cluster that runs the cells")
     if args.list:
         rows, _ = build_suite(args.suite, args.device)
         cells = [cell for row in rows for cell in row.cells]
@@ -46,13 +52,19 @@ def bench_command(args: argparse.Namespace) -> int:
             replace_readme_section(args.readme.read_text(), "")
         except (OSError, ValueError) as err:
             raise UsageError(f"--readme {args.readme}: {err}") from None
+    executor = None
+    if args.ray:
+        from .ray_runner import ray_executor  # ray is imported only here
+
+        executor = ray_executor(args.address)
     from ..models import resolve_device  # torch and diffusers load only when the suite runs
 
-    device = resolve_device(args.device)
+    on_cluster = args.ray and bool(args.address or os.environ.get("RAY_ADDRESS"))
+    device = args.device if on_cluster else resolve_device(args.device)  # a cluster's GPUs are on its nodes
     rows, probes = build_suite(args.suite, device)
     workers = args.workers or (1 if device.startswith("cuda") else max(1, min(os.cpu_count() or 1, 4)))
     results = run_suite(rows, probes, args.out, workers=workers, threads=args.threads, device=args.device,
-                        suite=args.suite)
+                        suite=args.suite, executor=executor)
     print(f"wrote {args.out / 'results.json'}, {args.out / 'results.md'} and {len(results['plots'])} plots")
     if args.readme:
         section = (args.out / "readme_section.md").read_text()
