@@ -1,4 +1,4 @@
-"""Command line: `python -m gidm_core {attack, models, train, bench}`.
+"""Command line: `python -m gidm_core {attack, models, train, bench, federate}`.
 
 Bad input gets one line on stderr and exit code 2, before any model is loaded where possible.
 """
@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import shlex
 import sys
 import time
@@ -32,11 +31,12 @@ from .config import (
 )
 
 from .errors import UsageError, UserError, out_of_memory, out_of_memory_message
+from .federation import command as federate_command
+from .outputs import check_out_folder
 from .seeds import MAX_SEED
 
 EXIT_BAD_INPUT = 2
 MAX_IMAGES = 64  # a batch's pixels cost memory like one image's: 64 images of 32 px are one of 256 px
-FORBIDDEN_OUT = (Path("/proc"), Path("/sys"), Path("/dev"))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -141,23 +141,6 @@ def attack_argv(config: AttackConfig, threat: ThreatModel, *, model: str, images
     defence = threat.defence
     argv += ["--clip", str(defence.clip), "--sigma", str(defence.sigma)] if defence.clip or defence.sigma else []
     return argv + (["--keep", str(defence.keep)] if defence.keep < 1 else [])
-
-
-def check_out_folder(out: Path) -> Path:
-    """Refuse an output folder that cannot be created or written (a file, a path under a file, /proc, /sys,
-    /dev, a read-only place) before any work, so no run is lost at the end."""
-    path = Path(os.path.abspath(out))
-    real = Path(os.path.realpath(path))
-    if any(p == forbidden or forbidden in p.parents for p in (path, real) for forbidden in FORBIDDEN_OUT):
-        raise UsageError(f"--out {out}: not a place for results (a system folder)")
-    existing = path
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise UsageError(f"--out {out}: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UsageError(f"--out {out}: {existing} is not writable")
-    return path
 
 
 def _check_attack_args(args: argparse.Namespace) -> None:
@@ -286,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.set_defaults(func=list_models)
     train_command.add_train_command(commands)
     bench_command.add_bench_command(commands)
+    federate_command.add_federate_command(commands)
     return parser
 
 

@@ -6,6 +6,7 @@ reveals them (the paper's setting); otherwise they stay in the `PrivateBatch`, w
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -86,6 +87,48 @@ def client_update(model: DiffusionModel, x0: torch.Tensor, eps: torch.Tensor, t:
         grads = torch.autograd.grad(loss, list(weights.values()), create_graph=create_graph)
         delta = [d - training.lr * g for d, g in zip(delta, grads)]
     return tuple(delta)
+
+
+Draw = Callable[[int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]  # local step -> (x0, eps, t)
+
+
+@dataclass(frozen=True)
+class LocalRun:
+    """What `train_locally` did: the weight delta (one tensor per UNet parameter), each step's loss, and the
+    optimiser's state for a client that keeps it across rounds."""
+
+    delta: tuple[torch.Tensor, ...]
+    losses: list[float]
+    optimizer_state: dict
+
+
+def train_locally(model: DiffusionModel, draw: Draw, steps: int,
+                  optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer], grad_clip: float = 0.0,
+                  optimizer_state: dict | None = None) -> LocalRun:
+    """A federated client's local training, the one loop both the FedAvg trainer (`federated.py`, Adam, a fresh
+    batch per step) and the Flower ClientApp (`federation/`, plain SGD on one private batch) run.
+
+    The optimiser steps the delta, not the weights: the loss is taken at weights + delta, as `client_update` does,
+    so the delta keeps its small entries exactly instead of losing them to the rounding of the weights. With
+    `torch.optim.SGD(lr)`, no clipping and `draw` returning one batch, this is `client_update(..., LocalTraining(
+    steps, lr))` up to float rounding (tested): the update the attacker re-simulates."""
+    params = {name: p.detach() for name, p in model.unet.named_parameters()}
+    delta = [torch.zeros_like(p, requires_grad=True) for p in params.values()]
+    opt = optimizer(delta)
+    if optimizer_state is not None:
+        opt.load_state_dict(optimizer_state)
+    losses = []
+    for step in range(steps):
+        x0, eps, t = draw(step)
+        weights = {name: p + d for (name, p), d in zip(params.items(), delta)}
+        loss = diffusion_loss(model, x0, eps, t, weights)  # the same code path the attacked client runs
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(delta, grad_clip)
+        opt.step()
+        losses.append(loss.item())
+    return LocalRun(tuple(d.detach() for d in delta), losses, opt.state_dict())
 
 
 def apply_defence(gradients: tuple[torch.Tensor, ...], defence: DefenceConfig,

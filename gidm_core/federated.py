@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel
 
+from .client import train_locally
 from .datasets import DATASETS, Augmenter, ImageSet, load_dataset, training_record
 from .diffusion import diffusion_loss
 from .models import RANDOM_ARCHITECTURES, DiffusionModel
@@ -128,8 +129,7 @@ class FedAvgTrainer:
         self.seconds = 0.0
 
     # --- one round -------------------------------------------------------------------------------------------
-    def _optimizer(self) -> torch.optim.Optimizer:
-        params = self.unet.parameters()
+    def _optimizer(self, params: list[torch.Tensor]) -> torch.optim.Optimizer:
         if self.config.optimizer == "adam":
             return torch.optim.Adam(params, lr=self.config.lr)
         return torch.optim.SGD(params, lr=self.config.lr)
@@ -146,25 +146,18 @@ class FedAvgTrainer:
         return x0, eps, t
 
     def local_update(self, client: int) -> tuple[dict[str, torch.Tensor], float]:
-        """Client `client` starts from the global weights, takes E steps of the client's own loss, returns weights."""
+        """Client `client` starts from the global weights, takes E steps of the client's own loop
+        (`client.train_locally`, which the Flower ClientApp runs too) and returns its weights."""
         self.unet.load_state_dict(self.global_state)
         self.unet.train()
-        optimizer = self._optimizer()
-        if self.client_optim[client] is not None:
-            optimizer.load_state_dict(self.client_optim[client])
         model = DiffusionModel(self.unet, self.scheduler, f"client-{client}")
-        losses = []
-        for _ in range(self.config.local_steps):
-            x0, eps, t = self.client_batch(client)
-            loss = diffusion_loss(model, x0, eps, t)  # the same code path the attacked client runs
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if self.config.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(self.unet.parameters(), self.config.grad_clip)
-            optimizer.step()
-            losses.append(loss.item())
-        self.client_optim[client] = optimizer.state_dict()
-        return _state(self.unet), float(np.mean(losses))
+        run = train_locally(model, lambda _: self.client_batch(client), self.config.local_steps, self._optimizer,
+                            self.config.grad_clip, self.client_optim[client])
+        self.client_optim[client] = run.optimizer_state
+        weights = dict(self.global_state)
+        for (name, _), d in zip(self.unet.named_parameters(), run.delta):
+            weights[name] = self.global_state[name] + d
+        return weights, float(np.mean(run.losses))
 
     def step_round(self) -> dict:
         start = time.perf_counter()
@@ -216,23 +209,10 @@ class FedAvgTrainer:
         return DiffusionModel(unet.eval(), make_scheduler(), f"fedavg-round-{self.round}")
 
     def eval_loss(self, batches: int = 4, ema: bool = True, seed: int = 1234) -> float:
-        """The diffusion loss on fixed draws (images, eps, t) from the whole training set, without augmentation."""
-        model = self.model(ema)
-        generator = torch.Generator().manual_seed(seed)
-        values = []
-        with torch.no_grad():
-            for _ in range(batches):
-                pick = torch.randint(0, len(self.images), (16,), generator=generator)
-                x0 = self.images[pick]
-                eps = torch.randn(x0.shape, generator=generator)
-                t = torch.randint(0, model.num_train_timesteps, (x0.shape[0],), generator=generator)
-                values.append(diffusion_loss(model, x0, eps, t).item())
-        return float(np.mean(values))
+        """The diffusion loss on fixed draws from the whole training set (see `eval_loss`)."""
+        return eval_loss(self.model(ema), self.images, batches, seed)
 
     def save(self, folder: Path) -> Path:
-        folder = Path(folder)
-        model = self.model(ema=True)
-        DDPMPipeline(unet=model.unet, scheduler=model.scheduler).save_pretrained(folder, safe_serialization=True)
         record = {
             "round": self.round, "config": asdict(self.config), "weights": "EMA of the FedAvg global model",
             "client_shard_sizes": [len(s) for s in self.shards], "train_seconds": round(self.seconds, 1),
@@ -240,7 +220,7 @@ class FedAvgTrainer:
             "history": [{k: e[k] for k in ("round", "loss", "elapsed")} for e in self.history],
             "training_set": training_record(self.data),
         }
-        (folder / RECORD_FILE).write_text(json.dumps(record, indent=1))
+        folder = save_pipeline(self.model(ema=True), folder, record)
         torch.save({"round": self.round, "config": asdict(self.config), "global": self.global_state,
                     "ema": self.ema_state, "client_optim": self.client_optim,
                     "generator": self.generator.get_state(), "history": self.history, "seconds": self.seconds},
@@ -264,6 +244,30 @@ class FedAvgTrainer:
         return trainer
 
 
+def eval_loss(model: DiffusionModel, images: torch.Tensor, batches: int = 4, seed: int = 1234) -> float:
+    """The diffusion loss on fixed draws (images, eps, t) of 16 from `images`, without augmentation: comparable
+    across rounds and runs because the draws depend on `seed` alone."""
+    generator = torch.Generator().manual_seed(seed)
+    values = []
+    with torch.no_grad():
+        for _ in range(batches):
+            pick = torch.randint(0, len(images), (16,), generator=generator)
+            x0 = images[pick]
+            eps = torch.randn(x0.shape, generator=generator)
+            t = torch.randint(0, model.num_train_timesteps, (x0.shape[0],), generator=generator)
+            values.append(diffusion_loss(model, x0, eps, t).item())
+    return float(np.mean(values))
+
+
+def save_pipeline(model: DiffusionModel, folder: Path, record: dict) -> Path:
+    """A checkpoint in the bundled models' format: a diffusers DDPMPipeline folder (safetensors) with the
+    training record beside it as training.json; `models.load_model(folder, allow_local=True)` loads it."""
+    folder = Path(folder)
+    DDPMPipeline(unet=model.unet, scheduler=model.scheduler).save_pretrained(folder, safe_serialization=True)
+    (folder / RECORD_FILE).write_text(json.dumps(record, indent=1))
+    return folder
+
+
 # --- sampling (for model cards) ----------------------------------------------------------------------------------
 @torch.no_grad()
 def sample(model: DiffusionModel, count: int = 16, steps: int = 100, seed: int = 0) -> torch.Tensor:
@@ -279,4 +283,5 @@ def sample(model: DiffusionModel, count: int = 16, steps: int = 100, seed: int =
     return x.clamp(-1, 1)
 
 
-__all__ = ["ARCHITECTURES", "FedAvgTrainer", "TrainConfig", "make_scheduler", "sample", "shards"]
+__all__ = ["ARCHITECTURES", "FedAvgTrainer", "TrainConfig", "eval_loss", "make_scheduler", "sample", "save_pipeline",
+           "shards"]

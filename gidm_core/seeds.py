@@ -23,3 +23,10 @@ def stream(seed: int, role: str) -> torch.Generator:
         raise ValueError(f"seed must be in [0, 2**63 - 1], got {seed}")
     state = np.random.SeedSequence([ROLES.index(role), seed]).generate_state(2, dtype=np.uint32)
     return torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
+
+
+def derive(seed: int, *keys: int) -> int:
+    """A seed in [0, MAX_SEED] for one part of a run, keyed by non-negative `keys` (e.g. client c in round r of a
+    federation seeded `seed`): distinct keys give unrelated seeds, each then used through `stream` like any other."""
+    state = np.random.SeedSequence([seed, *keys]).generate_state(2, dtype=np.uint32)
+    return int(state[0]) << 31 | int(state[1]) >> 1

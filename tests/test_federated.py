@@ -38,11 +38,12 @@ def test_clients_train_with_the_attacked_clients_loss(monkeypatch):
     assert federated.diffusion_loss is diffusion.diffusion_loss is client.diffusion_loss
     calls = []
 
-    def counting(model, x0, eps, t):
+    def counting(model, x0, eps, t, weights=None):
         calls.append(x0.shape)
-        return diffusion.diffusion_loss(model, x0, eps, t)
+        return diffusion.diffusion_loss(model, x0, eps, t, weights)
 
-    monkeypatch.setattr(federated, "diffusion_loss", counting)
+    # The trainer's clients run client.train_locally, the loop the Flower ClientApp runs too.
+    monkeypatch.setattr(client, "diffusion_loss", counting)
     trainer = FedAvgTrainer(TrainConfig(**{**TINY, "rounds": 2}))
     list(trainer.run())
     assert len(calls) == 2 * 3 * 4 and calls[0] == (8, 3, 16, 16)

@@ -20,6 +20,12 @@ Series = dict[str, list[tuple[float, float]]]
 CURVE_POINTS = 40  # time grid of a mean curve
 
 
+def _colour(key: str, index: int) -> tuple[int, int, int]:
+    """A method's own colour; any other series (e.g. a federation's clients) takes the palette in turn."""
+    palette = list(COLOURS.values())
+    return COLOURS.get(key, palette[index % len(palette)])
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60]
 
@@ -100,10 +106,10 @@ def line_plot(series: Series, title: str, xlabel: str, ylabel: str, path: Path, 
         _pil_plot(series, title, xlabel, ylabel, path, logx)
         return
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
-    for key, points in series.items():
+    for index, (key, points) in enumerate(series.items()):
         xs, ys = zip(*points)
         ax.plot(xs, ys, marker="o" if len(points) < 8 else None, label=METHOD_LABELS.get(key, key),
-                color=[c / 255 for c in COLOURS.get(key, (0, 0, 0))])
+                color=[c / 255 for c in _colour(key, index)])
     if logx:
         ax.set_xscale("log")
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
@@ -165,7 +171,7 @@ def _pil_plot(series: Series, title: str, xlabel: str, ylabel: str, path: Path, 
     draw.text(((left + width - right) / 2, height - 18), xlabel, fill="black", anchor="mt")
     draw.text((8, top - 20), ylabel, fill="black")
     for i, (key, values) in enumerate(series.items()):
-        colour = COLOURS.get(key, (0, 0, 0))
+        colour = _colour(key, i)
         pixels = [to_px(fx(x), y) for x, y in values]
         if len(pixels) > 1:
             draw.line(pixels, fill=colour, width=2)
