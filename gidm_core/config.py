@@ -225,14 +225,14 @@ class AttackConfig:
 
 # Each method's own defaults: DLG matches squared L2 distance; Inverting Gradients uses cosine distance plus total
 # variation (Geiping et al. 2020); GIDM matches L2 in both phases, as the paper does. The pixel-space methods and
-# GIDM get 400 evaluations by default; GIDM+ 1000 (700 joint, 300 residual), which it needs to converge on eps
-# as well as the image (docs/gidm_plus.md).
+# GIDM get 400 evaluations by default; GIDM+ 1000 (300 in GIDM's latent phase, then 490 joint pixel and 210
+# residual), which it needs to converge on eps as well as the image (docs/gidm_plus.md).
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "dlg": dict(distance="l2", tv_weight=0.0, iterations=400),
     "ig": dict(distance="cosine", tv_weight=1e-3, layer_weights="uniform", iterations=400),
     "gidm": dict(distance="l2", tv_weight=0.0),
     "gidm-latent": dict(distance="l2", tv_weight=0.0, latent_iterations=400),
-    "gidm-plus": dict(distance="l2", tv_weight=0.0, latent_iterations=0, iterations=1000),
+    "gidm-plus": dict(distance="l2", tv_weight=0.0, latent_iterations=300, iterations=700),
 }
 
 

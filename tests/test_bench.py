@@ -93,7 +93,7 @@ def test_speed_ratio_is_the_step_cost_over_one_forward_backward(monkeypatch):
 
     references = iter([0.2, 0.3, 0.25])
     monkeypatch.setattr(protocol, "play", play)
-    monkeypatch.setattr(speed, "time", SimpleNamespace(perf_counter=lambda: clock.now, process_time=lambda: 0.0))
+    monkeypatch.setattr(speed, "now", lambda device: clock.now)
     monkeypatch.setattr(speed, "time_forward_backward", lambda *args, **kwargs: next(references))
     probe = speed.run_speed(bench.SpeedProbe("random:tiny-32", steps=4, reps=3, device="cpu"))
     assert probe["fwd_bwd_seconds"] == pytest.approx(0.25)
@@ -101,7 +101,7 @@ def test_speed_ratio_is_the_step_cost_over_one_forward_backward(monkeypatch):
     assert ratios == pytest.approx({"DLG pixel step (L2)": 0.4, "IG pixel step (cosine + TV)": 0.6,
                                     "GIDM latent step (DDIM K)": 1.2, "GIDM pixel step": 0.48,
                                     "DLG pixel+eps step (private eps)": 0.4,
-                                    "GIDM+ step (70 % joint x0, eps; 30 % residual x_t, r)": 0.8})
+                                    "GIDM+ pixel step (70 % joint x0, eps; 30 % residual x_t, r)": 0.8})
     assert probe["cases"]["GIDM pixel step"]["step_seconds"] == pytest.approx(0.12)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from .jobs import ATTACKER_SEED_OFFSET, BENCH_VERSION, THRESHOLDS_DB, Cell
-from .machine import PeakMemory, device_name, time_forward_backward
+from .machine import PeakMemory, budget_clock, device_name, time_forward_backward
 
 
 def load_victims(names: Iterable[str], size: int, channels: int) -> torch.Tensor:
@@ -43,12 +43,6 @@ def _threat(cell: Cell):
     clip, sigma, keep = cell.defence
     return ThreatModel(knows_eps=cell.knows_eps, knows_t=cell.knows_t, prior=cell.prior,
                        defence=DefenceConfig(clip=clip, sigma=sigma, keep=keep))
-
-
-def budget_clock(device: str) -> str:
-    """CPU seconds where they measure the attack alone: on a CPU with one torch thread (with more, idle threads
-    spin and bill CPU time on a busy machine: 3 s for a 20 ms step, measured). Otherwise wall seconds."""
-    return "cpu" if device == "cpu" and torch.get_num_threads() == 1 else "wall"
 
 
 def _run_group(cell: Cell, model, prior, names: tuple[str, ...], seed: int, device: str) -> dict[str, Any]:
@@ -146,7 +140,7 @@ def run_cell(cell: Cell) -> dict[str, Any]:
     return {
         "id": cell.id, "bench_version": BENCH_VERSION, "config": asdict(cell), "model_name": model.name,
         "threat": _threat(cell).describe(), "device": device, "device_name": device_name(device),
-        "torch_threads": torch.get_num_threads(), "fwd_bwd_seconds": fwd_bwd,
+        "torch_threads": torch.get_num_threads(), "clock": budget_clock(device), "fwd_bwd_seconds": fwd_bwd,
         "step_ratio": None if step is None else step / fwd_bwd, "phase_step_ratio": phase_ratio,
         "peak_memory_mb": memory.peak_mb, "base_memory_mb": memory.base_mb,
         "memory_kind": "cuda max_memory_allocated" if device.startswith("cuda") else "process RSS",

@@ -50,11 +50,12 @@ class Cell:
         return f"{self.method}-{self.size}px-" + hashlib.sha1(payload.encode()).hexdigest()[:12]
 
     def budget_split(self) -> dict[str, int]:
-        """AttackConfig iteration fields giving this method a total of `iterations` (GIDM+ within one)."""
+        """AttackConfig iteration fields giving this method a total of `iterations`: GIDM and GIDM+ give
+        `latent_share` of it to the latent phase (GIDM+ splits the rest into its joint and residual stages)."""
         n = self.iterations
         if self.method == "gidm-latent":
             return dict(latent_iterations=n, iterations=0)
-        if self.method == "gidm":
+        if self.method in ("gidm", "gidm-plus"):
             latent = max(1, round(n * self.latent_share))
             return dict(latent_iterations=latent, iterations=n - latent)
         return dict(iterations=n, latent_iterations=0)

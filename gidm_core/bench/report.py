@@ -142,7 +142,8 @@ def readme_section(results: dict[str, Any]) -> str:
     lines += [*_table(rows, lambda e: _pm(e["psnr"]), bold_best=True), "",
               "Seconds of attack to reach 30 dB (mean over the runs that got there; runs that got there / runs):",
               "", *_table(rows, lambda e: _reach(e, 30.0)), "",
-              "What the paper claims, and what these runs say:", "", *claims(results)]
+              "What the paper claims, and what these runs say (each undefended L-BFGS row that tests a claim "
+              "confirms it, refutes it, or ties within 1 dB):", "", *claims(results)]
     by_t = sorted(((r["config"]["t"], r) for r in rows if "gidm-plus" in r["methods"]
                    and not r["config"].get("knows_t", True) and r["config"].get("t") is not None),
                   key=lambda item: item[0])

@@ -12,7 +12,7 @@ import torch
 from ..datasets import SKIMAGE_PHOTOS
 from .cells import load_victims
 from .jobs import BENCH_VERSION, SpeedProbe
-from .machine import device_name, sync, time_forward_backward
+from .machine import budget_clock, device_name, now, time_forward_backward
 
 SPEED_CASES = (  # (label, method, private eps/t, AttackConfig iteration fields for n steps of the one phase)
     ("DLG pixel step (L2)", "dlg", False, lambda n: dict(iterations=n)),
@@ -20,7 +20,8 @@ SPEED_CASES = (  # (label, method, private eps/t, AttackConfig iteration fields 
     ("GIDM latent step (DDIM K)", "gidm-latent", False, lambda n: dict(latent_iterations=n, iterations=0)),
     ("GIDM pixel step", "gidm", False, lambda n: dict(latent_iterations=0, iterations=n)),
     ("DLG pixel+eps step (private eps)", "dlg", True, lambda n: dict(iterations=n)),
-    ("GIDM+ step (70 % joint x0, eps; 30 % residual x_t, r)", "gidm-plus", True, lambda n: dict(iterations=n)),
+    ("GIDM+ pixel step (70 % joint x0, eps; 30 % residual x_t, r)", "gidm-plus", True,
+     lambda n: dict(latent_iterations=0, iterations=n)),
 )
 
 
@@ -41,11 +42,9 @@ def run_speed(probe: SpeedProbe) -> dict[str, Any]:
         config = attack_config(method, ddim_steps=probe.ddim_steps, report_every=10**6, lr_schedule="constant",
                                optimizer=probe.optimizer, **split)
         run = play(model, x0, threats[private], config, t=[100]).run
-        sync(device)
-        start = time.perf_counter()
+        start = now(device)
         run.run_to_end()
-        sync(device)
-        return time.perf_counter() - start, config.total_iterations
+        return now(device) - start, config.total_iterations
 
     warm = 2
     fwd_bwd: list[float] = []
@@ -62,5 +61,5 @@ def run_speed(probe: SpeedProbe) -> dict[str, Any]:
                      "samples": v} for label, v in raw.items()}
     return {"id": probe.id, "bench_version": BENCH_VERSION, "config": asdict(probe), "kind": "speed",
             "model_name": model.name, "device": device, "device_name": device_name(device),
-            "torch_threads": torch.get_num_threads(), "fwd_bwd_seconds": base, "fwd_bwd_samples": fwd_bwd,
+            "torch_threads": torch.get_num_threads(), "clock": budget_clock(device), "fwd_bwd_seconds": base, "fwd_bwd_samples": fwd_bwd,
             "cases": cases, "cell_cpu_seconds": cpu_seconds}

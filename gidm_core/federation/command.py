@@ -18,6 +18,7 @@ from ..errors import UsageError
 from ..outputs import check_out_folder
 from .config import FederationConfig
 
+
 def add_federate_command(commands: argparse._SubParsersAction) -> None:
     """Register `python -m gidm_core federate` on the CLI's subparsers."""
     defaults = FederationConfig()
@@ -37,6 +38,8 @@ def add_federate_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--threat", default=defaults.threat, help=f"threat preset: {', '.join(THREAT_PRESETS)}")
     parser.add_argument("--iterations", type=int, default=defaults.iterations, help="the attack's pixel-phase "
                         "budget per update, in objective evaluations (0: the method's default)")
+    parser.add_argument("--seconds", type=float, default=defaults.seconds, help="the attack's time budget per "
+                        "update in wall seconds (0: none; the iterations then only split it between phases)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seeds the model, the shards and every "
                         "client's batches, eps and t")
     parser.add_argument("--attack-seed", type=int, default=defaults.attack_seed, help="the attacker's own seed "
@@ -52,7 +55,7 @@ def _config(args: argparse.Namespace) -> FederationConfig:
         config = FederationConfig(
             model_config=args.model_config, clients=args.clients, rounds=args.rounds, local_steps=args.local_steps,
             client_lr=args.client_lr, batch_size=args.batch_size, attack=args.attack, threat=args.threat,
-            iterations=args.iterations, seed=args.seed, attack_seed=args.attack_seed)
+            iterations=args.iterations, seconds=args.seconds, seed=args.seed, attack_seed=args.attack_seed)
         config.check_data(len(load_dataset(config.dataset)))
     except ConfigError as err:
         raise UsageError(str(err)) from None
@@ -88,7 +91,8 @@ def run_federate(args: argparse.Namespace) -> int:
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # CPU clients: no GPU-variable warning
     print(f"federation: {config.clients} clients x {config.rounds} rounds, {config.training.describe()}, batch "
           f"{config.batch_size}, {config.model_config} UNet; attack {config.attack} "
-          f"({config.attack_config.total_iterations} evaluations per update), threat {config.threat}", flush=True)
+          f"({f'{config.seconds:g} s' if config.seconds else f'{config.attack_config.total_iterations} evaluations'} "
+          f"per update), threat {config.threat}", flush=True)
     start = time.perf_counter()
     server = make_server_app(config, out)
     run_simulation(server_app=server, client_app=client_app, num_supernodes=config.clients,

@@ -27,7 +27,8 @@ class FederationConfig:
     batch of `batch_size` images from its shard (eps and t drawn once, from its own stream): exactly the update
     `client.client_update` with `LocalTraining(local_steps, client_lr)` computes, so the attacker's re-simulation is
     exact. The server sets E and lr, so the attack knows them; it knows eps and t only under a `threat` that says so.
-    `iterations` 0 keeps the attack method's default budget.
+    `iterations` 0 keeps the attack method's default budget; `seconds` > 0 gives each attack a time budget instead
+    (the iterations then only split it between the method's phases).
     """
 
     model_config: str = "small-32"
@@ -40,6 +41,7 @@ class FederationConfig:
     attack: str = "dlg"
     threat: str = "paper"
     iterations: int = 0
+    seconds: float = 0.0
     seed: int = 0
     attack_seed: int = 0
 
@@ -87,7 +89,8 @@ class FederationConfig:
 
     @property
     def attack_config(self) -> AttackConfig:
-        return attack_config(self.attack, iterations=self.iterations or None, seed=self.attack_seed)
+        return attack_config(self.attack, iterations=self.iterations or None, seconds=self.seconds,
+                             seed=self.attack_seed)
 
     @property
     def threat_model(self) -> ThreatModel:
