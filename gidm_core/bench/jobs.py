@@ -8,7 +8,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-BENCH_VERSION = 2  # 2: equal time per cell (attack seconds), attacker seeds apart from the client's
+BENCH_VERSION = 3  # 2: equal time per cell, attacker seeds apart from the client's; 3: step ratios on the budget clock
 METHOD_ORDER = ("dlg", "ig", "gidm-latent", "gidm", "gidm-plus")  # column order in every table
 THRESHOLDS_DB = (25.0, 30.0)  # a run records the seconds and iterations it took to reach each PSNR
 ATTACKER_SEED_OFFSET = 1000  # the attacker's seed is the client's + this: two numbers, drawn into two streams
