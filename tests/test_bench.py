@@ -165,6 +165,8 @@ def test_aggregate_writes_json_markdown_and_plots(tiny_out):
     assert results["suite"] == "tiny" and not results["missing_cells"]
     rows, _ = bench.build_suite("tiny")
     assert [r["label"] for r in results["rows"]] == [r.label for r in rows]
+    assert [(r["setting"], r["training_round"]) for r in results["rows"]] == [(r.setting, r.training_round)
+                                                                            for r in rows]
     first = results["rows"][0]["methods"]
     assert set(first) == {"dlg", "gidm"}
     assert first["dlg"]["psnr"]["mean"] == pytest.approx(results["cells"][first["dlg"]["cell"]]["summary"]["psnr"]["mean"])

@@ -25,8 +25,9 @@ def versions() -> dict[str, str]:
 
 
 def aggregate(rows: list[Row], probes: list[SpeedProbe], out: Path, run_seconds: float | None = None,
-              suite: str = "") -> dict[str, Any]:
-    """results.json, results.md, readme_section.md and plots from the cell files in `out/cells`."""
+              ran: int = 0, suite: str = "") -> dict[str, Any]:
+    """results.json, results.md, readme_section.md and plots from the cell files in `out/cells`; `run_seconds` is
+    the wall time of the invocation that ran `ran` of them (the rest were cached)."""
     cells: dict[str, dict] = {}
     for cell in (c for row in rows for c in row.cells):
         path = cell_path(out, cell)
@@ -51,7 +52,7 @@ def aggregate(rows: list[Row], probes: list[SpeedProbe], out: Path, run_seconds:
                       "methods": entries})
     results = {
         "bench_version": BENCH_VERSION, "suite": suite, "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "run_seconds": run_seconds, "torch": torch.__version__, "versions": versions(), "rows": table,
+        "run_seconds": run_seconds, "ran_cells": ran, "torch": torch.__version__, "versions": versions(), "rows": table,
         "speed": speed,
         "cells": cells, "missing_cells": [c.id for r in rows for c in r.cells if c.id not in cells],
         "cpu_seconds": sum(c.get("cell_cpu_seconds", 0.0) for c in [*cells.values(), *speed]),

@@ -83,7 +83,8 @@ def markdown(results: dict[str, Any]) -> str:
     if results["cells"]:
         first = next(iter(results["cells"].values()))
         lines += [f"torch {results['torch']}, {first['device_name']}; generated {results['generated']}"
-                  + (f"; {results['run_seconds']:.0f} s to run" if results.get("run_seconds") else "")
+                  + (f"; {results['run_seconds']:.0f} s to run {results['ran_cells']} of "
+                     f"{len(results['cells']) + len(results['speed'])} jobs" if results.get("run_seconds") else "")
                   + f"; {results['cpu_seconds']:.0f} CPU-seconds in all cells.", "", _preamble(results), "",
                   "## PSNR (dB)", "", *_table(rows, lambda e: _pm(e["psnr"]), bold_best=True), "",
                   "## Seconds to 30 dB (mean over the runs that got there; runs that got there / runs)", "",

@@ -45,7 +45,6 @@ def run_suite(rows: list[Row], probes: list[SpeedProbe], out: Path, workers: int
             bar.update()
     if failed:
         log(f"{failed} of {len(todo)} cells failed; a rerun retries them")
-    suite_rows = [Row(r.label, r.group, tuple(replace(c, device=device) for c in r.cells), r.strength,
-                      r.defence_kind) for r in rows]
+    suite_rows = [replace(r, cells=tuple(replace(c, device=device) for c in r.cells)) for r in rows]
     return aggregate(suite_rows, [replace(p, device=device) for p in probes], out,
-                     run_seconds=time.perf_counter() - started, suite=suite)
+                     run_seconds=time.perf_counter() - started if todo else None, ran=len(todo), suite=suite)
