@@ -49,6 +49,7 @@ def test_leakage_has_one_scored_record_per_round_and_client(federation):
     assert [(r["round"], r["client"]) for r in records] == [(1, 0), (1, 1), (2, 0), (2, 1)]
     for r in records:
         assert {"psnr", "ssim", "lpips", "global_loss"} <= r.keys() and r["update_kind"] == "fedavg"
+        assert len(r["t_true"]) == r["batch_size"] and all(0 <= t < 1000 for t in r["t_true"])
         assert r["local_steps"] == 1 and r["iterations"] == 120 and (out / r["reconstruction"]).is_file()
     assert set(summary["global_loss_after_round"]) == {"0", "1", "2"}
     assert (out / "leakage_vs_round.png").is_file() and (out / "reconstructions_by_round.png").is_file()

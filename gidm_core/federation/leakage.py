@@ -49,7 +49,8 @@ class LeakageRecorder:
                  "local_steps": update.training.steps if update.training else None,
                  "client_lr": update.training.lr if update.training else None, "batch_size": update.batch_size,
                  "method": self.config.attack, "threat": self.config.threat_model.describe(),
-                 "global_loss": self.global_losses.get(server_round - 1)}
+                 "global_loss": self.global_losses.get(server_round - 1),
+                 "t_true": truth.t.tolist()}  # the evaluator's: how hard the client's draw was (large t amplifies)
         if result is None:  # the attack produced no finite guess
             entry["status"] = "error"
         else:
