@@ -204,6 +204,7 @@ def test_a_sweep_fills_its_grid_cell_by_cell_and_a_cell_loads_into_the_main_view
     loaded = dict(zip(CELL_FIELDS, load_cell(grid, SimpleNamespace(index=[0, 2]))))
     assert loaded["method"] == "dlg" and loaded["iterations"] == "3" and loaded["client_t"] == "-1"
     assert loaded["secrets"] == "known" and loaded["prior"] == "attacked" and loaded["defence"] == "none"
+    assert (loaded["seed"], loaded["attack_seed"]) == ("0", "1000"), "the seeds the cell ran with, attacker's apart"
     with pytest.raises(ValueError, match="comma"):
         sweep.values("0,5 1", "noise sigma (clip 1)")
 
