@@ -57,6 +57,8 @@ def test_attack_on_a_fedavg_update_records_its_local_training(tmp_path):
     (["--image", str(PHOTO), "--prior", "random:small-32", "--size", "30"], "must be a positive multiple of 4"),
     (["--image", str(PHOTO), "--model", "no/such-model-offline"], "no network"),
     (["--image", str(PHOTO), "--model", "nonexistent_model"], "unknown model"),
+    (["--image", str(PHOTO), "--client-optimizer", "adam"], "--client-optimizer needs --local-steps"),
+    (["--image", str(PHOTO), "--local-steps", "2", "--client-optimizer", "rmsprop"], "invalid choice: 'rmsprop'"),
 ])
 def test_bad_input_gets_one_line_and_exit_2(args, message, tmp_path):
     base = ["attack", "--model", "random:tiny-32", "--iterations", "1", "--out", str(tmp_path / "x")]
