@@ -19,6 +19,7 @@ import torch
 from . import train_command
 from .bench import command as bench_command
 from .config import (
+    CLIENT_OPTIMIZERS,
     METHODS,
     THREAT_PRESETS,
     AttackConfig,
@@ -83,10 +84,12 @@ def add_attack_arguments(parser: argparse.ArgumentParser) -> None:
     hyper.add_argument("--seconds", type=float, help="time budget in wall seconds: stop there, with the "
                        "iteration counts only splitting the time between phases (default: none)")
     client = parser.add_argument_group("the client's update (default: one FedSGD gradient)")
-    client.add_argument("--local-steps", type=int, help="share a FedAvg weight delta after this many local SGD "
+    client.add_argument("--local-steps", type=int, help="share a FedAvg weight delta after this many local "
                         "steps on the batch instead (public: the attacker re-simulates them)")
-    client.add_argument("--client-lr", type=float, help=f"the client's SGD learning rate for --local-steps "
+    client.add_argument("--client-lr", type=float, help=f"the client's learning rate for --local-steps "
                         f"(default {LocalTraining.lr:g})")
+    client.add_argument("--client-optimizer", choices=CLIENT_OPTIMIZERS, help="the client's local optimiser for "
+                        "--local-steps: sgd (default) or adam (torch's defaults, fresh state each round)")
     defence = parser.add_argument_group("defence (overrides the preset's)")
     defence.add_argument("--clip", type=float, help="clip the update's L2 norm to this")
     defence.add_argument("--sigma", type=float, help="Gaussian noise multiplier (std = sigma * clip)")
@@ -114,11 +117,14 @@ def configs_from_args(args: argparse.Namespace) -> tuple[AttackConfig, ThreatMod
 def training_from_args(args: argparse.Namespace) -> LocalTraining | None:
     """The client's local training from the flags: None (FedSGD) unless --local-steps is given."""
     if args.local_steps is None:
-        if args.client_lr is not None:
-            raise UsageError("--client-lr needs --local-steps: a FedSGD client shares its gradient, with no step")
+        for flag, value in (("--client-lr", args.client_lr), ("--client-optimizer", args.client_optimizer)):
+            if value is not None:
+                raise UsageError(f"{flag} needs --local-steps: a FedSGD client shares its gradient, with no "
+                                 "step")
         return None
     lr = LocalTraining.lr if args.client_lr is None else args.client_lr
-    return LocalTraining(steps=args.local_steps, lr=lr)
+    optimizer = LocalTraining.optimizer if args.client_optimizer is None else args.client_optimizer
+    return LocalTraining(steps=args.local_steps, lr=lr, optimizer=optimizer)
 
 
 def attack_argv(config: AttackConfig, threat: ThreatModel, *, model: str, images: list[str], seed: int,
@@ -134,7 +140,8 @@ def attack_argv(config: AttackConfig, threat: ThreatModel, *, model: str, images
             *(["--out", out] if out else [])]
     argv += [a for step in t or [] for a in ("--t", str(step))]
     argv += ["--prior", threat.prior] if threat.prior != "attacked" else []
-    argv += ["--local-steps", str(training.steps), "--client-lr", str(training.lr)] if training else []
+    argv += ["--local-steps", str(training.steps), "--client-lr", str(training.lr),
+             "--client-optimizer", training.optimizer] if training else []
     for name in ("iterations", "lr", "latent_iterations", "latent_lr", "ddim_steps", "distance", "layer_weights",
                  "tv_weight", "optimizer", "lr_schedule", "restarts", "residual_share", "report_every", "seconds"):
         argv += ["--" + name.replace("_", "-"), str(getattr(config, name))]

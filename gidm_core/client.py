@@ -7,6 +7,7 @@ reveals them (the paper's setting); otherwise they stay in the `PrivateBatch`, w
 from __future__ import annotations
 
 from collections.abc import Callable
+import math
 from dataclasses import dataclass
 
 import torch
@@ -64,14 +65,17 @@ class SharedUpdate:
         return "fedsgd" if self.training is None else "fedavg"
 
 
+ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults, spelled out so both sides use the same
+
+
 def client_update(model: DiffusionModel, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor,
                   create_graph: bool = False, training: LocalTraining | None = None) -> tuple[torch.Tensor, ...]:
     """The update a client computes from (x0, eps, t): the gradient of its training loss w.r.t. every parameter
-    (FedSGD), or with `training` the weight delta after its local SGD steps (FedAvg).
+    (FedSGD), or with `training` the weight delta after its local SGD or Adam steps (FedAvg).
 
-    The one place that knows both kinds: the client shares what it returns, and every attack's matcher calls it on
-    its guesses. With `create_graph` the result stays differentiable w.r.t. x0 and eps, through every local step,
-    which is what gradient matching needs.
+    Every attack's matcher calls it on its guesses (the client itself runs `train_locally` with `local_optimizer`,
+    which gives the same delta up to float rounding: tested). With `create_graph` the result stays differentiable
+    w.r.t. x0 and eps, through every local step, which is what gradient matching needs.
     """
     params = dict(model.unet.named_parameters())
     if training is None:
@@ -81,12 +85,45 @@ def client_update(model: DiffusionModel, x0: torch.Tensor, eps: torch.Tensor, t:
     # same, but float32 theta_after - theta_before would bury lr * gradient entries (1e-7 and below on faces32 at
     # lr 1e-3) in the rounding of the weights (~6e-2).
     delta = [torch.zeros_like(p) for p in params.values()]
+    adam = _AdamSteps(delta) if training.optimizer == "adam" else None
     for _ in range(training.steps):
         weights = {name: p + d for (name, p), d in zip(params.items(), delta)}
         loss = diffusion_loss(model, x0, eps, t, weights)
         grads = torch.autograd.grad(loss, list(weights.values()), create_graph=create_graph)
-        delta = [d - training.lr * g for d, g in zip(delta, grads)]
+        steps = adam.step(grads, training.lr) if adam else [training.lr * g for g in grads]
+        delta = [d - s for d, s in zip(delta, steps)]
     return tuple(delta)
+
+
+class _AdamSteps:
+    """torch.optim.Adam's update (default hyperparameters, no weight decay, no amsgrad, fresh state) in plain
+    tensor ops, so it stays differentiable: the same operations in the same order as torch's single-tensor Adam,
+    m.lerp_(g, 1 - beta1), v * beta2 + (1 - beta2) g^2, then lr / (1 - beta1^k) * m / (sqrt(v) / sqrt(1 - beta2^k)
+    + eps). sqrt sees v clamped at the smallest normal float, which changes no value next to eps but keeps an entry
+    whose gradient is exactly 0 from sending 0 * inf = nan back through sqrt."""
+
+    def __init__(self, like: list[torch.Tensor]) -> None:
+        self.m = [torch.zeros_like(x) for x in like]
+        self.v = [torch.zeros_like(x) for x in like]
+        self.k = 0
+
+    def step(self, grads: tuple[torch.Tensor, ...], lr: float) -> list[torch.Tensor]:
+        """The amounts to subtract from the weights at this step."""
+        (beta1, beta2), self.k = ADAM_BETAS, self.k + 1
+        self.m = [torch.lerp(m, g, 1 - beta1) for m, g in zip(self.m, grads)]
+        self.v = [v * beta2 + (1 - beta2) * g * g for v, g in zip(self.v, grads)]
+        step_size = lr / (1 - beta1 ** self.k)
+        root = math.sqrt(1 - beta2 ** self.k)
+        return [step_size * (m / (v.clamp_min(torch.finfo(v.dtype).tiny).sqrt() / root + ADAM_EPS))
+                for m, v in zip(self.m, self.v)]
+
+
+def local_optimizer(training: LocalTraining) -> Callable[[list[torch.Tensor]], torch.optim.Optimizer]:
+    """The torch optimiser a client runs for `training` (`train_locally`'s `optimizer`), fresh each time it is
+    called: the steps `client_update` re-simulates."""
+    if training.optimizer == "adam":
+        return lambda params: torch.optim.Adam(params, lr=training.lr, betas=ADAM_BETAS, eps=ADAM_EPS)
+    return lambda params: torch.optim.SGD(params, lr=training.lr)
 
 
 Draw = Callable[[int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]  # local step -> (x0, eps, t)
@@ -105,13 +142,14 @@ class LocalRun:
 def train_locally(model: DiffusionModel, draw: Draw, steps: int,
                   optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer], grad_clip: float = 0.0,
                   optimizer_state: dict | None = None) -> LocalRun:
-    """A federated client's local training, the one loop both the FedAvg trainer (`federated.py`, Adam, a fresh
-    batch per step) and the Flower ClientApp (`federation/`, plain SGD on one private batch) run.
+    """A federated client's local training, the one loop the FedAvg trainer (`federated.py`, Adam, a fresh batch
+    per step), the Flower ClientApp (`federation/`) and the attacked client of `share` run (those two: SGD or
+    Adam, `local_optimizer`, on one private batch).
 
     The optimiser steps the delta, not the weights: the loss is taken at weights + delta, as `client_update` does,
     so the delta keeps its small entries exactly instead of losing them to the rounding of the weights. With
-    `torch.optim.SGD(lr)`, no clipping and `draw` returning one batch, this is `client_update(..., LocalTraining(
-    steps, lr))` up to float rounding (tested): the update the attacker re-simulates."""
+    `local_optimizer(training)`, no clipping and `draw` returning one batch, this is `client_update(...,
+    training)` up to float rounding (tested): the update the attacker re-simulates."""
     params = {name: p.detach() for name, p in model.unet.named_parameters()}
     delta = [torch.zeros_like(p, requires_grad=True) for p in params.values()]
     opt = optimizer(delta)
@@ -157,10 +195,14 @@ def _keep_top(g: torch.Tensor, keep: float) -> torch.Tensor:
 
 def share(model: DiffusionModel, batch: PrivateBatch, threat: ThreatModel, seed: int = 0,
           training: LocalTraining | None = None) -> SharedUpdate:
-    """Run the client's local training on its private batch (one gradient, or `training`'s SGD steps) and return
-    what leaves the device."""
+    """Run the client's local training on its private batch (one gradient, or `training`'s SGD or Adam steps in
+    `train_locally` with a real torch optimiser) and return what leaves the device."""
     device = model.device
-    grads = client_update(model, batch.x0.to(device), batch.eps.to(device), batch.t.to(device), training=training)
+    x0, eps, t = batch.x0.to(device), batch.eps.to(device), batch.t.to(device)
+    if training is None:
+        grads = client_update(model, x0, eps, t)
+    else:
+        grads = train_locally(model, lambda _: (x0, eps, t), training.steps, local_optimizer(training)).delta
     generator = stream(seed, "defence")  # the defence's own noise, independent of eps and of the attacker
     grads = apply_defence(tuple(g.cpu() for g in grads), threat.defence, generator)
     return SharedUpdate(

@@ -77,26 +77,41 @@ class DefenceConfig:
 
 
 MAX_LOCAL_STEPS = 32  # the attacker differentiates through every local step: its memory and time grow with E
+CLIENT_OPTIMIZERS = ("sgd", "adam")
 
 
 @dataclass(frozen=True)
 class LocalTraining:
-    """How a FedAvg client trains before it shares: `steps` plain SGD steps at learning rate `lr` on its one private
-    batch, with the same eps and t at every step (one noised batch revisited E times; a trainer that draws fresh
-    noise per step would hide E times more secrets). It travels on the update: FedAvg's threat models treat E and
-    lr as public, since the server sets them."""
+    """How a FedAvg client trains before it shares: `steps` steps of `optimizer` at learning rate `lr` on its one
+    private batch, with the same eps and t at every step (one noised batch revisited E times; a trainer that draws
+    fresh noise per step would hide E times more secrets). It travels on the update: FedAvg's threat models treat
+    E, lr and the optimiser as public, since the server sets them.
+
+    "sgd" is plain SGD. "adam" is torch.optim.Adam with its default betas (0.9, 0.999) and eps 1e-8, no weight
+    decay, no amsgrad, and a fresh state (m = v = 0, step 0) every round: a client that carried its moments across
+    rounds would send a delta that depends on every earlier round's private batches, a secret the server cannot
+    simulate, so the attacker's re-simulation would no longer be exact (and FedAvg deployments commonly reset local
+    optimiser state per round anyway)."""
 
     steps: int = 1
     lr: float = 1e-3
+    optimizer: str = "sgd"
 
     def __post_init__(self) -> None:
         _check(isinstance(self.steps, int) and 1 <= self.steps <= MAX_LOCAL_STEPS,
                f"local steps must be an integer in [1, {MAX_LOCAL_STEPS}], got {self.steps}", "steps")
         _finite(lr=("client learning rate", self.lr))
         _check(self.lr > 0, f"client learning rate must be > 0, got {self.lr}", "lr")
+        _choice("client optimizer", self.optimizer, CLIENT_OPTIMIZERS, "optimizer")
+
+    @property
+    def is_one_sgd_step(self) -> bool:
+        """The delta is exactly -lr times one gradient (what GIDM+'s residual stage's linear model needs)."""
+        return self.steps == 1 and self.optimizer == "sgd"
 
     def describe(self) -> str:
-        return f"FedAvg delta after {self.steps} SGD step{'s' if self.steps > 1 else ''} at lr {self.lr:g}"
+        name = {"sgd": "SGD", "adam": "Adam"}[self.optimizer]
+        return f"FedAvg delta after {self.steps} {name} step{'s' if self.steps > 1 else ''} at lr {self.lr:g}"
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,8 @@ def test_attack_on_a_fedavg_update_records_its_local_training(tmp_path):
     done = cli("attack", "--model", "random:tiny-32", "--image", str(PHOTO), "--method", "dlg", "--iterations", "2",
                "--t", "300", "--local-steps", "2", "--client-lr", "0.01", "--out", str(out))
     assert done.returncode == 0, done.stderr
-    assert json.loads((out / "metrics.json").read_text())["update"] == {"kind": "fedavg", "steps": 2, "lr": 0.01}
+    assert json.loads((out / "metrics.json").read_text())["update"] == {"kind": "fedavg", "steps": 2, "lr": 0.01,
+                                                                  "optimizer": "sgd"}
 
 
 @pytest.mark.parametrize("args, message", [
@@ -56,6 +57,8 @@ def test_attack_on_a_fedavg_update_records_its_local_training(tmp_path):
     (["--image", str(PHOTO), "--prior", "random:small-32", "--size", "30"], "must be a positive multiple of 4"),
     (["--image", str(PHOTO), "--model", "no/such-model-offline"], "no network"),
     (["--image", str(PHOTO), "--model", "nonexistent_model"], "unknown model"),
+    (["--image", str(PHOTO), "--client-optimizer", "adam"], "--client-optimizer needs --local-steps"),
+    (["--image", str(PHOTO), "--local-steps", "2", "--client-optimizer", "rmsprop"], "invalid choice: 'rmsprop'"),
 ])
 def test_bad_input_gets_one_line_and_exit_2(args, message, tmp_path):
     base = ["attack", "--model", "random:tiny-32", "--iterations", "1", "--out", str(tmp_path / "x")]
@@ -96,7 +99,7 @@ def test_attack_argv_reads_back_as_the_same_configs(threat):
                            layer_weights="normalized", tv_weight=0.5, optimizer="adam", lr_schedule="cosine",
                            restarts=2, report_every=3, seed=11)
     threat = ThreatModel(**{**threat, "defence": DefenceConfig(**threat["defence"])})
-    for training in (None, LocalTraining(steps=3, lr=0.0123)):
+    for training in (None, LocalTraining(steps=3, lr=0.0123), LocalTraining(2, 0.5, optimizer="adam")):
         argv = attack_argv(config, threat, model="random:tiny-32", images=["a.png", "face-05"], seed=9, size=32,
                            t=[400, 12], out="rerun", training=training)
         args = build_parser().parse_args(argv)

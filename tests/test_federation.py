@@ -13,6 +13,7 @@ import torch
 from gidm_core import client, federated
 from gidm_core.cli import main
 from gidm_core.client import client_update
+from gidm_core.config import ConfigError
 from gidm_core.federation.batches import client_seed, private_batch
 from gidm_core.federation.config import FederationConfig
 from gidm_core.models import load_model
@@ -61,9 +62,12 @@ def test_each_rounds_checkpoint_is_a_model_the_attack_loads(federation):
     assert model.image_size == 32 and model.num_train_timesteps == 1000 and not model.unet.training
 
 
-def test_the_clients_delta_is_the_update_the_attack_simulates():
-    """The ClientApp's delta (client.train_locally, SGD) equals client_update on the same batch, for E = 3."""
-    config = FederationConfig(model_config="tiny-32", clients=2, local_steps=3, client_lr=0.1)
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_the_clients_delta_is_the_update_the_attack_simulates(optimizer):
+    """The ClientApp's delta (client.train_locally, torch's SGD or Adam) equals client_update on the same batch, for
+    E = 3."""
+    config = FederationConfig(model_config="tiny-32", clients=2, local_steps=3, client_lr=0.1,
+                              client_optimizer=optimizer)
     state = initial_state(config)
     reply = client_app.local_round(config, 1, 2, state)
     model = build_model(config, state, "check")
@@ -105,12 +109,21 @@ def test_the_attackers_stream_is_independent_of_the_clients(attack_seed):
 
 
 @pytest.mark.parametrize("argv", [["--clients", "0"], ["--attack", "magic"], ["--model-config", "huge-32"],
-                                  ["--local-steps", "0"], ["--clients", "60", "--batch-size", "4"]])
+                                  ["--local-steps", "0"], ["--clients", "60", "--batch-size", "4"],
+                                  ["--client-optimizer", "rmsprop"]])
 def test_bad_input_is_one_line_exit_2(argv, tmp_path, capsys):
     assert main(["federate", "--out", str(tmp_path / "f"), *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
     assert not (tmp_path / "f").exists()
+
+
+@pytest.mark.parametrize("fields, field", [({"local_steps": 0}, "local_steps"), ({"client_lr": -1.0}, "client_lr"),
+                                           ({"client_optimizer": "rmsprop"}, "client_optimizer")])
+def test_bad_local_training_names_the_federations_own_field(fields, field):
+    with pytest.raises(ConfigError) as refused:
+        FederationConfig(**fields)
+    assert refused.value.field == field
 
 
 def test_without_flower_the_command_says_how_to_install_it(tmp_path, capsys, monkeypatch):

@@ -1,7 +1,8 @@
 """The Flower ClientApp: one client's round of FedAvg on its private batch.
 
 It receives the global weights and the federation's config, draws its private batch (`batches.private_batch`),
-runs the one client loop every federated client in this project runs (`client.train_locally`: plain SGD, E steps),
+runs the one client loop every federated client in this project runs (`client.train_locally`: E steps of plain SGD
+or of Adam with a fresh state, `client.local_optimizer`),
 applies the threat model's defence and replies with its weight delta. eps and t leave the client only under a
 threat model that says the client reveals them (the paper's setting); the images never do.
 """
@@ -13,7 +14,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from ..client import apply_defence, train_locally
+from ..client import apply_defence, local_optimizer, train_locally
 from ..seeds import stream
 from .batches import client_seed, client_shard, private_batch
 from .config import FederationConfig
@@ -30,7 +31,7 @@ def local_round(config: FederationConfig, client: int, server_round: int,
     model = build_model(config, state, f"client-{client}")
     batch = private_batch(config, client, server_round, model.num_train_timesteps)
     run = train_locally(model, lambda _: (batch.x0, batch.eps, batch.t), config.local_steps,
-                        lambda params: torch.optim.SGD(params, lr=config.client_lr))
+                        local_optimizer(config.training))  # a fresh optimiser: no state from earlier rounds
     threat = config.threat_model
     delta = apply_defence(run.delta, threat.defence, stream(client_seed(config, client, server_round), "defence"))
     names = [name for name, _ in model.unet.named_parameters()]

@@ -12,7 +12,7 @@ import os
 import time
 from pathlib import Path
 
-from ..config import METHODS, THREAT_PRESETS, ConfigError
+from ..config import CLIENT_OPTIMIZERS, METHODS, THREAT_PRESETS, ConfigError
 from ..datasets import load_dataset
 from ..errors import UsageError
 from ..outputs import check_out_folder
@@ -31,8 +31,10 @@ def add_federate_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--clients", type=int, default=defaults.clients, help="clients (Flower SuperNodes), one "
                         "shard of the face set each")
     parser.add_argument("--rounds", type=int, default=defaults.rounds, help="FedAvg rounds")
-    parser.add_argument("--local-steps", type=int, default=defaults.local_steps, help="local SGD steps E per round")
-    parser.add_argument("--client-lr", type=float, default=defaults.client_lr, help="the clients' SGD learning rate")
+    parser.add_argument("--local-steps", type=int, default=defaults.local_steps, help="local steps E per round")
+    parser.add_argument("--client-lr", type=float, default=defaults.client_lr, help="the clients' learning rate")
+    parser.add_argument("--client-optimizer", default=defaults.client_optimizer, choices=CLIENT_OPTIMIZERS,
+                        help="the clients' local optimiser: sgd, or adam (torch defaults, fresh state each round)")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="images per client per round")
     parser.add_argument("--attack", default=defaults.attack, help=f"attack method: {', '.join(METHODS)}")
     parser.add_argument("--threat", default=defaults.threat, help=f"threat preset: {', '.join(THREAT_PRESETS)}")
@@ -54,7 +56,7 @@ def _config(args: argparse.Namespace) -> FederationConfig:
     try:
         config = FederationConfig(
             model_config=args.model_config, clients=args.clients, rounds=args.rounds, local_steps=args.local_steps,
-            client_lr=args.client_lr, batch_size=args.batch_size, attack=args.attack, threat=args.threat,
+            client_lr=args.client_lr, client_optimizer=args.client_optimizer, batch_size=args.batch_size, attack=args.attack, threat=args.threat,
             iterations=args.iterations, seconds=args.seconds, seed=args.seed, attack_seed=args.attack_seed)
         config.check_data(len(load_dataset(config.dataset)))
     except ConfigError as err:

@@ -16,6 +16,8 @@ from ..datasets import DATASETS
 from ..federated import ARCHITECTURES, TrainConfig
 from ..seeds import MAX_SEED
 
+# LocalTraining's field names -> ours, so a refusal names the field a user set
+_TRAINING_FIELDS = {"steps": "local_steps", "lr": "client_lr", "optimizer": "client_optimizer"}
 _MODEL_CONFIG = re.compile(r"^(?P<arch>[a-z0-9]+)-(?P<size>\d+)$")
 
 
@@ -23,10 +25,11 @@ _MODEL_CONFIG = re.compile(r"^(?P<arch>[a-z0-9]+)-(?P<size>\d+)$")
 class FederationConfig:
     """A FedAvg federation whose server attacks every update it receives.
 
-    Each round every client trains the broadcast UNet for `local_steps` plain SGD steps at `client_lr` on one private
-    batch of `batch_size` images from its shard (eps and t drawn once, from its own stream): exactly the update
-    `client.client_update` with `LocalTraining(local_steps, client_lr)` computes, so the attacker's re-simulation is
-    exact. The server sets E and lr, so the attack knows them; it knows eps and t only under a `threat` that says so.
+    Each round every client trains the broadcast UNet for `local_steps` steps of `client_optimizer` (plain SGD, or
+    Adam with a fresh state each round: `LocalTraining`) at `client_lr` on one private batch of `batch_size` images
+    from its shard (eps and t drawn once, from its own stream): exactly the update `client.client_update` with
+    `LocalTraining(local_steps, client_lr, client_optimizer)` computes, so the attacker's re-simulation is exact.
+    The server sets E, lr and the optimiser, so the attack knows them; it knows eps and t only under a `threat` that says so.
     `iterations` 0 keeps the attack method's default budget; `seconds` > 0 gives each attack a time budget instead
     (the iterations then only split it between the method's phases).
     """
@@ -37,6 +40,7 @@ class FederationConfig:
     rounds: int = 3
     local_steps: int = 1
     client_lr: float = 1e-3
+    client_optimizer: str = "sgd"
     batch_size: int = 1
     attack: str = "dlg"
     threat: str = "paper"
@@ -68,7 +72,11 @@ class FederationConfig:
         for ok, message, field in checks:
             if not ok:
                 raise ConfigError(message, field)
-        _ = self.training, self.attack_config  # built once here, so a bad step count, lr or budget fails now
+        try:
+            _ = self.training  # built once here, so a bad step count, lr or optimiser fails now
+        except ConfigError as err:
+            raise ConfigError(str(err), _TRAINING_FIELDS.get(err.field, err.field)) from None
+        _ = self.attack_config  # and a bad budget
         try:
             self.train_config
         except ValueError as err:
@@ -85,7 +93,7 @@ class FederationConfig:
     @property
     def training(self) -> LocalTraining:
         """The clients' local training, as the attacker's simulation of it needs it."""
-        return LocalTraining(steps=self.local_steps, lr=self.client_lr)
+        return LocalTraining(steps=self.local_steps, lr=self.client_lr, optimizer=self.client_optimizer)
 
     @property
     def attack_config(self) -> AttackConfig:
@@ -101,7 +109,7 @@ class FederationConfig:
         """The same federation as the FedAvg trainer's config: its UNet initialisation, shards and record."""
         return TrainConfig(dataset=self.dataset, size=self.size, arch=self.arch, clients=self.clients,
                            rounds=self.rounds, local_steps=self.local_steps, batch_size=self.batch_size,
-                           lr=self.client_lr, optimizer="sgd", grad_clip=0.0, augment=False, seed=self.seed)
+                           lr=self.client_lr, optimizer=self.client_optimizer, grad_clip=0.0, augment=False, seed=self.seed)
 
     def check_data(self, count: int) -> None:
         """Refuse a split that leaves a client fewer images than one batch (batches are drawn without repeats)."""

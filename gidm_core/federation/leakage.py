@@ -47,7 +47,9 @@ class LeakageRecorder:
         truth = private_batch(self.config, client, server_round, self.num_train_timesteps)
         entry = {"round": server_round, "client": client, "update_kind": update.kind,
                  "local_steps": update.training.steps if update.training else None,
-                 "client_lr": update.training.lr if update.training else None, "batch_size": update.batch_size,
+                 "client_lr": update.training.lr if update.training else None,
+                 "client_optimizer": update.training.optimizer if update.training else None,
+                 "batch_size": update.batch_size,
                  "method": self.config.attack, "threat": self.config.threat_model.describe(),
                  "global_loss": self.global_losses.get(server_round - 1),
                  "t_true": truth.t.tolist()}  # the evaluator's: how hard the client's draw was (large t amplifies)
