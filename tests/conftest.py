@@ -30,6 +30,16 @@ def small_model():
     return random_model("small", 32)
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test, as the benchmark runs its cells: CPU-second budgets hold only then
+    (`bench.machine.budget_clock`), and two threads on a busy 2-core CPU cost ~50x on tiny cells."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def serve_app():
     """(url, demo): the Gradio app launched in-process on a free local port; the caller closes the demo."""
     from app import create_app, launch_kwargs

@@ -178,10 +178,8 @@ def test_a_session_deletes_its_files_when_it_ends(tmp_path):
     assert not folder.exists()
 
 
-def test_a_sweep_fills_its_grid_cell_by_cell_and_a_cell_loads_into_the_main_view():
+def test_a_sweep_fills_its_grid_cell_by_cell_and_a_cell_loads_into_the_main_view(one_thread):
     from types import SimpleNamespace
-
-    import torch
 
     from gidm_core.bench import Cell
 
@@ -191,12 +189,7 @@ def test_a_sweep_fills_its_grid_cell_by_cell_and_a_cell_loads_into_the_main_view
 
     grid = sweep.Grid(Cell(method="dlg", model="random:tiny-32", images=(_gallery()[0],), iterations=3, t=None),
                       "iterations (total)", ("2", "3"), sweep.NONE, ("",))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the benchmark runs its cells; two threads on a busy 2-core CPU cost ~50x here
-    try:
-        frames = list(sweep.run(grid, lambda: False))
-    finally:
-        torch.set_num_threads(threads)
+    frames = list(sweep.run(grid, lambda: False))
     assert frames[0][0][0][1] is None and frames[0][0][0][0] is not None, "the first cell shows before the second"
     table = frames[-1][0]
     assert all(c is not None and c["psnr"] > 0 for c in table[0])

@@ -227,17 +227,6 @@ def test_sampler_image_update_is_the_clients_update(tiny_model):
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
 
 
-@pytest.fixture
-def one_thread():
-    """CPU-second budgets hold with one torch thread (the benchmark's default; see cells.budget_clock)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_a_time_budget_stops_a_cell_within_one_step_of_it(one_thread):
     cell = bench.Cell(method="gidm", model="random:tiny-32", images=("skimage:coffee",), iterations=1000,
                       ddim_steps=1, seconds=1.0, report_every=1, device="cpu")

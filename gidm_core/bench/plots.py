@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ def mean_curve(cell: dict) -> list[tuple[float, float]]:
     return [(s, sum(at(c, s) for c in runs) / len(runs)) for s in grid]
 
 
-def _by(rows: list[dict], x: Any) -> Series:
+def _by(rows: list[dict], x: Callable[[dict], float]) -> Series:
     """Mean PSNR per method against `x(row)`, over the given rows."""
     series: Series = {}
     for row in rows:
