@@ -12,8 +12,8 @@ from diffusers import DDPMPipeline, UNet2DModel
 
 from gidm_core import client, diffusion, federated
 from gidm_core.cli import main
-from gidm_core.datasets import HELD_OUT_FACES, Augmenter, held_out_faces, load_dataset, pixel_hash
-from gidm_core.federated import FedAvgTrainer, TrainConfig, shards
+from gidm_core.faces import HELD_OUT_FACES, Augmenter, held_out_faces, load_dataset, pixel_hash
+from gidm_core.training.trainer import FedAvgTrainer, TrainConfig, shards
 from gidm_core.models import load_model
 
 TINY = dict(arch="tiny", size=16, clients=3, local_steps=4, batch_size=8, lr=3e-3, rounds=8, checkpoint_every=4)

@@ -17,7 +17,7 @@ from PIL import Image
 
 from gidm_core import data, models
 from gidm_core.cli import main
-from gidm_core.data import load_image
+from gidm_core.images import load_image
 
 ROOT = Path(__file__).resolve().parent.parent
 PHOTO = str(ROOT / "tests" / "data" / "lpips" / "ex_ref.png")

@@ -13,10 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..config import METHOD_LABELS
+from ..methods import METHOD_LABELS, SPECS
 
-COLOURS = {"dlg": (31, 119, 180), "ig": (255, 127, 14), "gidm-latent": (148, 103, 189), "gidm": (44, 160, 44),
-           "gidm-plus": (214, 39, 40)}
+COLOURS = {spec.name: spec.colour for spec in SPECS}
 Series = dict[str, list[tuple[float, float]]]
 CURVE_POINTS = 40  # time grid of a mean curve
 
