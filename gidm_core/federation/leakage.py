@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from ..attacks import Result
-from ..bench.plots import line_plot
+from ..plots import line_plot
 from ..client import SharedUpdate
 from ..methods import METHOD_LABELS
 from ..images import grid
