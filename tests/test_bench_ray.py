@@ -21,6 +21,8 @@ from gidm_core.bench.grid import Row
 from gidm_core.bench.runners import error_path, run_serial
 from gidm_core.cli import main
 
+pytestmark = pytest.mark.ray
+
 ROWS = bench.build_suite("tiny")[0][:1]
 TIMING = {"seconds", "iterations_per_second", "step_seconds", "phase_step_seconds", "seconds_to_25db",
           "seconds_to_30db"}

@@ -36,6 +36,8 @@ def federation(tmp_path_factory):
     return main(argv), out
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_the_curious_server_reconstructs_a_clients_image(federation):
     code, out = federation
     records = json.loads((out / "leakage.json").read_text())["records"]
@@ -43,6 +45,8 @@ def test_the_curious_server_reconstructs_a_clients_image(federation):
     assert max(r["psnr"] for r in records) >= 30, [round(r["psnr"], 1) for r in records]
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_leakage_has_one_scored_record_per_round_and_client(federation):
     _, out = federation
     summary = json.loads((out / "leakage.json").read_text())
@@ -56,6 +60,8 @@ def test_leakage_has_one_scored_record_per_round_and_client(federation):
     assert (out / "leakage_vs_round.png").is_file() and (out / "reconstructions_by_round.png").is_file()
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_each_rounds_checkpoint_is_a_model_the_attack_loads(federation):
     _, out = federation
     model = load_model(str(out / "round-0002"), allow_local=True)
