@@ -38,9 +38,9 @@ def _check(condition: bool, message: str, field: str | None = None) -> None:
 def _finite(**values: tuple[str, float]) -> None:
     """inf and nan pass every `>` check (or fail it with a confusing message), so they are refused first.
     Each keyword is a field, its value (what the message calls it, the value)."""
-    for field, (label, value) in values.items():
+    for name, (label, value) in values.items():
         _check(isinstance(value, (int, float)) and math.isfinite(value),
-               f"{label} must be a finite number, got {value}", field)
+               f"{label} must be a finite number, got {value}", name)
 
 
 def _choice(name: str, value: str, options: tuple[str, ...], field: str | None = None) -> None:

@@ -10,7 +10,8 @@ import sys
 import pytest
 import torch
 
-from gidm_core import client, federated
+from gidm_core import client
+from gidm_core.training import trainer
 from gidm_core.cli import main
 from gidm_core.client import client_update
 from gidm_core.config import ConfigError
@@ -93,7 +94,7 @@ def test_private_eps_and_t_stay_on_the_client():
 
 
 def test_trainer_and_flower_clients_run_one_loop():
-    assert federated.train_locally is client.train_locally is client_app.train_locally
+    assert trainer.train_locally is client.train_locally is client_app.train_locally
 
 
 def test_batches_are_the_clients_own_and_repeatable():
