@@ -137,3 +137,16 @@ def test_without_flower_the_command_says_how_to_install_it(tmp_path, capsys, mon
     monkeypatch.setitem(sys.modules, "flwr.simulation", None)  # import fails as if flwr were missing
     assert main(["federate", "--out", str(tmp_path / "f")]) == 2
     assert "pip install -r requirements-scale.txt" in capsys.readouterr().err
+
+
+def test_the_deployments_run_config_lists_every_federation_field_with_its_default():
+    """`flwr run` refuses a --run-config key that deploy/flower/pyproject.toml does not list: a FederationConfig field
+    missing there could never be set on a deployment, and a stale one would be refused by the ServerApp."""
+    import tomllib
+    from dataclasses import asdict
+    from pathlib import Path
+
+    deploy = Path(__file__).resolve().parent.parent / "deploy" / "flower" / "pyproject.toml"
+    listed = tomllib.loads(deploy.read_text())["tool"]["flwr"]["app"]["config"]
+    assert listed.pop("out")  # the ServerApp's output folder, the one key that is not the federation's
+    assert listed == asdict(FederationConfig())
