@@ -79,6 +79,8 @@ def add_attack_arguments(parser: argparse.ArgumentParser) -> None:
     hyper.add_argument("--optimizer", help="lbfgs (default; needs no learning rate), adam or sgd")
     hyper.add_argument("--lr-schedule", help="constant or cosine")
     hyper.add_argument("--restarts", type=int, help="GIDM: best of this many start latents")
+    hyper.add_argument("--starts", type=int, help="run this many starts, dropping the worse half by matching loss "
+                       "at checkpoints (successive halving); --seconds covers them all")
     hyper.add_argument("--residual-share", type=float, help="GIDM+: fraction of its iterations for the residual "
                        "stage (default 0.3)")
     hyper.add_argument("--report-every", type=int, help="iterations between events")
@@ -109,8 +111,8 @@ def configs_from_args(args: argparse.Namespace) -> tuple[AttackConfig, ThreatMod
         args.method, pixel_iterations=args.pixel_iterations, lr=args.lr, latent_iterations=args.latent_iterations,
         latent_lr=args.latent_lr, ddim_steps=args.ddim_steps, distance=args.distance,
         layer_weights=args.layer_weights, tv_weight=args.tv_weight, optimizer=args.optimizer,
-        lr_schedule=args.lr_schedule, restarts=args.restarts, residual_share=args.residual_share,
-        report_every=args.report_every, seconds=args.seconds,
+        lr_schedule=args.lr_schedule, restarts=args.restarts, starts=args.starts,
+        residual_share=args.residual_share, report_every=args.report_every, seconds=args.seconds,
         attack_seed=args.client_seed if args.attack_seed is None else args.attack_seed)
     return config, threat
 
@@ -145,7 +147,8 @@ def attack_argv(config: AttackConfig, threat: ThreatModel, *, model: str, images
     argv += ["--local-steps", str(training.steps), "--client-lr", str(training.lr),
              "--client-optimizer", training.optimizer] if training else []
     for name in ("pixel_iterations", "lr", "latent_iterations", "latent_lr", "ddim_steps", "distance", "layer_weights",
-                 "tv_weight", "optimizer", "lr_schedule", "restarts", "residual_share", "report_every", "seconds"):
+                 "tv_weight", "optimizer", "lr_schedule", "restarts", "starts", "residual_share", "report_every",
+                 "seconds"):
         argv += ["--" + name.replace("_", "-"), str(getattr(config, name))]
     defence = threat.defence
     argv += ["--clip", str(defence.clip), "--sigma", str(defence.sigma)] if defence.clip or defence.sigma else []

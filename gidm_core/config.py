@@ -19,6 +19,7 @@ LAYER_WEIGHTS = ("uniform", "normalized")
 OPTIMIZERS = ("lbfgs", "adam", "sgd")
 LR_SCHEDULES = ("constant", "cosine")
 CLOCKS = ("wall", "cpu")
+MAX_STARTS = 64  # each start holds its own optimiser state (L-BFGS: 200 pairs of its variables' size)
 
 
 class ConfigError(UserError):
@@ -157,7 +158,9 @@ class AttackConfig:
     one iteration. Defaults were chosen by measurement on the bundled faces32 (README, Results): in 150 evaluations
     GIDM reaches 50.7 dB with L-BFGS and per-layer normalised L2 matching, 16.2 dB with Adam.
     `attack_seed` is the attacker's own: it seeds the attacker's stream (`seeds.stream`), never the client's.
-    `restarts`: GIDM starts from the best of this many latents (by matching loss).
+    `restarts`: GIDM starts from the best of this many latents (by matching loss, one sampler pass each).
+    `starts`: run this many starts of the whole attack and drop the worse half by matching loss at checkpoints
+    (successive halving, `attacks/starts.py`); a time budget covers all of them.
 
     `seconds` > 0 is a time budget: the run stops at the first evaluation past it, and the iteration counts only
     split the time between phases (a phase gets the share of the remaining time that its iterations are of the
@@ -178,6 +181,7 @@ class AttackConfig:
     optimizer: str = "lbfgs"
     lr_schedule: str = "cosine"
     restarts: int = 1
+    starts: int = 1
     residual_share: float = 0.3
     report_every: int = 10
     attack_seed: int = 0
@@ -203,6 +207,8 @@ class AttackConfig:
         _check(self.ddim_steps >= 1, f"DDIM steps K must be >= 1, got {self.ddim_steps}", "ddim_steps")
         _check(self.tv_weight >= 0, f"TV weight must be >= 0, got {self.tv_weight}", "tv_weight")
         _check(self.restarts >= 1, f"restarts must be >= 1, got {self.restarts}", "restarts")
+        _check(isinstance(self.starts, int) and 1 <= self.starts <= MAX_STARTS,
+               f"starts must be an integer in [1, {MAX_STARTS}], got {self.starts}", "starts")
         _check(0 <= self.residual_share < 1, f"residual share must be in [0, 1), got {self.residual_share}",
                "residual_share")
         _check(self.report_every >= 1, f"report_every must be >= 1, got {self.report_every}", "report_every")

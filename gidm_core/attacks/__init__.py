@@ -11,6 +11,7 @@ from .base import AttackContext, AttackFn, Event, Result, Run
 from .gidm import gidm_attack
 from .gidm_plus import gidm_plus_attack
 from .pixel import pixel_attack
+from .starts import with_starts
 
 ATTACKS: dict[str, AttackFn] = {  # the code of each method in `methods.REGISTRY`, in its order (tested)
     "dlg": pixel_attack,
@@ -24,7 +25,7 @@ ATTACKS: dict[str, AttackFn] = {  # the code of each method in `methods.REGISTRY
 def start_attack(model: DiffusionModel, update: SharedUpdate, threat: ThreatModel, config: AttackConfig,
                  prior: DiffusionModel | None = None, stop: threading.Event | None = None) -> Run:
     """A `Run` of `config.method` against `update`; iterate it for events, then read `run.result`."""
-    return Run(ATTACKS[config.method], AttackContext(model, update, threat, config, prior, stop))
+    return Run(with_starts(ATTACKS[config.method]), AttackContext(model, update, threat, config, prior, stop))
 
 
 __all__ = ["ATTACKS", "Event", "Result", "Run", "start_attack"]

@@ -18,6 +18,7 @@ from ..models import DiffusionModel, ModelLoadError
 from .base import AttackContext, Event, Guess
 from .pixel import image_objective, matcher_for, pixel_phase
 from .secrets import noise_variable, resolve_timesteps
+from .starts import batched_matching
 
 
 def latent_phase(ctx: AttackContext, matcher: GradientMatcher, eps: torch.Tensor, extra: list[torch.Tensor],
@@ -43,15 +44,12 @@ def check_prior(prior: DiffusionModel, channels: int, size: int) -> None:
 
 def _best_start(ctx: AttackContext, sampler: DDIMSampler, matcher: GradientMatcher, eps: torch.Tensor,
                 t: torch.Tensor) -> torch.Tensor:
-    candidates = [ctx.randn() for _ in range(ctx.config.restarts)]
+    candidates = torch.stack([ctx.randn() for _ in range(ctx.config.restarts)])
     if len(candidates) == 1:
         return candidates[0]
-    losses = []
-    for z in candidates:
-        with torch.no_grad():
-            image = sampler(z)
-        losses.append(float(matcher(image, eps.detach(), t, create_graph=False)))
-    return candidates[min(range(len(losses)), key=losses.__getitem__)]
+    with torch.no_grad():  # one sampler pass and one vectorised scoring for all candidates
+        images = sampler(candidates.flatten(0, 1)).view_as(candidates)
+    return candidates[int(batched_matching(matcher, images, eps.detach(), t).argmin())]
 
 
 def gidm_attack(ctx: AttackContext) -> Generator[Event, None, None]:
