@@ -87,24 +87,23 @@ class _Start:
 
 def _successive_halving(ctx: AttackContext, attack: AttackFn) -> Generator[Event, None, None]:
     cfg = ctx.config
-    n = cfg.starts
-    own = replace(cfg, starts=1, seconds=cfg.seconds / cost_factor(n))
-    starts = []
-    for k in range(n):
+    # Each start reports every evaluation, so that it can be paused at a checkpoint to the evaluation (L-BFGS: to
+    # the line search); the run forwards the user's `report_every`.
+    own = replace(cfg, starts=1, seconds=cfg.seconds / cost_factor(cfg.starts), report_every=1)
+    halving = _Halving(ctx)
+    for k in range(cfg.starts):
         sub = AttackContext(ctx.model, ctx.update, ctx.threat,
                             replace(own, attack_seed=cfg.attack_seed if k == 0 else derive(cfg.attack_seed, k)),
                             ctx.prior, ctx.stop)
-        starts.append(_Start(k, sub, iter(attack(sub)), sub.started))
-    seen_phases: set[str] = set()
-    alive = list(starts)
-    for checkpoint in (*halving_plan(n), 1.0):
+        halving.starts.append(_Start(k, sub, iter(attack(sub)), sub.started))
+    alive = list(halving.starts)
+    for checkpoint in (*halving_plan(cfg.starts), 1.0):
         for start in alive:
-            yield from _advance(ctx, start, checkpoint, starts, seen_phases)
-        running = [s for s in alive if not s.failure]
+            yield from halving.advance(start, checkpoint)
+        running = sorted((s for s in alive if not s.failure), key=lambda s: s.best)
         if not running:
             raise Diverged(alive[0].failure)
-        running.sort(key=lambda s: s.best)
-        alive = running[:max(1, (len(running) + 1) // 2)] if checkpoint < 1 else running[:1]
+        alive = running[:(len(running) + 1) // 2] if checkpoint < 1 else running[:1]
     winner = alive[0]
     ctx.snapshots = dict(winner.ctx.snapshots)
     ctx.phase_starts = {phase: winner.global_rows[i] for phase, i in winner.ctx.phase_starts.items()
@@ -119,38 +118,74 @@ def _progress(start: _Start) -> float:
     return sub.iteration / sub.total_iterations
 
 
-def _advance(ctx: AttackContext, start: _Start, until: float, starts: list[_Start],
-             seen_phases: set[str]) -> Iterator[Event]:
-    """Run `start` until it has spent `until` of its plan (or ends), forwarding its events as the run's."""
-    sub = start.ctx
-    while not start.done and _progress(start) < until:
-        sub.paused += sub.now() - start.suspended
-        try:
-            event = next(start.events)
-        except StopIteration:
-            start.done = True
-            continue
-        except Diverged as err:  # a start that hits NaN/inf is dropped; the others go on
-            start.done, start.failure = True, str(err)
-            continue
-        finally:
-            start.suspended = sub.now()
-            _merge(ctx, start, starts)
-        yield _as_run_event(ctx, start, event, starts, seen_phases)
+class _Halving:
+    """The run's side of the starts: merges their evaluations into its count, history and best guess, and turns
+    their events into its own."""
 
+    def __init__(self, ctx: AttackContext) -> None:
+        self.ctx = ctx
+        self.starts: list[_Start] = []
+        self.seen_phases: set[str] = set()
+        self.reported = -ctx.config.report_every  # the run's iteration at its last progress event
 
-def _merge(ctx: AttackContext, start: _Start, starts: list[_Start]) -> None:
-    """Bring the start's new evaluations into the run's count, history and best guess."""
-    new = start.ctx.history[start.rows:]
-    for row in new:
-        start.global_rows.append(len(ctx.history))
-        ctx.history.append({**row, "iteration": len(ctx.history), "start": start.index})
-    start.rows += len(new)
-    ctx.iteration = sum(s.ctx.iteration for s in starts)
-    if start.ctx.best is not None:
-        ctx.consider(*start.ctx.best)
-    if start.ctx.t_estimate is not None:
-        ctx.t_estimate = start.ctx.t_estimate
+    def advance(self, start: _Start, until: float) -> Iterator[Event]:
+        """Run `start` until it has spent `until` of its plan (or ends), forwarding its events as the run's."""
+        sub = start.ctx
+        sub.paused += sub.now() - start.suspended  # the other starts' and the consumer's time is not this start's
+        while not start.done and _progress(start) < until:
+            try:
+                event = next(start.events)
+            except StopIteration:
+                start.done = True
+            except Diverged as err:  # a start that hits NaN/inf is dropped; the others go on
+                start.done, start.failure = True, str(err)
+            else:
+                self._merge(start)
+                forwarded = self._as_run_event(start, event)
+                if forwarded is not None:
+                    suspended = sub.now()
+                    yield forwarded
+                    sub.paused += sub.now() - suspended
+            finally:
+                self._merge(start)
+        start.suspended = sub.now()
+
+    def _merge(self, start: _Start) -> None:
+        """Bring the start's new evaluations into the run's count, history and best guess."""
+        ctx = self.ctx
+        new = start.ctx.history[start.rows:]
+        for row in new:
+            start.global_rows.append(len(ctx.history))
+            ctx.history.append({**row, "iteration": len(ctx.history), "start": start.index})
+        start.rows += len(new)
+        ctx.iteration = sum(s.ctx.iteration for s in self.starts)
+        if start.ctx.best is not None:
+            ctx.consider(*start.ctx.best)
+        if start.ctx.t_estimate is not None:
+            ctx.t_estimate = start.ctx.t_estimate
+
+    def _as_run_event(self, start: _Start, event: Event) -> Event | None:
+        """A start's event as the run's (its count and clock, the leading guess, the standing in the message), or
+        None for a progress event sooner than the run's `report_every`."""
+        ctx = self.ctx
+        kind = event.kind
+        if kind == "phase":
+            if event.phase in self.seen_phases:
+                kind = "progress"
+            self.seen_phases.add(event.phase)
+        if kind == "progress" and ctx.iteration - self.reported < ctx.config.report_every:
+            return None
+        if kind == "progress":
+            self.reported = ctx.iteration
+        message = standing(self.starts, start)
+        if event.message and kind != "progress":
+            message = f"{event.message} ({message})"
+        best = ctx.best[1] if ctx.best is not None else None
+        image = event.reconstruction if best is None else best.image.detach().float().cpu().clamp(-1, 1)
+        eps = event.eps_estimate if best is None or best.eps is None else best.eps.detach().float().cpu()
+        return replace(event, kind=kind, iteration=ctx.iteration, total_iterations=ctx.total_iterations,
+                       reconstruction=image, eps_estimate=eps, t_estimate=ctx.t_estimate, elapsed=ctx.clock(),
+                       message=message)
 
 
 def standing(starts: list[_Start], running: _Start) -> str:
@@ -163,25 +198,6 @@ def standing(starts: list[_Start], running: _Start) -> str:
     if len(ranked) > 1:
         line += f"; start {ranked[1].index + 1}: {ranked[1].best:.3g} ({ranked[1].best / max(lead.best, 1e-30):.3g}x)"
     return line + f"; start {running.index + 1} running"
-
-
-def _as_run_event(ctx: AttackContext, start: _Start, event: Event, starts: list[_Start],
-                  seen_phases: set[str]) -> Event:
-    """A start's event as the run's: its count and clock, the leading guess, and the standing in the message."""
-    kind = event.kind
-    if kind == "phase":
-        if event.phase in seen_phases:
-            kind = "progress"
-        seen_phases.add(event.phase)
-    message = standing(starts, start)
-    if event.message and kind != "progress":
-        message = f"{event.message} ({message})"
-    best = ctx.best[1] if ctx.best is not None else None
-    image = event.reconstruction if best is None else best.image.detach().float().cpu().clamp(-1, 1)
-    eps = event.eps_estimate if best is None or best.eps is None else best.eps.detach().float().cpu()
-    return replace(event, kind=kind, iteration=ctx.iteration, total_iterations=ctx.total_iterations,
-                   reconstruction=image, eps_estimate=eps, t_estimate=ctx.t_estimate, elapsed=ctx.clock(),
-                   message=message)
 
 
 def batched_matching(matcher: GradientMatcher, images: torch.Tensor, eps: torch.Tensor,

@@ -1,0 +1,87 @@
+"""Many starts for the price of few (attacks/starts.py): one vectorised scoring equals N separate ones, successive
+halving keeps the start with the lowest matching loss and costs what its plan says, and on the trained faces32 four
+starts find a face that one start misses."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gidm_core.attacks.base import AttackContext, Guess, Objective, Run
+from gidm_core.attacks.starts import batched_matching, cost_factor, halving_plan, with_starts
+from gidm_core.config import ConfigError, DefenceConfig, attack_config, threat_preset
+from gidm_core.images import load_image
+from gidm_core.matching import GradientMatcher
+from gidm_core.metrics import psnr
+from gidm_core.models import bundled_specs, load_model
+from gidm_core.protocol import play
+from gidm_core.seeds import derive
+
+
+@pytest.mark.parametrize("distance,weights,defence", [
+    ("l2", "normalized", None), ("cosine", "uniform", None), ("l2", "uniform", DefenceConfig(clip=1.0, keep=0.5))])
+def test_batched_matching_equals_separate_evaluations(tiny_model, photo32, distance, weights, defence):
+    played = play(tiny_model, photo32, threat_preset("private-eps-t"), attack_config("dlg"), client_seed=2, t=[70])
+    matcher = GradientMatcher(tiny_model, played.update, distance, weights, defence)
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn((4, *photo32.shape), generator=g).clamp(-1, 1)
+    images[2] = photo32  # one candidate is the truth itself: its loss is the smallest
+    eps = torch.randn((4, *photo32.shape), generator=g)
+    eps[2] = played.batch.eps
+    t = played.batch.t
+    separate = torch.stack([matcher(x, e, t, create_graph=False).detach() for x, e in zip(images, eps)])
+    together = batched_matching(matcher, images, eps, t)
+    assert torch.allclose(together, separate, rtol=1e-4, atol=1e-7)
+    shared_eps = batched_matching(matcher, images, eps[0], t)  # one eps for every candidate broadcasts
+    assert torch.allclose(shared_eps[0], separate[0], rtol=1e-4, atol=1e-7)
+
+
+def test_halving_plan_and_cost():
+    assert halving_plan(1) == () and cost_factor(1) == 1.0
+    assert halving_plan(4) == (0.1, 0.2) and cost_factor(4) == pytest.approx(1.4)
+    assert cost_factor(8) == pytest.approx(2.2)
+    with pytest.raises(ConfigError, match="starts"):
+        attack_config("gidm-plus", starts=0)
+
+
+PLANTED = 2  # the start whose basin is deepest
+
+
+def _planted_attack(ctx: AttackContext):
+    """A toy attack: descend (x - 1)^2 + floor from a seeded start, with floor 0 for the planted start only. The
+    planted start's seed is derived exactly as starts.py derives it, so nothing but its loss singles it out."""
+    floor = 0.0 if ctx.config.attack_seed == derive(7, PLANTED) else 1.0
+    x = ctx.randn((1,)).mul(3).requires_grad_(True)
+
+    def objective() -> Objective:
+        loss = (x - 1).pow(2).sum() + floor
+        return Objective(loss, loss, {}, Guess(torch.zeros(ctx.shape) + x.detach()))
+
+    yield from ctx.optimise("pixel", [x], objective, ctx.config.pixel_iterations, 0.05)
+
+
+def test_successive_halving_keeps_the_planted_best_start(tiny_model, photo32):
+    played = play(tiny_model, photo32, threat_preset("paper"), attack_config("dlg"), client_seed=0)
+    config = attack_config("dlg", starts=4, pixel_iterations=100, attack_seed=7, optimizer="adam", report_every=5)
+    run = Run(with_starts(_planted_attack), AttackContext(tiny_model, played.update, threat_preset("paper"), config))
+    events = list(run)
+    result = run.result
+    assert result.status == "done"
+    assert result.matching_loss < 0.5  # the planted start's floor is 0, every other start's is 1
+    assert result.matching_loss == min(row["matching"] for row in result.history)
+    per_start = {k: sum(row["start"] == k for row in result.history) for k in range(4)}
+    assert per_start[PLANTED] == 100  # it ran its whole plan ...
+    assert sorted(per_start.values())[:2] == [10, 10]  # ... two starts were dropped at 10 % ...
+    assert sorted(per_start.values())[2] == 20  # ... and one at 20 %: 140 evaluations in all, 1.4 runs
+    assert result.iterations == len(result.history) == round(cost_factor(4) * 100)
+    assert [row["iteration"] for row in result.history] == list(range(result.iterations))
+    assert f"start {PLANTED + 1} of 4 leads" in events[-2].message
+
+
+def test_a_time_budget_covers_all_starts(tiny_model, photo32):
+    config = attack_config("dlg", starts=4, pixel_iterations=1000, seconds=2.0, clock="cpu", report_every=1)
+    played = play(tiny_model, photo32, threat_preset("private-eps-t"), config, client_seed=0)
+    result = played.run.run_to_end()
+    assert result.status == "done"
+    assert 2.0 <= result.seconds < 2.0 + 1.0  # a start overshoots by at most one L-BFGS step
+    assert len({row["start"] for row in result.history}) == 4
