@@ -7,6 +7,11 @@ run is saved as it finishes, so several processes may share one output folder (e
 rebuilds results.json and results.md there.
 
     PYTHONPATH=. .venv/bin/python scripts/gidm_plus_study.py --t 10 100 400 800 --seeds 0 1
+
+At equal CPU time with several starts (docs/starts.md), e.g. the 16-run table at t = 100:
+
+    .venv/bin/python scripts/gidm_plus_study.py --t 100 --seeds 0 1 --seconds 120 --starts 4 \
+        --images face-05 face-17 face-29 face-41 face-53 face-65 face-77 face-89
 """
 
 from __future__ import annotations
@@ -19,27 +24,33 @@ from pathlib import Path
 import torch
 
 from gidm_core.config import attack_config, threat_preset
-from gidm_core.images import load_image
+from gidm_core.images import load_named_images
 from gidm_core.models import load_model
 from gidm_core.protocol import play
 
 
-def run_one(model_spec: str, t: int, seed: int, total: int, image: str) -> dict:
+def run_one(model_spec: str, t: int, seed: int, total: int | None, image: str, seconds: float = 0.0,
+            starts: int | None = None, attack_seed: int | None = None) -> dict:
+    """One attack; `seconds` > 0 is a CPU-time budget (then `total` only splits it between phases)."""
     model = load_model(model_spec)
-    x0 = load_image(image, model.image_size, model.channels)
+    x0 = load_named_images([image], model.image_size, model.channels)
     threat = threat_preset("private-eps-t")
-    config = attack_config("gidm-plus", pixel_iterations=total, attack_seed=seed, report_every=50)
+    config = attack_config("gidm-plus", pixel_iterations=total, attack_seed=seed if attack_seed is None
+                           else attack_seed, report_every=50, seconds=seconds, clock="cpu", starts=starts)
     played = play(model, x0, threat, config, client_seed=seed, t=[t])
     result = played.run.run_to_end()
     abar = float(model.scheduler.alphas_cumprod[t])
-    record = dict(model=model_spec, image=image, t=t, seed=seed, budget=total, sqrt_abar=abar ** 0.5,
-                  amplification=((1 - abar) / abar) ** 0.5, status=result.status if result else "error")
+    record = dict(model=model_spec, image=image, t=t, seed=seed, attack_seed=config.attack_seed,
+                  budget=config.pixel_iterations, seconds_budget=seconds, starts=config.starts,
+                  sqrt_abar=abar ** 0.5, amplification=((1 - abar) / abar) ** 0.5,
+                  status=result.status if result else "error")
     if result is not None:
         scores = played.evaluator.score_result(result)
         record.update(psnr=scores["psnr"], eps_rel_error=scores["eps_error"], seconds=result.seconds,
                       seconds_per_step=result.seconds / max(1, result.iterations),
                       t_estimate=list(result.t_estimate or ()), t_exact=list(result.t_estimate or ()) == [t],
-                      matching_loss=result.matching_loss, iterations=result.iterations)
+                      matching_loss=result.matching_loss, iterations=result.iterations,
+                      winning_start=min(result.history, key=lambda row: row["matching"]).get("start", 0))
     return record
 
 
@@ -63,11 +74,19 @@ def summarise(runs: list[dict]) -> str:
         lines.append(f"| {t} | {rows[0]['sqrt_abar']:.3f} | {rows[0]['amplification']:.1f} | {cell('psnr', '.1f')} "
                      f"| {cell('eps_rel_error', '.3f')} | {exact}/{len(rows)} | {cell('matching_loss', '.1e')} "
                      f"| {cell('seconds_per_step', '.2f')} | {len(rows)} |")
-    budget = sorted({r["budget"] for r in runs})
+    lines += ["", "| image | t | client seed | starts | CPU-s budget | PSNR dB | eps rel. error | matching loss "
+              "| winning start | evaluations |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    done = sorted((r for r in runs if "psnr" in r), key=lambda r: (r["t"], r.get("starts", 1), r["image"], r["seed"]))
+    for r in done:
+        lines.append(f"| {r['image']} | {r['t']} | {r['seed']} | {r.get('starts', 1)} "
+                     f"| {r.get('seconds_budget', 0):g} | {r['psnr']:.1f} | {r['eps_rel_error']:.3f} "
+                     f"| {r['matching_loss']:.2e} "
+                     f"| {r.get('winning_start', 0) + 1} | {r['iterations']} |")
+    passes = {t: [r["psnr"] >= 30 for r in runs if r["t"] == t and "psnr" in r] for t in sorted({r["t"] for r in runs})}
+    lines += ["", *(f"t = {t}: {sum(p)} of {len(p)} runs >= 30 dB" for t, p in passes.items() if p)]
     models = sorted({r["model"] for r in runs})
     images = sorted({r["image"] for r in runs})
-    return (f"GIDM+ on {', '.join(images)}, private eps and t, model {', '.join(models)}, "
-            f"{'/'.join(map(str, budget))} steps in all.\n\n" + "\n".join(lines) + "\n")
+    return f"GIDM+ on {', '.join(images)}, private eps and t, model {', '.join(models)}.\n\n" + "\n".join(lines) + "\n"
 
 
 def main() -> None:
@@ -77,17 +96,21 @@ def main() -> None:
                         help="bundled victim names or image paths")
     parser.add_argument("--t", type=int, nargs="+", default=[10, 50, 100, 250, 500, 750, 950])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--budget", type=int, default=attack_config("gidm-plus").pixel_iterations,
-                        help="total GIDM+ iterations (both stages; default: GIDM+'s own)")
+    parser.add_argument("--budget", type=int, default=None,
+                        help="GIDM+ pixel iterations (joint and residual stages; default: GIDM+'s own)")
+    parser.add_argument("--seconds", type=float, default=0.0, help="CPU-second budget per attack (0: none)")
+    parser.add_argument("--starts", type=int, default=None, help="starts per attack (default: GIDM+'s own)")
+    parser.add_argument("--attack-seed", type=int, default=None, help="the attacker's seed (default: the client's)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("outputs/gidm_plus_study"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     (args.out / "runs").mkdir(parents=True, exist_ok=True)
     for t, seed, image in itertools.product(args.t, args.seeds, args.images):
-        record = run_one(args.model, t, seed, args.budget, image)
+        record = run_one(args.model, t, seed, args.budget, image, args.seconds, args.starts, args.attack_seed)
         stem = "_".join(x.replace(":", "_").replace("/", "_") for x in (args.model, Path(image).stem))
-        name = f"{stem}_b{args.budget}_t{t}_s{seed}.json"
+        name = (f"{stem}_b{record['budget']}_c{args.seconds:g}_n{record['starts']}_t{t}_s{seed}"
+                f"_a{record['attack_seed']}.json")
         (args.out / "runs" / name).write_text(json.dumps(record, indent=1))
         print(json.dumps(record), flush=True)
         runs = [json.loads(p.read_text()) for p in sorted((args.out / "runs").glob("*.json"))]

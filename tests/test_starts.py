@@ -38,8 +38,8 @@ def test_batched_matching_equals_separate_evaluations(tiny_model, photo32, dista
 
 def test_halving_plan_and_cost():
     assert halving_plan(1) == () and cost_factor(1) == 1.0
-    assert halving_plan(4) == (0.1, 0.2) and cost_factor(4) == pytest.approx(1.4)
-    assert cost_factor(8) == pytest.approx(2.2)
+    assert halving_plan(4) == (0.15, 0.3) and cost_factor(4) == pytest.approx(1.6)
+    assert halving_plan(8) == (0.15, 0.3, 0.6) and cost_factor(8) == pytest.approx(2.8)
     with pytest.raises(ConfigError, match="starts"):
         attack_config("gidm-plus", starts=0)
 
@@ -71,8 +71,8 @@ def test_successive_halving_keeps_the_planted_best_start(tiny_model, photo32):
     assert result.matching_loss == min(row["matching"] for row in result.history)
     per_start = {k: sum(row["start"] == k for row in result.history) for k in range(4)}
     assert per_start[PLANTED] == 100  # it ran its whole plan ...
-    assert sorted(per_start.values())[:2] == [10, 10]  # ... two starts were dropped at 10 % ...
-    assert sorted(per_start.values())[2] == 20  # ... and one at 20 %: 140 evaluations in all, 1.4 runs
+    assert sorted(per_start.values())[:2] == [15, 15]  # ... two starts were dropped at 15 % ...
+    assert sorted(per_start.values())[2] == 30  # ... and one at 30 %: 160 evaluations in all, 1.6 runs
     assert result.iterations == len(result.history) == round(cost_factor(4) * 100)
     assert [row["iteration"] for row in result.history] == list(range(result.iterations))
     assert f"start {PLANTED + 1} of 4 leads" in events[-2].message

@@ -4,8 +4,8 @@ Whether an attack finds the image often depends on where it starts (GIDM+ on fac
 14.8 / 47.6 / 26.3 dB at 60 CPU-s), and the matching loss alone tells a start that found the basin from one that
 did not. So `AttackConfig.starts` = N runs N starts of the same attack, each from its own seeded draws, and drops
 the worse half (by best matching loss so far) at checkpoints: all N run the first `FIRST_CHECKPOINT` of a start's
-plan, half of them the next stretch, and so on, until one start finishes the plan. With the checkpoints at 10 %,
-20 %, 40 % ... of the plan, 4 starts cost 1.4 runs and 8 starts 2.2.
+plan, half of them the next stretch, and so on, until one start finishes the plan. With the checkpoints at 15 %,
+30 %, 60 % ... of the plan, 4 starts cost 1.6 runs and 8 starts 2.8.
 
 Each start is a full run of the method on its own `AttackContext` (its own phases, optimiser state and clock), so
 nothing in the attacks changes. Under a time budget each start's plan gets `seconds / cost_factor(N)` of its own
@@ -38,7 +38,7 @@ from ..matching import GradientMatcher
 from ..seeds import derive
 from .base import AttackContext, AttackFn, Diverged, Event
 
-FIRST_CHECKPOINT = 0.1  # fraction of a start's plan before the first halving; later checkpoints double it
+FIRST_CHECKPOINT = 0.15  # fraction of a start's plan before the first halving; later checkpoints double it
 
 
 def halving_plan(starts: int) -> tuple[float, ...]:
@@ -51,7 +51,7 @@ def halving_plan(starts: int) -> tuple[float, ...]:
 
 
 def cost_factor(starts: int) -> float:
-    """Evaluations of an N-start run per evaluation of one start's plan (1 for one start, 1.4 for four)."""
+    """Evaluations of an N-start run per evaluation of one start's plan (1 for one start, 1.6 for four)."""
     cost, alive, done = 0.0, starts, 0.0
     for at in halving_plan(starts):
         cost += alive * (at - done)
