@@ -61,7 +61,8 @@ def live_frame(event: Event, truth: torch.Tensor, original_img: Image.Image, tra
     parts = [f"**Iteration {it}/{total}**", f"phase **{event.phase}**",
              f"{rate:.1f} it/s" if rate > 0 else "", f"ETA {eta:.0f} s" if math.isfinite(eta) else "",
              f"**{verdict(m['psnr'])}**, PSNR {m['psnr']:.1f} dB" if "psnr" in m else "",
-             f"SSIM {m['ssim']:.3f}" if "ssim" in m else ""]
+             f"SSIM {m['ssim']:.3f}" if "ssim" in m else "",
+             event.message if event.message.startswith("start ") else ""]  # several starts: which one leads
     return Frame(" · ".join(p for p in parts if p) + notes, original_img, show(recon), difference(recon, truth),
                  figures.loss_figure(curve, phase_starts, total_iterations),
                  figures.metrics_figure(trace), figures.t_figure(trace, t_true, knows_t))

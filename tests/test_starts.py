@@ -7,12 +7,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+from gidm_core.attacks import ATTACKS
 from gidm_core.attacks.base import AttackContext, Guess, Objective, Run
-from gidm_core.attacks.starts import batched_matching, cost_factor, halving_plan, with_starts
+from gidm_core.attacks.starts import (batched_matching, cost_factor, halving_plan, planned_evaluations,
+                                      with_starts)
 from gidm_core.config import ConfigError, DefenceConfig, attack_config, threat_preset
 from gidm_core.images import load_image
 from gidm_core.matching import GradientMatcher
-from gidm_core.metrics import psnr
+from gidm_core.methods import REGISTRY
 from gidm_core.models import bundled_specs, load_model
 from gidm_core.protocol import play
 from gidm_core.seeds import derive
@@ -73,7 +75,7 @@ def test_successive_halving_keeps_the_planted_best_start(tiny_model, photo32):
     assert per_start[PLANTED] == 100  # it ran its whole plan ...
     assert sorted(per_start.values())[:2] == [15, 15]  # ... two starts were dropped at 15 % ...
     assert sorted(per_start.values())[2] == 30  # ... and one at 30 %: 160 evaluations in all, 1.6 runs
-    assert result.iterations == len(result.history) == round(cost_factor(4) * 100)
+    assert result.iterations == len(result.history) == planned_evaluations(4, 100) == 160
     assert [row["iteration"] for row in result.history] == list(range(result.iterations))
     assert f"start {PLANTED + 1} of 4 leads" in events[-2].message
 
@@ -85,3 +87,55 @@ def test_a_time_budget_covers_all_starts(tiny_model, photo32):
     assert result.status == "done"
     assert 2.0 <= result.seconds < 2.0 + 1.0  # a start overshoots by at most one L-BFGS step
     assert len({row["start"] for row in result.history}) == 4
+
+
+def _small(method: str, **overrides):
+    budget = dict(latent_iterations=10) if method == "gidm-latent" else dict(pixel_iterations=10)
+    if method in ("gidm", "gidm-plus"):
+        budget = dict(latent_iterations=5, pixel_iterations=5)
+    return attack_config(method, ddim_steps=1, report_every=1, **budget, **overrides)
+
+
+@pytest.mark.parametrize("method", list(ATTACKS))
+def test_every_method_keeps_the_attack_contract_with_several_starts(tiny_model, photo32, method, monkeypatch):
+    drawn: dict[int, list[torch.Tensor]] = {0: [], 12345: []}
+    original = AttackContext.randn
+    for client_seed, draws in drawn.items():
+        def recording(self, shape=None, draws=draws):
+            value = original(self, shape)
+            draws.append(value.clone())  # the attack then optimises the drawn tensor in place
+            return value
+
+        monkeypatch.setattr(AttackContext, "randn", recording)
+        config = _small(method, starts=3, optimizer="adam")
+        played = play(tiny_model, photo32, threat_preset("private-eps-t"), config, client_seed=client_seed)
+        events = list(played.run)
+        result = played.run.result
+        assert result.status == "done"
+        assert result.iterations == len(result.history) == planned_evaluations(3, config.total_iterations)
+        assert [row["iteration"] for row in result.history] == list(range(result.iterations))
+        assert [e.iteration for e in events] == sorted(e.iteration for e in events)
+        assert result.matching_loss == min(row["matching"] for row in result.history)
+        winner = min(result.history, key=lambda row: row["matching"])["start"]
+        phases = list(dict.fromkeys(row["phase"] for row in result.history if row["start"] == winner))
+        assert tuple(phases) == REGISTRY[method].phases
+    # The starts' draws come from the attacker's stream alone: the client's seed changes none of them.
+    assert len(drawn[0]) == len(drawn[12345]) >= 3
+    assert all(torch.equal(a, b) for a, b in zip(drawn[0], drawn[12345]))
+
+
+def test_stop_ends_a_multi_start_run_within_one_evaluation(tiny_model, photo32, monkeypatch):
+    calls, holder = {"n": 0}, {}
+    original = GradientMatcher.distance_to
+
+    def counting(self, grads):
+        calls["n"] += 1
+        if calls["n"] == 7:  # inside the second start
+            holder["run"].stop()
+        return original(self, grads)
+
+    monkeypatch.setattr(GradientMatcher, "distance_to", counting)
+    played = play(tiny_model, photo32, threat_preset("private-eps-t"), _small("gidm-plus", starts=4), client_seed=3)
+    holder["run"] = played.run
+    events = list(played.run)
+    assert events[-1].kind == "stopped" and played.run.result.iterations == 7

@@ -59,6 +59,17 @@ def cost_factor(starts: int) -> float:
     return cost + alive * (1 - done)
 
 
+def planned_evaluations(starts: int, per_start: int) -> int:
+    """Evaluations of an N-start run whose starts plan `per_start` each (a start pauses at the first evaluation
+    that reaches its checkpoint, so checkpoints round up)."""
+    total, alive, done = 0, starts, 0
+    for at in halving_plan(starts):
+        reached = min(math.ceil(at * per_start - 1e-9), per_start)
+        total += alive * (reached - done)
+        alive, done = (alive + 1) // 2, reached
+    return total + alive * (per_start - done)
+
+
 def with_starts(attack: AttackFn) -> AttackFn:
     """`attack`, run as `config.starts` starts under successive halving (as it is, for one start)."""
     def run(ctx: AttackContext) -> Generator[Event, None, None]:
@@ -90,6 +101,7 @@ def _successive_halving(ctx: AttackContext, attack: AttackFn) -> Generator[Event
     # Each start reports every evaluation, so that it can be paused at a checkpoint to the evaluation (L-BFGS: to
     # the line search); the run forwards the user's `report_every`.
     own = replace(cfg, starts=1, seconds=cfg.seconds / cost_factor(cfg.starts), report_every=1)
+    ctx.total_iterations = planned_evaluations(cfg.starts, own.total_iterations)  # the plan of all starts
     halving = _Halving(ctx)
     for k in range(cfg.starts):
         sub = AttackContext(ctx.model, ctx.update, ctx.threat,
