@@ -9,13 +9,10 @@ import torch
 
 from gidm_core.attacks import ATTACKS
 from gidm_core.attacks.base import AttackContext, Guess, Objective, Run
-from gidm_core.attacks.starts import (batched_matching, cost_factor, halving_plan, planned_evaluations,
-                                      with_starts)
+from gidm_core.attacks.starts import batched_matching, cost_factor, halving_plan, planned_evaluations, with_starts
 from gidm_core.config import ConfigError, DefenceConfig, attack_config, threat_preset
-from gidm_core.images import load_image
 from gidm_core.matching import GradientMatcher
 from gidm_core.methods import REGISTRY
-from gidm_core.models import bundled_specs, load_model
 from gidm_core.protocol import play
 from gidm_core.seeds import derive
 
