@@ -201,6 +201,7 @@ def run_attack(args: argparse.Namespace) -> int:
     try:
         for event in played.events():
             last = event
+            progress.total = None if config.seconds else event.total_iterations  # several starts plan more
             progress.update(event.iteration - progress.n)
             if event.metrics:
                 progress.set_postfix(phase=event.phase, loss=f"{event.losses.get('matching', 0):.3g}",

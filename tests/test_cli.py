@@ -97,7 +97,7 @@ def test_attack_argv_reads_back_as_the_same_configs(threat):
 
     config = attack_config("ig", pixel_iterations=7, lr=3e-05, latent_iterations=3, latent_lr=0.125, ddim_steps=4,
                            layer_weights="normalized", tv_weight=0.5, optimizer="adam", lr_schedule="cosine",
-                           restarts=2, report_every=3, attack_seed=11)
+                           restarts=2, starts=3, report_every=3, attack_seed=11)
     threat = ThreatModel(**{**threat, "defence": DefenceConfig(**threat["defence"])})
     for training in (None, LocalTraining(steps=3, lr=0.0123), LocalTraining(2, 0.5, optimizer="adam")):
         argv = attack_argv(config, threat, model="random:tiny-32", images=["a.png", "face-05"], client_seed=9, size=32,
