@@ -82,3 +82,32 @@ def test_every_command_refuses_in_one_line_and_writes_nothing(argv, message, tmp
     assert "weights_only" not in err and "Traceback" not in err
     assert sorted(tmp_path.rglob("*")) == before, "a refused command left something behind"
     assert seconds < 10, f"took {seconds:.1f} s to refuse"
+
+
+def _tiny_dlg(plateau: int, iterations: int):
+    from skimage import data as skdata
+
+    from gidm_core.config import ThreatModel, attack_config
+    from gidm_core.data import load_image
+    from gidm_core.models import random_model
+    from gidm_core.protocol import play
+
+    config = attack_config("dlg", iterations=iterations, plateau=plateau)
+    image = load_image(skdata.astronaut(), 16)
+    return play(random_model("tiny", 16), image, ThreatModel(), config, client_seed=1).run.run_to_end()
+
+
+def test_a_converged_run_stops_early_and_says_so(one_thread):
+    result = _tiny_dlg(plateau=5, iterations=400)
+    assert result.status == "done" and result.iterations < 120, (result.iterations, result.message)
+    assert result.message.startswith(f"converged at iteration {result.iterations}")
+
+
+def test_plateau_off_runs_the_whole_budget(one_thread):
+    result = _tiny_dlg(plateau=0, iterations=120)  # past where the plateau rule stops the same run (86)
+    assert result.status == "done" and result.iterations == 120 and result.message == "finished"
+
+
+def test_cli_refuses_a_negative_plateau(capsys):
+    assert main(["attack", "--image", "face-05", "--plateau", "-1"]) == 2
+    assert "plateau window must be >= 0" in capsys.readouterr().err
