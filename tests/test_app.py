@@ -27,7 +27,7 @@ from app.session import Session  # noqa: E402
 from app.victims import gallery_items  # noqa: E402
 
 TINY = dict(model="random:tiny-32", uploads=None, webcam=None, iterations=30, latent_iterations=2, ddim_steps=1,
-            report_every=3, batch_size=1, source="Gallery")
+            report_every=3, batch_size=1, source="Gallery", plateau=0)
 STATUS, ORIGINAL, RECON, DIFF, LOSS, METRICS, TPLOT, FILM, TABLE, PICK_A, PICK_B, EXPORT = range(12)
 
 

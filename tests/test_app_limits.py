@@ -22,7 +22,7 @@ from tests.conftest import serve_app  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = dict(model="random:tiny-32", uploads=None, webcam=None, iterations=20, latent_iterations=2, ddim_steps=1,
-            report_every=3, batch_size=1, source="Gallery", method="gidm")
+            report_every=3, batch_size=1, source="Gallery", method="gidm", plateau=0)
 STATUS = 0
 
 # (kind, overrides, the control the message must name). Each is a different way to get an input wrong.
