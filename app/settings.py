@@ -154,6 +154,9 @@ LIMITS = {
 }
 # The core's config fields that the UI calls by another name.
 CONFIG_CONTROLS = {"seed": "attack_seed"}
+CHOICES = {"method": METHODS, "distance": ("l2", "cosine"), "lr_schedule": ("constant", "cosine"),
+           "optimizer": OPTIMIZERS, "layer_weights": LAYER_WEIGHTS, "defence": DEFENCES, "secrets": tuple(SECRETS),
+           "resolution": RESOLUTIONS, "source": SOURCES}
 INTEGER_FIELDS = {"iterations", "latent_iterations", "ddim_steps", "seed", "attack_seed", "report_every",
                   "batch_size", "client_t", "plateau"}
 
@@ -187,28 +190,40 @@ def number(text: Any) -> float:
         raise ValueError(f"not a number: {raw!r}") from None
 
 
+def bounded_error(raw: Any, low: float, high: float, integer: bool) -> str | None:
+    """What is wrong with `raw` as a number in [low, high] (whole if `integer`), or None: '2.5' is refused where a
+    whole number is meant, never rounded."""
+    try:
+        value = number(raw)
+    except ValueError as err:
+        return str(err)
+    if not math.isfinite(value):
+        return "must be a finite number"
+    if integer and value != int(value):
+        return f"must be a whole number, got {raw}"
+    if not low <= value <= high:
+        return f"must be between {low:g} and {high:g}, got {raw}"
+    return None
+
+
+def number_error(name: str, raw: Any) -> str | None:
+    """What is wrong with `raw` as the value of the number control `name` (None if nothing): the one rule every
+    place that takes this value applies (the main view, the sweep's axes)."""
+    low, high = LIMITS[name]
+    error = bounded_error(raw, low, high, name in INTEGER_FIELDS)
+    if error is None and name == "keep" and number(raw) >= 1:
+        return "top-k keeps everything at 1.0: choose a fraction below 1"
+    return error
+
+
 def field_errors(values: dict[str, Any]) -> dict[str, str]:
     """Problems per control (empty if none), in the order of the tabs, for the controls that apply."""
     shown = applies(values)
     errors: dict[str, str] = {}
-    for name, (low, high) in LIMITS.items():
-        if not shown.get(name, True):
-            continue
-        try:
-            value = number(values.get(name))
-        except ValueError as err:
-            errors[name] = str(err)
-            continue
-        if not math.isfinite(value):
-            errors[name] = "must be a finite number"
-        elif name in INTEGER_FIELDS and value != int(value):
-            errors[name] = f"must be a whole number, got {values[name]}"
-        elif not low <= value <= high:
-            errors[name] = f"must be between {low:g} and {high:g}, got {values[name]}"
-    choices = {"method": METHODS, "distance": ("l2", "cosine"), "lr_schedule": ("constant", "cosine"),
-               "optimizer": OPTIMIZERS, "layer_weights": LAYER_WEIGHTS, "defence": DEFENCES, "secrets": SECRETS,
-               "resolution": RESOLUTIONS, "source": SOURCES}
-    for name, allowed in choices.items():
+    for name in LIMITS:
+        if shown.get(name, True) and (error := number_error(name, values.get(name))) is not None:
+            errors[name] = error
+    for name, allowed in CHOICES.items():
         if values.get(name) not in allowed:
             errors[name] = f"choose one of {', '.join(allowed)}"
     for name in ("model", "prior"):
@@ -219,8 +234,6 @@ def field_errors(values: dict[str, Any]) -> dict[str, str]:
             check_spec(spec, max_size=APP_MAX_SIZE)
         except UserError as err:
             errors[name] = str(err)
-    if "keep" not in errors and shown["keep"] and number(values["keep"]) >= 1:
-        errors["keep"] = "top-k keeps everything at 1.0: choose a fraction below 1"
     if values.get("source") == "Upload" and not values.get("uploads"):
         errors["uploads"] = "upload at least one image (or pick the gallery)"
     elif values.get("source") == "Webcam" and values.get("webcam") is None:
