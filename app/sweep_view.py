@@ -4,6 +4,7 @@ view's controls (the wiring then runs it)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import gradio as gr
@@ -17,6 +18,7 @@ from .session import Session
 from .settings import CELL_FIELDS, DEFENCES, RESOLUTIONS, SETTING_FIELDS, Refusal, as_typed, bounded_error, number, \
     parse
 from .victims import gallery_items
+from .zerogpu import fit_sweep_cell
 
 
 def run_sweep(session: Session, x_axis: str, x_text: str, y_axis: str, y_text: str, cell_iterations: str,
@@ -43,8 +45,10 @@ def run_sweep(session: Session, x_axis: str, x_text: str, y_axis: str, y_text: s
             raise ValueError("victim: a sweep attacks bundled gallery images, pick them on the Victim tab")
         model = get_model(settings.model, device_name())
         size = model.image_size if settings.resolution == RESOLUTIONS[0] else int(settings.resolution)
-        grid = sweep.Grid(sweep.base_cell(settings, images, size, int(number(cell_iterations))), x_axis, tuple(xs),
-                          y_axis, tuple(ys))
+        base = sweep.base_cell(settings, images, size, int(number(cell_iterations)))
+        seconds, note = fit_sweep_cell(settings, len(xs) * len(ys), max(
+            [int(number(x)) for x in xs] if x_axis == "iterations (total)" else [base.iterations]))
+        grid = sweep.Grid(replace(base, seconds=seconds), x_axis, tuple(xs), y_axis, tuple(ys))
         grid.check(model)
     except (Refusal, ValueError, ModelLoadError) as err:
         yield gr.skip(), gr.skip(), f"**Sweep refused**: {err}", gr.skip()
@@ -56,7 +60,7 @@ def run_sweep(session: Session, x_axis: str, x_text: str, y_axis: str, y_text: s
     headers = [y_axis if y_axis != sweep.NONE else ""] + [f"{x_axis} = {x}" for x in xs]
     try:
         for table, text in sweep.run(grid, stop):
-            yield (sweep.heatmap(grid, table), gr.Dataframe(sweep.rows(grid, table), headers=headers), text,
+            yield (sweep.heatmap(grid, table), gr.Dataframe(sweep.rows(grid, table), headers=headers), text + note,
                    grid)
     finally:
         session.release(stop)

@@ -4,12 +4,12 @@ and wires each event to its handler (handlers.py, sweep_view.py). No work is don
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
 
 from . import handlers, sweep_view
+from .zerogpu import gpu, run_duration, sweep_duration
 from .controls import settings_column
 from .model_cache import default_model
 from .panels import compare_section, sweep_section, view_column
@@ -49,7 +49,7 @@ def _wire(demo: gr.Blocks, session: gr.State, c: dict[str, Any], w: dict[str, An
                                         "t_plot", "filmstrip", "table", "pick_a", "pick_b", "export_file", "tabs")]
     compare_io = ([session, w["pick_a"], w["pick_b"]], [w["view_a"], w["view_b"], w["compare_md"]])
     # The validator runs at submission, before the queue holds the run (API calls too): Stop can then cancel it.
-    w["run_btn"].click(_gpu(handlers.run), [session, *inputs], run_outputs, api_name="run", show_progress="minimal",
+    w["run_btn"].click(gpu(handlers.run, run_duration), [session, *inputs], run_outputs, api_name="run", show_progress="minimal",
                        validator=handlers.submit, **attacks).then(handlers.compare, *compare_io, **private).then(
         None, js=SHOW_REFUSED_TAB)
     # Stop bypasses the queue: it must work when every waiting place is taken (it only sets a flag).
@@ -74,22 +74,13 @@ def _wire(demo: gr.Blocks, session: gr.State, c: dict[str, Any], w: dict[str, An
     w["export_a"].click(handlers.export_pick, [session, w["pick_a"]], [w["export_file"]], **private)
 
     sweep_inputs = [w[name] for name in ("x_axis", "x_values", "y_axis", "y_values", "cell_iterations")]
-    w["sweep_btn"].click(_gpu(sweep_view.run_sweep), [session, *sweep_inputs, *inputs],
+    w["sweep_btn"].click(gpu(sweep_view.run_sweep, sweep_duration), [session, *sweep_inputs, *inputs],
                          [w["sweep_plot"], w["sweep_table"], w["sweep_status"], w["grid_state"]], api_name="sweep",
                          api_visibility="undocumented", validator=handlers.submit, **attacks)
     w["sweep_table"].select(sweep_view.load_cell, [w["grid_state"]], [c[name] for name in CELL_FIELDS] + [w["status"]],
-                            **private).then(_gpu(handlers.run), [session, *inputs], run_outputs, **private,
+                            **private).then(gpu(handlers.run, run_duration), [session, *inputs], run_outputs, **private,
                                             validator=handlers.submit, concurrency_id="attack")
     demo.load(handlers.refresh_choices, None, [c["model"], c["prior"]], **private)
-
-
-def _gpu(fn: Callable) -> Callable:
-    """On Hugging Face Spaces with ZeroGPU, run on the GPU; everywhere else the function is unchanged."""
-    try:
-        import spaces  # noqa: PLC0415
-    except ImportError:
-        return fn
-    return spaces.GPU(duration=300)(fn)
 
 
 def launch_kwargs() -> dict[str, Any]:
