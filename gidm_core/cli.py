@@ -81,7 +81,7 @@ def add_attack_arguments(parser: argparse.ArgumentParser) -> None:
     hyper.add_argument("--residual-share", type=float, help="GIDM+: fraction of its iterations for the residual "
                        "stage (default 0.3)")
     hyper.add_argument("--report-every", type=int, help="iterations between events")
-    hyper.add_argument("--plateau", type=int, help="end a phase once its matching loss has stopped improving for "
+    hyper.add_argument("--plateau", type=int, help="end the run once its matching loss has stopped improving for "
                        "this many evaluations (0: off, the default: the whole budget runs)")
     hyper.add_argument("--seconds", type=float, help="time budget in wall seconds: stop there, with the "
                        "iteration counts only splitting the time between phases (default: none)")

@@ -165,9 +165,9 @@ class AttackConfig:
     waits; the consumer's time between events is left out) or "cpu" (the process's CPU time, which a busy shared
     machine does not inflate; the benchmark's choice with one torch thread).
 
-    `plateau` > 0 ends a phase whose best matching loss has improved by less than a small fraction of the run's
-    first matching loss over that many evaluations (`attacks.base.PLATEAU_TOLERANCE`); when the last phase ends so,
-    the run is "done" and its message says it converged. 0 (the default) runs the whole budget.
+    `plateau` > 0 ends a run whose best matching loss has improved by less than a small fraction of its first
+    matching loss over that many evaluations (`attacks.plateau`): the run is "done" and its message says it
+    converged. 0 (the default) runs the whole budget.
     """
 
     method: str = "gidm"

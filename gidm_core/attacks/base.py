@@ -20,6 +20,7 @@ from ..client import SharedUpdate
 from ..config import AttackConfig, ThreatModel
 from ..models import DiffusionModel
 from ..seeds import stream
+from .plateau import Plateau
 
 EventKind = str  # "phase" (a phase starts), "progress", "done", "stopped" (by the user), "error" (NaN/inf)
 
@@ -80,9 +81,6 @@ class Diverged(RuntimeError):
     """The objective became NaN or inf."""
 
 
-PLATEAU_TOLERANCE = 3e-6  # of the run's first matching loss: on faces32/face-05 GIDM stops at ~45 dB (window 20)
-
-
 class _StopRequested(Exception):
     pass
 
@@ -109,6 +107,7 @@ class AttackContext:
         self.threat = threat
         self.config = config
         self.stop = stop or threading.Event()
+        self.plateau = Plateau(config.plateau)  # a converged run stops as at the user's Stop, but "done"
         self.device = model.device
         self.generator = stream(config.seed, "attacker")  # never the client's stream
         self.iteration = 0
@@ -122,12 +121,10 @@ class AttackContext:
         self.history: list[dict[str, float | int | str]] = []
         self.snapshots: dict[str, torch.Tensor] = {}
         self.phase_starts: dict[str, int] = {}
-        self.first_matching: float | None = None  # the plateau rule's scale (the attack's own loss, never the truth)
-        self.converged = ""  # why the last phase ended early by the plateau rule ("" if it did not)
 
     def check_stop(self) -> None:
-        """End the run here if the user asked to stop (every loop that evaluates the model calls this)."""
-        if self.stop.is_set():
+        """End the run here at the user's Stop, or once it converged (every loop that evaluates calls this)."""
+        if self.stop.is_set() or self.plateau.check(self.iteration, self.best):
             raise _StopRequested
 
     def clock(self) -> float:
@@ -168,11 +165,8 @@ class AttackContext:
         tracker = _PhaseTracker(self, phase, variables, objective, *self._phase_budget(iterations))
         steps = (_lbfgs_steps(tracker, variables, project) if self.config.optimizer == "lbfgs"
                  else _first_order_steps(tracker, variables, lr, project))
-        self.converged = ""
         try:
             yield from steps
-        except _Converged as converged:
-            self.converged = str(converged)
         except _BudgetSpent:
             pass
         if tracker.best is None:
@@ -209,10 +203,6 @@ class _BudgetSpent(Exception):
     search too."""
 
 
-class _Converged(_BudgetSpent):
-    """The phase's best matching loss has stopped improving (`AttackConfig.plateau`); the message says so."""
-
-
 class _PhaseTracker:
     """Evaluates a phase's objective once per iteration and does the bookkeeping every optimiser shares: stop and
     budget checks, NaN detection, the best guess, the loss history and the events due at this iteration."""
@@ -226,20 +216,6 @@ class _PhaseTracker:
         self.pending: list[Event] = []
         self.first = True
         self.progress = 0.0  # the fraction of the phase's budget (iterations or time) spent before this evaluation
-        self.anchor: tuple[int, float] | None = None  # (iteration, best loss) when the best last improved enough
-
-    def _check_plateau(self) -> None:
-        """End the phase when its best matching loss has improved by less than PLATEAU_TOLERANCE x the run's first
-        matching loss over the last `config.plateau` evaluations: a converged run frees its slot (a shared server's
-        queue) instead of polishing digits. Only the attack's own loss is read."""
-        window, ctx = self.ctx.config.plateau, self.ctx
-        if not window or self.best is None:
-            return
-        if self.anchor is None or self.anchor[1] - self.best[0] > PLATEAU_TOLERANCE * ctx.first_matching:
-            self.anchor = (ctx.iteration, self.best[0])
-        elif ctx.iteration - self.anchor[0] >= window:
-            raise _Converged(f"converged at iteration {ctx.iteration}: the matching loss improved by less than "
-                             f"{PLATEAU_TOLERANCE:g} of its first value over the last {window} evaluations")
 
     def evaluate(self) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """(total loss, its gradient w.r.t. the variables) at the variables' current values; queues due events."""
@@ -249,14 +225,11 @@ class _PhaseTracker:
         # Every phase evaluates at least once, so that it hands a guess on: a run overshoots its time by one step.
         if ctx.iteration >= self.end or (self.best is not None and now >= self.deadline):
             raise _BudgetSpent
-        self._check_plateau()
         self.progress = max((ctx.iteration - self.start) / (self.end - self.start),
                             (now - self.began) / max(self.deadline - self.began, 1e-9))
         current = self.objective()
         total = float(current.total.detach())
         matching = float(current.matching.detach())
-        if ctx.first_matching is None and math.isfinite(matching):
-            ctx.first_matching = matching
         if not math.isfinite(total):
             raise Diverged(f"{self.phase} phase: the loss became {total} at iteration {ctx.iteration}; "
                            "try a smaller learning rate, or another optimiser")
@@ -409,11 +382,9 @@ class Run:
                 yield event
                 ctx.paused += ctx.now() - suspended
         except _StopRequested:
-            status, message = "stopped", f"stopped by the user at iteration {ctx.iteration}"
+            status, message = ctx.plateau.ending(ctx.iteration)
         except Diverged as err:
             status, message = "error", str(err)
-        if status == "done" and ctx.converged:
-            message = ctx.converged  # the last phase ended early: the run converged, and says so
         if ctx.best is None:
             self.result = None
             yield Event("error", ctx.iteration, ctx.total_iterations, "", {}, torch.zeros(ctx.shape),
