@@ -33,12 +33,12 @@ def _no_rule(raw: str) -> str | None:
 # setting, or the cell's own bound where the main view has no such control) and how the value becomes the field.
 AXES: dict[str, tuple[str, Callable[[str], str | None], Callable[[str], Any]]] = {
     "method": ("method", _no_rule, str),
-    "iterations (total)": ("iterations", lambda v: bounded_error(v, *CELL_ITERATIONS, integer=True),
+    "iterations (total)": ("total_iterations", lambda v: bounded_error(v, *CELL_ITERATIONS, integer=True),
                            lambda v: int(number(v))),
     "GIDM latent share": ("latent_share", lambda v: bounded_error(v, 0.0, 0.99, integer=False), number),
     "DDIM steps K": ("ddim_steps", lambda v: number_error("ddim_steps", v), lambda v: int(number(v))),
     "client t": ("t", lambda v: number_error("client_t", v), lambda v: None if number(v) < 0 else int(number(v))),
-    "client seed": ("seeds", lambda v: number_error("seed", v), lambda v: (int(number(v)),)),
+    "client seed": ("client_seeds", lambda v: number_error("client_seed", v), lambda v: (int(number(v)),)),
     "noise sigma (clip 1)": ("defence", lambda v: number_error("sigma", v), lambda v: (1.0, number(v), 1.0)),
     "top-k fraction kept": ("defence", lambda v: number_error("keep", v), lambda v: (0.0, 0.0, number(v))),
     "optimizer": ("optimizer", _no_rule, str),
@@ -116,10 +116,10 @@ def base_cell(settings: Settings, images: tuple[str, ...], size: int, iterations
     defence = {"clip + Gaussian noise": (settings.clip, settings.sigma, 1.0),
                "top-k pruning": (0.0, 0.0, settings.keep)}.get(settings.defence, (0.0, 0.0, 1.0))
     private = settings.secrets == "private"
-    total = max(1, settings.latent_iterations + settings.iterations)
-    return Cell(method=settings.method, model=settings.model, images=images, seeds=(settings.seed,), size=size,
+    total = max(1, settings.latent_iterations + settings.pixel_iterations)
+    return Cell(method=settings.method, model=settings.model, images=images, client_seeds=(settings.client_seed,), size=size,
                 batch=len(images), knows_eps=not private, knows_t=not private, prior=settings.prior,
-                defence=defence, iterations=iterations, latent_share=settings.latent_iterations / total,
+                defence=defence, total_iterations=iterations, latent_share=settings.latent_iterations / total,
                 ddim_steps=settings.ddim_steps, t=settings.client_t if settings.client_t >= 0 else None,
                 optimizer=settings.optimizer, report_every=5)
 

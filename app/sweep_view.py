@@ -13,7 +13,7 @@ from gidm_core.bench import ATTACKER_SEED_OFFSET
 from gidm_core.models import ModelLoadError
 
 from . import sweep
-from .model_cache import device_name, get_model
+from .model_cache import get_model, run_device
 from .session import Session
 from .settings import CELL_FIELDS, DEFENCES, RESOLUTIONS, SETTING_FIELDS, Refusal, as_typed, bounded_error, number, \
     parse
@@ -43,11 +43,11 @@ def run_sweep(session: Session, x_axis: str, x_text: str, y_axis: str, y_text: s
         images = tuple(settings.gallery[:max(1, settings.batch_size)])
         if settings.source != "Gallery" or not images or not set(images) <= bundled:
             raise ValueError("victim: a sweep attacks bundled gallery images, pick them on the Victim tab")
-        model = get_model(settings.model, device_name())
+        model = get_model(settings.model, run_device())
         size = model.image_size if settings.resolution == RESOLUTIONS[0] else int(settings.resolution)
         base = sweep.base_cell(settings, images, size, int(number(cell_iterations)))
         seconds, note = fit_sweep_cell(settings, len(xs) * len(ys), max(
-            [int(number(x)) for x in xs] if x_axis == "iterations (total)" else [base.iterations]))
+            [int(number(x)) for x in xs] if x_axis == "iterations (total)" else [base.total_iterations]))
         grid = sweep.Grid(replace(base, seconds=seconds), x_axis, tuple(xs), y_axis, tuple(ys))
         grid.check(model)
     except (Refusal, ValueError, ModelLoadError) as err:
@@ -76,8 +76,8 @@ def load_cell(grid: sweep.Grid | None, evt: gr.SelectData) -> tuple:
     clip, sigma, keep = cell.defence
     defence = DEFENCES[2] if keep < 1 else DEFENCES[1] if clip > 0 or sigma > 0 else DEFENCES[0]
     chosen = {**{name: getattr(config, name) for name in CELL_FIELDS if hasattr(config, name)},
-              "client_t": -1 if cell.t is None else cell.t, "seed": cell.seeds[0],
-              "attack_seed": cell.seeds[0] + ATTACKER_SEED_OFFSET,  # the seed the benchmark's cell attacked with
+              "client_t": -1 if cell.t is None else cell.t, "client_seed": cell.client_seeds[0],
+              "attack_seed": cell.client_seeds[0] + ATTACKER_SEED_OFFSET,  # the seed the benchmark's cell attacked with
               "defence": defence, "clip": clip, "sigma": sigma, "keep": keep,
               "secrets": "known" if cell.knows_eps else "private", "prior": cell.prior}
     return tuple(as_typed(chosen[name]) for name in CELL_FIELDS) + (

@@ -60,7 +60,7 @@ def attack_seconds(settings: Settings, iterations: int | None = None) -> float:
     evaluation costs EVALUATION_S scaled by pixels and batch; a latent evaluation runs the K-step sampler too."""
     scale = (_size(settings) / 32) ** 2 * max(1, settings.batch_size)
     latent = settings.latent_iterations if settings.method in ("gidm", "gidm-latent", "gidm-plus") else 0
-    pixel = settings.iterations if iterations is None else iterations
+    pixel = settings.pixel_iterations if iterations is None else iterations
     return EVALUATION_S * scale * (pixel + latent * (1 + settings.ddim_steps))
 
 

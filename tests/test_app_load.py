@@ -19,9 +19,9 @@ from app.settings import SETTING_FIELDS, Settings, as_typed  # noqa: E402
 from app.victims import gallery_items  # noqa: E402
 from tests.conftest import serve_app  # noqa: E402
 
-TINY = dict(model="random:tiny-32", uploads=None, webcam=None, iterations=20, latent_iterations=2, ddim_steps=1,
+TINY = dict(model="random:tiny-32", uploads=None, webcam=None, pixel_iterations=20, latent_iterations=2, ddim_steps=1,
             report_every=3, batch_size=1, source="Gallery", method="dlg", plateau=0)
-LONG = dict(iterations=20000, latent_iterations=0)  # minutes on this CPU: it ends only when stopped
+LONG = dict(pixel_iterations=20000, latent_iterations=0)  # minutes on this CPU: it ends only when stopped
 STATUS = 0
 SWEEP_STATUS = 2
 
@@ -97,7 +97,7 @@ def test_stop_ends_a_sweeps_running_cell_within_an_evaluation(served):
     assert time.perf_counter() - pressed < 5, "Stop must end the running cell, not wait for it"
     assert status.startswith("**Sweep stopped** after 0 of 2 cells"), status
     # The session's slot is free again: a new run starts and finishes.
-    final = list(client.submit(api_name="/run", **_args(iterations=4)))[-1]
+    final = list(client.submit(api_name="/run", **_args(pixel_iterations=4)))[-1]
     assert final[STATUS].startswith("**Finished**"), final[STATUS]
 
 

@@ -88,11 +88,11 @@ def _tiny_dlg(plateau: int, iterations: int):
     from skimage import data as skdata
 
     from gidm_core.config import ThreatModel, attack_config
-    from gidm_core.data import load_image
+    from gidm_core.images import load_image
     from gidm_core.models import random_model
     from gidm_core.protocol import play
 
-    config = attack_config("dlg", iterations=iterations, plateau=plateau)
+    config = attack_config("dlg", pixel_iterations=iterations, plateau=plateau)
     image = load_image(skdata.astronaut(), 16)
     return play(random_model("tiny", 16), image, ThreatModel(), config, client_seed=1).run.run_to_end()
 

@@ -109,7 +109,7 @@ class AttackContext:
         self.stop = stop or threading.Event()
         self.plateau = Plateau(config.plateau)  # a converged run stops as at the user's Stop, but "done"
         self.device = model.device
-        self.generator = stream(config.seed, "attacker")  # never the client's stream
+        self.generator = stream(config.attack_seed, "attacker")  # never the client's stream
         self.iteration = 0
         self.total_iterations = config.total_iterations
         self.now = time.perf_counter if config.clock == "wall" else time.process_time

@@ -1,4 +1,4 @@
-"""`python -m gidm_core train`: the command line of the FedAvg trainer in `federated.py`.
+"""`python -m gidm_core train`: the command line of the FedAvg trainer in `training/trainer.py`.
 
 It lives apart from the trainer so that the engine carries no argparse code and imports nothing from the CLI
 (`cli.py` imports this module, never the other way round).
@@ -12,11 +12,11 @@ from pathlib import Path
 
 import torch
 
-from .datasets import DATASETS
-from .errors import UsageError
-from .federated import ARCHITECTURES, FedAvgTrainer, TrainConfig
-from .flags import check_cores
-from .outputs import check_out_folder
+from ..errors import UsageError
+from ..faces import DATASETS
+from ..flags import check_cores
+from ..outputs import check_out_folder
+from .trainer import ARCHITECTURES, FedAvgTrainer, TrainConfig
 
 
 def add_train_command(subparsers: argparse._SubParsersAction) -> None:
