@@ -15,8 +15,17 @@ from gidm_core.models import ModelLoadError
 from . import sweep
 from .model_cache import get_model, run_device
 from .session import Session
-from .settings import CELL_FIELDS, DEFENCES, RESOLUTIONS, SETTING_FIELDS, Refusal, as_typed, bounded_error, number, \
-    parse
+from .settings import (
+    CELL_FIELDS,
+    DEFENCES,
+    RESOLUTIONS,
+    SETTING_FIELDS,
+    Refusal,
+    as_typed,
+    bounded_error,
+    number,
+    parse,
+)
 from .victims import gallery_items
 from .zerogpu import fit_sweep_cell
 

@@ -9,7 +9,6 @@ from typing import Any
 import gradio as gr
 
 from . import handlers, sweep_view
-from .zerogpu import gpu, run_duration, sweep_duration
 from .controls import settings_column
 from .model_cache import default_model
 from .panels import compare_section, sweep_section, view_column
@@ -17,6 +16,7 @@ from .session import Session, queue_size
 from .settings import CELL_FIELDS, DEFAULT_PRESET, METHOD_FIELDS, PRESET_FIELDS, SETTING_FIELDS, Settings, applies
 from .texts import CSS, INTRO, SHOW_REFUSED_TAB
 from .victims import gallery_items
+from .zerogpu import gpu, run_duration, sweep_duration
 
 # The controls whose value changes which other controls apply (and the hints); the number boxes among them update
 # when the user leaves them rather than on every keystroke.
@@ -49,8 +49,8 @@ def _wire(demo: gr.Blocks, session: gr.State, c: dict[str, Any], w: dict[str, An
                                         "t_plot", "filmstrip", "table", "pick_a", "pick_b", "export_file", "tabs")]
     compare_io = ([session, w["pick_a"], w["pick_b"]], [w["view_a"], w["view_b"], w["compare_md"]])
     # The validator runs at submission, before the queue holds the run (API calls too): Stop can then cancel it.
-    w["run_btn"].click(gpu(handlers.run, run_duration), [session, *inputs], run_outputs, api_name="run", show_progress="minimal",
-                       validator=handlers.submit, **attacks).then(handlers.compare, *compare_io, **private).then(
+    w["run_btn"].click(gpu(handlers.run, run_duration), [session, *inputs], run_outputs, api_name="run",
+                       show_progress="minimal", validator=handlers.submit, **attacks).then(handlers.compare, *compare_io, **private).then(
         None, js=SHOW_REFUSED_TAB)
     # Stop bypasses the queue: it must work when every waiting place is taken (it only sets a flag).
     w["stop_btn"].click(handlers.stop, [session], [w["status"]], api_name="stop", queue=False, show_progress="hidden")
