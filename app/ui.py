@@ -50,8 +50,8 @@ def _wire(demo: gr.Blocks, session: gr.State, c: dict[str, Any], w: dict[str, An
     compare_io = ([session, w["pick_a"], w["pick_b"]], [w["view_a"], w["view_b"], w["compare_md"]])
     # The validator runs at submission, before the queue holds the run (API calls too): Stop can then cancel it.
     w["run_btn"].click(gpu(handlers.run, run_duration), [session, *inputs], run_outputs, api_name="run",
-                       show_progress="minimal", validator=handlers.submit, **attacks).then(handlers.compare, *compare_io, **private).then(
-        None, js=SHOW_REFUSED_TAB)
+                       show_progress="minimal", validator=handlers.submit, **attacks).then(
+        handlers.compare, *compare_io, **private).then(None, js=SHOW_REFUSED_TAB)
     # Stop bypasses the queue: it must work when every waiting place is taken (it only sets a flag).
     w["stop_btn"].click(handlers.stop, [session], [w["status"]], api_name="stop", queue=False, show_progress="hidden")
 
