@@ -34,7 +34,7 @@ CASES = [
     ("iterations negative", dict(pixel_iterations=-5), "pixel_iterations"),
     ("iterations huge", dict(pixel_iterations=10**9), "pixel_iterations"),
     ("latent iterations negative", dict(latent_iterations=-1), "latent_iterations"),
-    ("zero iterations in all", dict(iterations=0, latent_iterations=0), "iterations"),
+    ("zero iterations in all", dict(pixel_iterations=0, latent_iterations=0), "pixel_iterations"),
     ("gidm-latent without latent iterations", dict(method="gidm-latent", latent_iterations=0), "latent_iterations"),
     ("DDIM K 0", dict(ddim_steps=0), "ddim_steps"),
     ("DDIM K huge", dict(ddim_steps=1000), "ddim_steps"),
