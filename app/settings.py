@@ -41,7 +41,7 @@ APP_MAX_SIZE = 128
 # with the core's defaults (a short DDIM latent phase so the prior shows, then pixels, both by L-BFGS), which
 # passes 36 dB on the bundled faces32 in ~17 s of a 2-core CPU (README, The app).
 _GIDM = attack_config("gidm")
-# The demo stops a run once its matching loss has flattened (attacks.base.PLATEAU_TOLERANCE): on faces32/face-05 it
+# The demo stops a run once its matching loss has flattened (attacks.plateau): on faces32/face-05 it
 # then ends near 45 dB after ~185 of its 400 evaluations and frees its slot for the next visitor (docs/robustness.md).
 DEMO_PLATEAU = 20
 _PLUS = attack_config("gidm-plus")
