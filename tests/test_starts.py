@@ -136,3 +136,12 @@ def test_stop_ends_a_multi_start_run_within_one_evaluation(tiny_model, photo32, 
     holder["run"] = played.run
     events = list(played.run)
     assert events[-1].kind == "stopped" and played.run.result.iterations == 7
+
+
+def test_a_start_that_converges_ends_itself_not_the_run(tiny_model, photo32):
+    config = attack_config("dlg", starts=2, pixel_iterations=200, plateau=5, optimizer="adam", lr=1e-9)
+    played = play(tiny_model, photo32, threat_preset("private-eps-t"), config, client_seed=0)
+    result = played.run.run_to_end()
+    assert result.status == "done"
+    assert {row["start"] for row in result.history} == {0, 1}  # the first start's plateau did not end the run
+    assert result.iterations < planned_evaluations(2, 200)

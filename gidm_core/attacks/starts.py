@@ -36,7 +36,7 @@ from torch.func import grad, vmap
 from ..diffusion import diffusion_loss
 from ..matching import GradientMatcher
 from ..seeds import derive
-from .base import AttackContext, AttackFn, Diverged, Event
+from .base import AttackContext, AttackFn, Diverged, Event, _StopRequested
 
 FIRST_CHECKPOINT = 0.15  # fraction of a start's plan before the first halving; later checkpoints double it
 
@@ -151,6 +151,10 @@ class _Halving:
                 start.done = True
             except Diverged as err:  # a start that hits NaN/inf is dropped; the others go on
                 start.done, start.failure = True, str(err)
+            except _StopRequested:
+                if not sub.plateau.message:  # the user's Stop ends the run
+                    raise
+                start.done = True  # this start converged (`AttackConfig.plateau`): it is finished, not the run
             else:
                 self._merge(start)
                 forwarded = self._as_run_event(start, event)
