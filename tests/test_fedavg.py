@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gidm_core.client import ADAM_BETAS, ADAM_EPS, PrivateBatch, _AdamSteps, client_update, share
+from gidm_core.client import LocalOptimizer, PrivateBatch, client_update, share
 from gidm_core.config import ConfigError, LocalTraining, attack_config, threat_preset
 from gidm_core.matching import GradientMatcher
 from gidm_core.metrics import psnr, to_unit
@@ -103,19 +103,20 @@ def test_the_attackers_adam_is_torchs_adam_step_for_step():
     generator = torch.Generator().manual_seed(0)
     scales = 10.0 ** torch.arange(-10, 1).repeat_interleave(20)
     weights = torch.zeros(scales.numel(), requires_grad=True)
-    reference = torch.optim.Adam([weights], lr=1e-3, betas=ADAM_BETAS, eps=ADAM_EPS)
-    simulated, delta = _AdamSteps([weights]), torch.zeros(scales.numel())
+    training = LocalTraining(lr=1e-3, optimizer="adam")
+    reference = torch.optim.Adam([weights], lr=1e-3, betas=training.betas, eps=training.adam_eps)
+    simulated, delta = LocalOptimizer(training, [weights]), torch.zeros(scales.numel())
     for _ in range(4):
         grad = scales * torch.randn(scales.numel(), generator=generator)
         grad[::7] = 0.0
         weights.grad = grad.clone()
         reference.step()
-        delta = delta - simulated.step((grad,), 1e-3)[0]
+        delta = delta - simulated.step((grad,), [delta])[0]
     assert _relative_error([delta], [weights.detach()]) < 1e-6
     guess = torch.ones(3, requires_grad=True)
-    steps = _AdamSteps([guess])
-    steps.step((guess * torch.tensor([0.0, 1e-9, 1.0]),), 1e-3)
-    out = steps.step((guess * torch.tensor([0.0, 2e-9, 0.5]),), 1e-3)[0]
+    steps = LocalOptimizer(training, [guess])
+    steps.step((guess * torch.tensor([0.0, 1e-9, 1.0]),), [guess])
+    out = steps.step((guess * torch.tensor([0.0, 2e-9, 0.5]),), [guess])[0]
     assert torch.isfinite(torch.autograd.grad(out.sum(), guess)[0]).all()
 
 
@@ -123,12 +124,12 @@ ADAM = LocalTraining(steps=3, lr=1e-3, optimizer="adam")
 
 
 def test_the_attackers_simulated_adam_delta_is_the_clients(tiny_model, photo32):
-    """The client runs torch.optim.Adam (`train_locally`); the matcher's plain-tensor Adam gives the same delta.
+    """The client's Adam delta (`client_update`, torch's Adam step for step: test_realistic_client.py) is what the
+    matcher re-simulates, with the graph the attack differentiates.
 
-    Measured (tiny-32, astronaut, E = 3, lr 1e-3): 7e-6 relative without a graph; 6e-5 with create_graph, the
-    matcher's mode, whose backward rounds each gradient differently (5e-7 relative). Adam divides each entry by its
-    own magnitude, so on the ~75 of 165k entries whose gradient is below 1e-7 that rounding becomes a delta-sized
-    difference: it is the arithmetic, not the simulation (the step-for-step test above is exact to 1e-6)."""
+    With create_graph, the matcher's mode, the backward rounds each gradient differently (5e-7 relative). Adam
+    divides each entry by its own magnitude, so on the ~75 of 165k entries whose gradient is below 1e-7 that
+    rounding becomes a delta-sized difference (6e-5 relative measured): it is the arithmetic, not the simulation."""
     played = play(tiny_model, photo32, threat_preset("private-eps-t"), attack_config("dlg", iterations=1),
                   client_seed=5, t=[200], training=ADAM)
     batch, update = played.batch, played.update
