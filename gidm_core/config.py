@@ -214,7 +214,7 @@ class AttackConfig:
     `latent_lr` and `lr_schedule` apply to "adam" and "sgd". Every optimiser counts one objective evaluation as
     one iteration. Defaults were chosen by measurement on the bundled faces32 (README, Results): in 150 evaluations
     GIDM reaches 50.7 dB with L-BFGS and per-layer normalised L2 matching, 16.2 dB with Adam.
-    `seed` is the attacker's own: it seeds the attacker's stream (`seeds.stream`), never the client's.
+    `attack_seed` is the attacker's own: it seeds the attacker's stream (`seeds.stream`), never the client's.
     `restarts`: GIDM starts from the best of this many latents (by matching loss).
 
     `seconds` > 0 is a time budget: the run stops at the first evaluation past it, and the iteration counts only
@@ -225,7 +225,7 @@ class AttackConfig:
     """
 
     method: str = "gidm"
-    iterations: int = 360
+    pixel_iterations: int = 360
     lr: float = 0.1
     latent_iterations: int = 40
     latent_lr: float = 0.05
@@ -238,7 +238,7 @@ class AttackConfig:
     restarts: int = 1
     residual_share: float = 0.3
     report_every: int = 10
-    seed: int = 0
+    attack_seed: int = 0
     seconds: float = 0.0
     clock: str = "wall"
 
@@ -254,7 +254,8 @@ class AttackConfig:
         _check(self.seconds >= 0, f"time budget must be >= 0 seconds (0: none), got {self.seconds}", "seconds")
         _check(self.lr > 0, f"learning rate must be > 0, got {self.lr}", "lr")
         _check(self.latent_lr > 0, f"latent learning rate must be > 0, got {self.latent_lr}", "latent_lr")
-        _check(self.iterations >= 0, f"iterations must be >= 0, got {self.iterations}", "iterations")
+        _check(self.pixel_iterations >= 0, f"pixel iterations must be >= 0, got {self.pixel_iterations}",
+               "pixel_iterations")
         _check(self.latent_iterations >= 0, f"latent iterations must be >= 0, got {self.latent_iterations}",
                "latent_iterations")
         _check(self.ddim_steps >= 1, f"DDIM steps K must be >= 1, got {self.ddim_steps}", "ddim_steps")
@@ -263,11 +264,12 @@ class AttackConfig:
         _check(0 <= self.residual_share < 1, f"residual share must be in [0, 1), got {self.residual_share}",
                "residual_share")
         _check(self.report_every >= 1, f"report_every must be >= 1, got {self.report_every}", "report_every")
-        _check(0 <= self.seed <= MAX_SEED, f"attacker seed must be in [0, 2**63 - 1], got {self.seed}", "seed")
+        _check(0 <= self.attack_seed <= MAX_SEED, f"attacker seed must be in [0, 2**63 - 1], got {self.attack_seed}",
+               "attack_seed")
         if self.method == "gidm-latent":
             _check(self.latent_iterations >= 1, "gidm-latent needs latent iterations >= 1", "latent_iterations")
         _check(self.total_iterations >= 1, f"{self.method} would do nothing with 0 iterations: give it some"
-               + (" (latent or pixel)" if self.uses_latent_phase or self.method == "gidm" else ""), "iterations")
+               + (" (latent or pixel)" if self.uses_latent_phase or self.method == "gidm" else ""), "pixel_iterations")
 
     @property
     def uses_latent_phase(self) -> bool:
@@ -279,7 +281,7 @@ class AttackConfig:
         at least one, since the residual stage starts from its answer."""
         if self.method != "gidm-plus":
             return 0
-        return min(round(self.iterations * self.residual_share), max(self.iterations - 1, 0))
+        return min(round(self.pixel_iterations * self.residual_share), max(self.pixel_iterations - 1, 0))
 
     @property
     def uses_pixel_phase(self) -> bool:
@@ -288,7 +290,7 @@ class AttackConfig:
     @property
     def total_iterations(self) -> int:
         latent = self.latent_iterations if self.uses_latent_phase else 0
-        pixel = self.iterations if self.uses_pixel_phase else 0
+        pixel = self.pixel_iterations if self.uses_pixel_phase else 0
         return latent + pixel
 
     def with_overrides(self, **overrides: Any) -> AttackConfig:
@@ -301,11 +303,11 @@ class AttackConfig:
 # GIDM get 400 evaluations by default; GIDM+ 1000 (300 in GIDM's latent phase, then 490 joint pixel and 210
 # residual), which it needs to converge on eps as well as the image (docs/gidm_plus.md).
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
-    "dlg": dict(distance="l2", tv_weight=0.0, iterations=400),
-    "ig": dict(distance="cosine", tv_weight=1e-3, layer_weights="uniform", iterations=400),
+    "dlg": dict(distance="l2", tv_weight=0.0, pixel_iterations=400),
+    "ig": dict(distance="cosine", tv_weight=1e-3, layer_weights="uniform", pixel_iterations=400),
     "gidm": dict(distance="l2", tv_weight=0.0),
     "gidm-latent": dict(distance="l2", tv_weight=0.0, latent_iterations=400),
-    "gidm-plus": dict(distance="l2", tv_weight=0.0, latent_iterations=300, iterations=700),
+    "gidm-plus": dict(distance="l2", tv_weight=0.0, latent_iterations=300, pixel_iterations=700),
 }
 
 

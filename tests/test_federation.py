@@ -23,8 +23,8 @@ pytest.importorskip("flwr")
 from gidm_core.federation import client_app  # noqa: E402  (needs flwr)
 from gidm_core.federation.model import build_model, initial_state  # noqa: E402
 
-TINY = FederationConfig(model_config="tiny-32", clients=2, rounds=2, local_steps=1, client_lr=0.01, attack="dlg",
-                        iterations=120)
+TINY = FederationConfig(model_config="tiny-32", clients=2, rounds=2, local_steps=1, client_lr=0.01, method="dlg",
+                        pixel_iterations=120)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def federation(tmp_path_factory):
     """One federation through the CLI: (exit code, its output folder)."""
     out = tmp_path_factory.mktemp("federation")
     argv = ["federate", "--out", str(out), "--model-config", "tiny-32", "--clients", "2", "--rounds", "2",
-            "--local-steps", "1", "--client-lr", "0.01", "--attack", "dlg", "--iterations", "120", "--cpus", "2"]
+            "--local-steps", "1", "--client-lr", "0.01", "--method", "dlg", "--pixel-iterations", "120", "--cpus", "2"]
     return main(argv), out
 
 
@@ -108,7 +108,7 @@ def test_the_attackers_stream_is_independent_of_the_clients(attack_seed):
     assert abs(float(correlation)) < 0.1
 
 
-@pytest.mark.parametrize("argv", [["--clients", "0"], ["--attack", "magic"], ["--model-config", "huge-32"],
+@pytest.mark.parametrize("argv", [["--clients", "0"], ["--method", "magic"], ["--attack", "magic"], ["--model-config", "huge-32"],
                                   ["--local-steps", "0"], ["--clients", "60", "--batch-size", "4"],
                                   ["--client-optimizer", "rmsprop"]])
 def test_bad_input_is_one_line_exit_2(argv, tmp_path, capsys):

@@ -152,7 +152,7 @@ def test_the_clients_draws_are_its_own(images):
     assert not torch.equal(first.eps, other.eps) and not torch.equal(first.t, other.t)
     model = _tiny()
     update = share(model, first, PRIVATE, seed=5, training=REALISTIC)
-    ctx = AttackContext(model, update, PRIVATE, attack_config("dlg", seed=5))
+    ctx = AttackContext(model, update, PRIVATE, attack_config("dlg", attack_seed=5))
     guess = ctx.randn((update.secrets, 3, 16, 16))  # the attacker's first draw, shaped like the client's eps
     assert update.secrets == 6
     assert abs(float(torch.corrcoef(torch.stack([guess.flatten(), first.eps.flatten()]))[0, 1])) < 0.05

@@ -45,7 +45,7 @@ def pixel_phase(ctx: AttackContext, matcher: GradientMatcher, start: torch.Tenso
     cfg = ctx.config
     x = start.detach().clone().clamp(-1, 1).requires_grad_(True)
     objective = image_objective(ctx, matcher, lambda: x, eps, t, secret_eps=bool(extra))
-    steps = cfg.iterations if iterations is None else iterations
+    steps = cfg.pixel_iterations if iterations is None else iterations
     return (yield from ctx.optimise(phase, [x, *extra], objective, steps, cfg.lr,
                                     project=lambda: x.clamp_(-1, 1)))
 
