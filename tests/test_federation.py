@@ -64,8 +64,7 @@ def test_each_rounds_checkpoint_is_a_model_the_attack_loads(federation):
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_the_clients_delta_is_the_update_the_attack_simulates(optimizer):
-    """The ClientApp's delta (client.train_locally, torch's SGD or Adam) equals client_update on the same batch, for
-    E = 3."""
+    """The ClientApp's delta equals client_update on the same batch and per-step draws, for E = 3."""
     config = FederationConfig(model_config="tiny-32", clients=2, local_steps=3, client_lr=0.1,
                               client_optimizer=optimizer)
     state = initial_state(config)
@@ -86,8 +85,10 @@ def test_private_eps_and_t_stay_on_the_client():
     assert client_app.SECRETS not in reply and list(reply.array_records) == [client_app.DELTA]
 
 
-def test_trainer_and_flower_clients_run_one_loop():
-    assert federated.train_locally is client.train_locally is client_app.train_locally
+def test_the_attacked_and_flower_clients_share_one_update_function():
+    """The Flower client sends what `client.client_update` computes, the function the attack re-simulates; the
+    trainer of the bundled models runs `client.train_locally` (torch's optimiser, tested equal to it)."""
+    assert client_app.client_update is client.client_update and federated.train_locally is client.train_locally
 
 
 def test_batches_are_the_clients_own_and_repeatable():

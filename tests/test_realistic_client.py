@@ -13,7 +13,7 @@ from diffusers import DDPMScheduler, UNet2DModel
 
 from gidm_core.attacks.base import AttackContext
 from gidm_core.attacks.timestep import recover_timesteps
-from gidm_core.client import LocalSchedule, PrivateBatch, client_update, dropout_masks, share
+from gidm_core.client import LocalSchedule, PrivateBatch, client_update, dropout_masks, share, train_locally
 from gidm_core.config import ConfigError, LocalTraining, ThreatModel, attack_config, threat_preset
 from gidm_core.diffusion import diffusion_loss
 from gidm_core.evaluation import set_accuracy
@@ -86,6 +86,19 @@ def test_the_clients_delta_is_torchs_training_loop(images, optimizer):
         schedule = LocalSchedule(batch.schedule.order[:changed.steps], True)
         assert _relative_error(client_update(model, x0, eps, batch.t, training=changed, schedule=schedule),
                                reference) > 1e-3
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_the_trainers_loop_is_the_clients_update(images, optimizer):
+    """`train_locally` (the FedAvg trainer's loop: a torch optimiser stepping the delta) on one batch is
+    `client_update`."""
+    model = _tiny(dtype=torch.float64)
+    training = LocalTraining(steps=3, lr=1e-2, optimizer=optimizer)
+    batch = PrivateBatch.draw(images, 1000, seed=2)
+    x0, eps = batch.x0.double(), batch.eps.double()
+    make = {"sgd": lambda p: torch.optim.SGD(p, lr=training.lr), "adam": lambda p: torch.optim.Adam(p, lr=training.lr)}
+    run = train_locally(model, lambda _: (x0, eps, batch.t), training.steps, make[optimizer])
+    assert _relative_error(run.delta, client_update(model, x0, eps, batch.t, training=training)) < 1e-9
 
 
 def test_dropout_masks_are_the_clients_own_and_replayable(images):
