@@ -2,8 +2,9 @@
 
 It receives the global weights and the federation's config, draws its private batch (`batches.private_batch`),
 computes its update with the one function that defines it (`client.client_update`: E local steps of SGD, Adam or
-AdamW with a fresh state, on the batch's per-step draws), applies the threat model's defence and replies with its weight delta. eps and t leave the client only under a
-threat model that says the client reveals them (the paper's setting); the images never do.
+AdamW with a fresh state, on the batch's per-step draws), applies the threat model's defence and replies with its weight delta. eps, t, the batch order and the dropout seeds
+leave the client only under a threat model that says the client reveals them (the paper's setting); the images
+never do.
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ def local_round(config: FederationConfig, client: int, server_round: int,
         revealed |= {"eps": batch.eps.flatten().tolist(), "eps-shape": list(batch.eps.shape)}
     if threat.knows_t:
         revealed["t"] = batch.t.tolist()
+    if threat.order_known:
+        revealed |= {"order": batch.schedule.order.flatten().tolist(), "order-shape": list(batch.schedule.order.shape)}
+    if threat.masks_known and batch.schedule.dropout_seeds:
+        revealed["dropout-seeds"] = [str(seed) for seed in batch.schedule.dropout_seeds]  # 62-bit: exact as text
     if revealed:
         reply[SECRETS] = ConfigRecord(revealed)
     return reply
