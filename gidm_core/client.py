@@ -1,7 +1,8 @@
 """The client side: a private batch, the model update it shares, and the defences applied before it leaves.
 
-Only a `SharedUpdate` crosses to the server. It carries eps and t only when the threat model says the client
-reveals them (the paper's setting); otherwise they stay in the `PrivateBatch`, which only the evaluator sees.
+Only a `SharedUpdate` crosses to the server. It carries eps and t, and a FedAvg client's batch order and dropout
+seeds, only when the threat model says the client reveals them (the paper's setting); otherwise they stay in the
+`PrivateBatch`, which only the evaluator sees.
 """
 
 from __future__ import annotations
@@ -58,10 +59,6 @@ class LocalSchedule:
         """The part of this schedule a threat model hands the attacker; the rest is `public`'s assumption."""
         return LocalSchedule(self.order if order else _unshuffled(*self.order.shape, images), self.fresh,
                              self.dropout_seeds if masks else ())
-
-    @property
-    def steps(self) -> int:
-        return self.order.shape[0]
 
     def secrets(self, images: int) -> int:
         """How many eps and t the client drew: E x B with fresh noise, else one per image."""
