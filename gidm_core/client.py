@@ -276,7 +276,7 @@ class LocalRun:
 def train_locally(model: DiffusionModel, draw: Draw, steps: int,
                   optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer], grad_clip: float = 0.0,
                   optimizer_state: dict | None = None) -> LocalRun:
-    """The FedAvg trainer's local training (`federated.py`: torch's optimiser, a fresh batch per step, its state
+    """The FedAvg trainer's local training (`training/trainer.py`: torch's optimiser, a fresh batch per step, its state
     kept across rounds), which trains the bundled models.
 
     The optimiser steps the delta, not the weights: the loss is taken at weights + delta, as `client_update` does,

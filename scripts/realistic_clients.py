@@ -23,8 +23,8 @@ import torch
 from gidm_core.attacks.timestep import recover_timesteps
 from gidm_core.client import PrivateBatch, share
 from gidm_core.config import CLIENT_OPTIMIZERS, DEFAULT_DROPOUT, LocalTraining, attack_config, threat_preset
-from gidm_core.data import load_image
 from gidm_core.evaluation import set_accuracy
+from gidm_core.images import load_image
 from gidm_core.models import load_model
 from gidm_core.protocol import play
 
