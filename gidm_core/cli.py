@@ -16,13 +16,12 @@ from pathlib import Path
 
 import torch
 
-from .training import command as train_command
 from .bench import command as bench_command
 from .config import (
     CLIENT_OPTIMIZERS,
     DEFAULT_DROPOUT,
-    NOISE_POLICIES,
     METHODS,
+    NOISE_POLICIES,
     THREAT_PRESETS,
     AttackConfig,
     ConfigError,
@@ -32,11 +31,11 @@ from .config import (
     attack_config,
     threat_preset,
 )
-
 from .errors import UsageError, UserError, out_of_memory, out_of_memory_message
 from .federation import command as federate_command
 from .outputs import check_out_folder
 from .seeds import MAX_SEED
+from .training import command as train_command
 
 EXIT_BAD_INPUT = 2
 MAX_IMAGES = 64  # a batch's pixels cost memory like one image's: 64 images of 32 px are one of 256 px

@@ -38,7 +38,8 @@ class TimestepEstimate:
 
 
 def recover_timesteps(model: DiffusionModel, update: SharedUpdate) -> TimestepEstimate | None:
-    """The timesteps of every secret (one per image, or E x B with fresh noise) from the update, or None if the model has no time-embedding layer to read."""
+    """The timesteps of every secret (one per image, or E x B with fresh noise) from the update, or None if the
+    model has no time-embedding layer to read."""
     names = [name for name, _ in model.unet.named_parameters()]
     if LAYER not in names or not hasattr(model.unet, "time_proj"):
         return None

@@ -2,9 +2,9 @@
 
 It receives the global weights and the federation's config, draws its private batch (`batches.private_batch`),
 computes its update with the one function that defines it (`client.client_update`: E local steps of SGD, Adam or
-AdamW with a fresh state, on the batch's per-step draws), applies the threat model's defence and replies with its weight delta. eps, t, the batch order and the dropout seeds
-leave the client only under a threat model that says the client reveals them (the paper's setting); the images
-never do.
+AdamW with a fresh state, on the batch's per-step draws), applies the threat model's defence and replies with its
+weight delta. eps, t, the batch order and the dropout seeds leave the client only under a threat model that says
+the client reveals them (the paper's setting); the images never do.
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 from ..config import CLIENT_OPTIMIZERS, DEFAULT_DROPOUT, METHODS, NOISE_POLICIES, THREAT_PRESETS, ConfigError
-from ..faces import load_dataset
 from ..errors import UsageError
+from ..faces import load_dataset
 from ..outputs import check_out_folder
 from .config import FederationConfig
 

@@ -4,8 +4,8 @@ Clients reply with weight deltas (`client.client_update`); FedAvg's weighted ave
 weights the server broadcast, is FedAvg's average of the clients' weights. Before averaging, each reply becomes the
 `SharedUpdate` the server actually holds (the delta, the local training it set, the batch size, and eps, t, batch
 order and dropout seeds only if the client revealed them) and goes to the project's attack
-(`attacks.start_attack`) with the broadcast model. The reconstruction goes to the evaluator side (`leakage.LeakageRecorder`); nothing the evaluator
-holds flows back.
+(`attacks.start_attack`) with the broadcast model. The reconstruction goes to the evaluator side
+(`leakage.LeakageRecorder`); nothing the evaluator holds flows back.
 """
 
 from __future__ import annotations
