@@ -213,3 +213,23 @@ def test_impossible_draws_are_refused(images):
         PrivateBatch.draw(images, 1000, seed=0, t=[10], training=LocalTraining(noise="fresh"))
     with pytest.raises(ConfigError, match="per-step secrets"):
         share(_tiny(), PrivateBatch.draw(images, 1000, seed=0), PAPER, training=REALISTIC)
+
+
+def test_a_benchmark_cell_attacks_a_realistic_client():
+    """The "realistic clients" row group's cells: N = 2 images, E = 2 steps of B = 1, fresh noise; the cell's id
+    names the client (FedSGD cells keep the ids they had), and its JSON reads back as the same cell."""
+    import json
+    from dataclasses import asdict
+
+    from gidm_core.bench.cells import run_cell
+    from gidm_core.bench.grid import build_suite
+    from gidm_core.bench.jobs import Cell
+
+    client = (("local_batch", 1), ("noise", "fresh"), ("steps", 2))
+    cell = Cell(method="dlg", model="random:tiny-32", images=("face-05", "face-17"), batch=2, total_iterations=2,
+                report_every=1, client=client)
+    assert cell.id != replace(cell, client=()).id and Cell.from_dict(json.loads(json.dumps(asdict(cell)))) == cell
+    run = run_cell(cell)["runs"][0]
+    assert run["status"] == "done" and len(run["t_true"]) == 2 and run["iterations"] == 2
+    rows = [r for r in build_suite("full", "cpu")[0] if r.group == "realistic clients"]
+    assert {c.method for r in rows for c in r.cells} == {"dlg", "gidm"} and all(c.client for r in rows for c in r.cells)
