@@ -26,14 +26,22 @@ class GradientMatcher:
 
     The defence is public (Kerckhoffs): the server clips its candidate updates to the same norm as the client did,
     and compares only the entries that top-k pruning left, rather than fighting a transform it knows.
+
+    `confidence` (one tensor per parameter, in [0, 1]) weighs each entry of the target by how exactly it is known,
+    as for a gradient decoded from an Adam delta (`attacks/adam_delta.py`); both sides are scaled by its root, so
+    every distance and layer weighting applies unchanged.
     """
 
     def __init__(self, model: DiffusionModel, update: SharedUpdate, distance: str = "l2",
-                 layer_weights: str = "uniform", defence: DefenceConfig | None = None) -> None:
+                 layer_weights: str = "uniform", defence: DefenceConfig | None = None,
+                 confidence: tuple[torch.Tensor, ...] | None = None) -> None:
         self.model = model
         self.distance = distance
         self.training = update.training
+        self.scales = None if confidence is None else [c.detach().to(model.device).sqrt() for c in confidence]
         self.targets = [g.detach().to(model.device) for g in update.gradients]
+        if self.scales is not None:
+            self.targets = [g * c for g, c in zip(self.targets, self.scales)]
         self.clip = defence.clip if defence is not None else 0.0
         self.masks = ([(t != 0).to(t.dtype) for t in self.targets]
                       if defence is not None and defence.keep < 1 else None)
@@ -59,6 +67,8 @@ class GradientMatcher:
             grads = tuple(g * scale for g in grads)
         if self.masks is not None:
             grads = tuple(g * m for g, m in zip(grads, self.masks))
+        if self.scales is not None:
+            grads = tuple(g * c for g, c in zip(grads, self.scales))
         if self.distance == "l2":
             return sum((w * (g - t_).pow(2)).sum() for w, g, t_ in zip(self.weights, grads, self.targets))
         dot = sum((w * g * t_).sum() for w, g, t_ in zip(self.weights, grads, self.targets))

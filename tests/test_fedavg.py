@@ -72,7 +72,8 @@ def test_dlg_reconstructs_from_a_three_step_delta(tiny_model, photo32):
     assert _psnr(played.run.run_to_end(), photo32) >= 28
 
 
-@pytest.mark.parametrize("steps, optimizer, residual", [(1, "sgd", True), (2, "sgd", False), (1, "adam", False)])
+@pytest.mark.parametrize("steps, optimizer, residual", [(1, "sgd", True), (2, "sgd", False), (1, "adam", True),
+                                                          (2, "adam", False)])
 def test_gidm_plus_runs_its_residual_stage_only_where_it_is_exact(tiny_model, photo32, steps, optimizer, residual):
     config = attack_config("gidm-plus", latent_iterations=0, iterations=6, report_every=6)
     played = play(tiny_model, photo32, threat_preset("private-eps-t"), config, client_seed=1, t=[100],
