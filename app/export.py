@@ -29,9 +29,9 @@ def iterations_run(record: RunRecord) -> tuple[int, int]:
     """(latent, pixel) iterations the run actually did: the configured ones, or fewer when it was stopped."""
     cfg = record.config
     latent = cfg["latent_iterations"] if cfg["method"] in ("gidm", "gidm-latent") else 0
-    pixel = cfg["iterations"] if cfg["method"] != "gidm-latent" else 0
+    pixel = cfg["pixel_iterations"] if cfg["method"] != "gidm-latent" else 0
     if record.status == "done" or record.iterations >= latent + pixel:
-        return cfg["latent_iterations"], cfg["iterations"]
+        return cfg["latent_iterations"], cfg["pixel_iterations"]
     done_latent = min(latent, record.iterations)
     return done_latent, min(pixel, record.iterations - done_latent)
 
@@ -43,13 +43,13 @@ def rerun_command(record: RunRecord) -> str:
     fallback photos) are the victim PNGs inside the zip."""
     s = record.settings
     config, threat = configs(s)
-    latent_iterations, iterations = iterations_run(record)
+    latent_iterations, pixel_iterations = iterations_run(record)
     if config.method == "gidm-latent":
         latent_iterations = max(1, latent_iterations)  # the CLI refuses GIDM-latent without a latent phase
-    argv = attack_argv(config.with_overrides(latent_iterations=latent_iterations, iterations=iterations), threat,
+    argv = attack_argv(config.with_overrides(latent_iterations=latent_iterations, pixel_iterations=pixel_iterations), threat,
                        model=s.model, images=[name if bundled else _victim_file(i)
                                               for i, (name, _, bundled) in enumerate(record.victims)],
-                       seed=s.seed, size=record.size, t=[s.client_t] if s.client_t >= 0 else None, out="rerun")
+                       client_seed=s.client_seed, size=record.size, t=[s.client_t] if s.client_t >= 0 else None, out="rerun")
     return f"PYTHONPATH={shlex.quote(str(REPO))} {shlex.quote(sys.executable)} -m gidm_core {shlex.join(argv)}"
 
 
@@ -61,7 +61,7 @@ def metrics_report(record: RunRecord) -> dict:
         "matching_loss": record.matching_loss, "iterations": record.iterations, "seconds": record.seconds,
         "seconds_to_first_image": record.first_image_s, "seconds_to_30db": record.time_to_30db_s,
         "size": record.size, "batch_size": len(record.victims), "victims": [v[0] for v in record.victims],
-        "t_true": record.t_true, "t_est": record.t_estimate, "phase_starts": record.phase_starts,
+        "t_true": record.t_true, "t_estimate": record.t_estimate, "phase_starts": record.phase_starts,
         "config": record.config, "command": record.command,
         "metrics_trace": [{k: v for k, v in row.items() if k != "message"} for row in record.trace],
     }

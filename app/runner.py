@@ -60,7 +60,7 @@ def stream(session: Session, settings: Settings, min_interval: float = 0.4) -> I
             if settings.client_t >= model.num_train_timesteps:
                 raise ConfigError(f"client t must be below {model.num_train_timesteps} for {model.name}")
             t = None if settings.client_t < 0 else [settings.client_t]
-            played = play(model, x0, threat, config, client_seed=settings.seed, t=t, prior=prior, stop=stop,
+            played = play(model, x0, threat, config, client_seed=settings.client_seed, t=t, prior=prior, stop=stop,
                           lpips_every=5)
         except (UserError, ValueError, RuntimeError, MemoryError) as err:
             if isinstance(err, (RuntimeError, MemoryError)) and not out_of_memory(err):

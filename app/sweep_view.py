@@ -65,7 +65,7 @@ def load_cell(grid: sweep.Grid | None, evt: gr.SelectData) -> tuple:
     clip, sigma, keep = cell.defence
     defence = DEFENCES[2] if keep < 1 else DEFENCES[1] if clip > 0 or sigma > 0 else DEFENCES[0]
     chosen = {**{name: getattr(config, name) for name in CELL_FIELDS if hasattr(config, name)},
-              "client_t": -1 if cell.t is None else cell.t, "seed": cell.seeds[0],
+              "client_t": -1 if cell.t is None else cell.t, "client_seed": cell.seeds[0],
               "attack_seed": cell.seeds[0] + ATTACKER_SEED_OFFSET,  # the seed the benchmark's cell attacked with
               "defence": defence, "clip": clip, "sigma": sigma, "keep": keep,
               "secrets": "known" if cell.knows_eps else "private", "prior": cell.prior}

@@ -16,7 +16,10 @@ WEIGHT_FLOOR = 1e-2
 
 class GradientMatcher:
     """Distance between `client_update(guess)` and the shared update, differentiable w.r.t. the guess. The guess's
-    update is of the shared update's kind: for a FedAvg delta the client's E local steps are re-simulated on it.
+    update is of the shared update's kind: for a FedAvg delta the client's E local steps are re-simulated on it, each
+    on the images, eps, t and dropout masks of the update's `schedule` (what the threat model revealed of the
+    client's per-step draws, the rest assumed). The guess is all N local images; eps and t have one entry per
+    secret the client drew (one per image, or with fresh noise one per slot of every step).
 
     - "l2": sum over tensors of w_l * ||g_l - g*_l||^2 (DLG, and the GIDM paper).
     - "cosine": 1 - <w g, g*> / (||w g|| ||w g*||) over the whole update (Inverting Gradients); blind to scale, so
@@ -38,6 +41,7 @@ class GradientMatcher:
         self.model = model
         self.distance = distance
         self.training = update.training
+        self.schedule = update.schedule
         self.scales = None if confidence is None else [c.detach().to(model.device).sqrt() for c in confidence]
         self.targets = [g.detach().to(model.device) for g in update.gradients]
         if self.scales is not None:
@@ -57,7 +61,7 @@ class GradientMatcher:
 
     def __call__(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, create_graph: bool = True) -> torch.Tensor:
         """Distance of the update the client would send for (x0, eps, t); `create_graph=False` only scores it."""
-        return self.distance_to(client_update(self.model, x0, eps, t, create_graph, self.training))
+        return self.distance_to(client_update(self.model, x0, eps, t, create_graph, self.training, self.schedule))
 
     def distance_to(self, grads: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """Distance of any candidate update (e.g. one built from another parameterisation of the guess)."""

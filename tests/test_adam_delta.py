@@ -24,12 +24,18 @@ def _relative_error(got, want) -> float:
     return float(error / torch.sqrt(sum(w.double().pow(2).sum() for w in want)))
 
 
-def test_one_adam_step_decodes_to_the_gradient(tiny_model, photo32):
+def _shared(model, image, training, seed=0, t=100, threat=PAPER):
+    batch = PrivateBatch.draw(image, model.num_train_timesteps, seed=seed, t=[t], training=training)
+    return batch, share(model, batch, threat, training=training)
+
+
+@pytest.mark.parametrize("training", [ONE_ADAM_STEP, LocalTraining(lr=1e-3, optimizer="adamw", weight_decay=0.1),
+                                      LocalTraining(lr=1e-3, optimizer="adam", weight_decay=0.1)])
+def test_one_adam_step_decodes_to_the_gradient(tiny_model, photo32, training):
     """The client ran torch.optim.Adam; the decoded delta is its FedSGD gradient up to float32's rounding, which
     the confidence accounts for, while the raw delta (about -lr * sign(g)) is nowhere near it. A random-init model's
     gradients are ~100x a trained one's, so many entries here decode only to a few percent (weighed down)."""
-    batch = PrivateBatch.draw(photo32, tiny_model.num_train_timesteps, seed=3, t=[400])
-    update = share(tiny_model, batch, PAPER, training=ONE_ADAM_STEP)
+    batch, update = _shared(tiny_model, photo32, training, seed=3, t=400)
     gradient = client_update(tiny_model, batch.x0, batch.eps, batch.t)
     decoded = decode_one_step(tiny_model, update)
     assert decoded.training is None and decoded.kind == "fedsgd" and decoded.t is update.t
@@ -48,18 +54,17 @@ def test_one_adam_step_decodes_to_the_gradient(tiny_model, photo32):
     (ONE_ADAM_STEP, DefenceConfig(sigma=0.01), False),
     (LocalTraining(steps=2, lr=1e-3, optimizer="adam"), DefenceConfig(), False),
     (LocalTraining(steps=1, lr=1e-3), DefenceConfig(), False),
+    (LocalTraining(lr=1e-3, optimizer="adamw", clip=1.0), DefenceConfig(), True),  # the matcher clips alike
 ])
 def test_only_an_intact_one_step_adam_delta_is_decoded(tiny_model, photo32, training, defence, decodes):
-    batch = PrivateBatch.draw(photo32, tiny_model.num_train_timesteps, seed=0, t=[100])
-    update = share(tiny_model, batch, dataclasses.replace(PAPER, defence=defence), training=training)
+    _, update = _shared(tiny_model, photo32, training, threat=dataclasses.replace(PAPER, defence=defence))
     assert decodable(update, defence) == decodes
     assert (readable(tiny_model, update, defence) is update) != decodes
 
 
 def test_pruned_entries_stay_zero_after_decoding(tiny_model, photo32):
-    batch = PrivateBatch.draw(photo32, tiny_model.num_train_timesteps, seed=0, t=[100])
     threat = dataclasses.replace(PAPER, defence=DefenceConfig(keep=0.3))
-    update = share(tiny_model, batch, threat, training=ONE_ADAM_STEP)
+    _, update = _shared(tiny_model, photo32, ONE_ADAM_STEP, threat=threat)
     decoded = decode_one_step(tiny_model, update)
     assert all(torch.equal(d == 0, g == 0) for d, g in zip(update.gradients, decoded.gradients))
 

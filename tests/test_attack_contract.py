@@ -19,9 +19,9 @@ assert {optimizer for _, optimizer in CASES} < set(OPTIMIZERS)
 
 
 def _config(method: str, optimizer: str, budget: int, **overrides):
-    iterations = dict(latent_iterations=budget) if method == "gidm-latent" else dict(iterations=budget)
+    iterations = dict(latent_iterations=budget) if method == "gidm-latent" else dict(pixel_iterations=budget)
     if method in ("gidm", "gidm-plus"):  # both phases (GIDM+: the latent phase, then its joint and residual stages)
-        iterations = dict(latent_iterations=budget // 2, iterations=budget - budget // 2)
+        iterations = dict(latent_iterations=budget // 2, pixel_iterations=budget - budget // 2)
     return attack_config(method, optimizer=optimizer, ddim_steps=1, report_every=1, **iterations, **overrides)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gidm_core.client import ADAM_BETAS, ADAM_EPS, PrivateBatch, _AdamSteps, client_update, share
+from gidm_core.client import LocalOptimizer, PrivateBatch, client_update, share
 from gidm_core.config import ConfigError, LocalTraining, attack_config, threat_preset
 from gidm_core.matching import GradientMatcher
 from gidm_core.metrics import psnr, to_unit
@@ -38,7 +38,7 @@ def test_several_steps_are_not_one_step_scaled(tiny_model, photo32):
 
 
 def test_one_step_fedavg_reconstructs_exactly_as_fedsgd(tiny_model, photo32):
-    config = attack_config("dlg", iterations=40, report_every=40)
+    config = attack_config("dlg", pixel_iterations=40, report_every=40)
     fedsgd = play(tiny_model, photo32, PAPER, config, client_seed=2, t=[500]).run.run_to_end()
     fedavg = play(tiny_model, photo32, PAPER, config, client_seed=2, t=[500],
                   training=LocalTraining(steps=1, lr=1e-3)).run.run_to_end()
@@ -50,7 +50,7 @@ def test_one_step_fedavg_reconstructs_exactly_as_fedsgd(tiny_model, photo32):
 
 def test_attackers_simulation_of_the_steps_is_the_clients(tiny_model, photo32):
     """The matcher's update for the true secrets, built differentiably from tensors, is the delta the client sent."""
-    played = play(tiny_model, photo32, threat_preset("private-eps-t"), attack_config("dlg", iterations=1),
+    played = play(tiny_model, photo32, threat_preset("private-eps-t"), attack_config("dlg", pixel_iterations=1),
                   client_seed=5, t=[200], training=THREE_STEPS)
     batch, update = played.batch, played.update
     assert update.eps is None and update.t is None and update.training == THREE_STEPS
@@ -67,7 +67,7 @@ def test_attackers_simulation_of_the_steps_is_the_clients(tiny_model, photo32):
 
 def test_dlg_reconstructs_from_a_three_step_delta(tiny_model, photo32):
     """Measured: 8.4 dB at the start, 27.2 dB after 60 evaluations, 32.8 dB after 80, 41.0 dB after 120."""
-    played = play(tiny_model, photo32, PAPER, attack_config("dlg", iterations=80, report_every=80), client_seed=0,
+    played = play(tiny_model, photo32, PAPER, attack_config("dlg", pixel_iterations=80, report_every=80), client_seed=0,
                   t=[500], training=THREE_STEPS)
     assert _psnr(played.run.run_to_end(), photo32) >= 28
 
@@ -75,7 +75,7 @@ def test_dlg_reconstructs_from_a_three_step_delta(tiny_model, photo32):
 @pytest.mark.parametrize("steps, optimizer, residual", [(1, "sgd", True), (2, "sgd", False), (1, "adam", True),
                                                           (2, "adam", False)])
 def test_gidm_plus_runs_its_residual_stage_only_where_it_is_exact(tiny_model, photo32, steps, optimizer, residual):
-    config = attack_config("gidm-plus", latent_iterations=0, iterations=6, report_every=6)
+    config = attack_config("gidm-plus", latent_iterations=0, pixel_iterations=6, report_every=6)
     played = play(tiny_model, photo32, threat_preset("private-eps-t"), config, client_seed=1, t=[100],
                   training=LocalTraining(steps=steps, lr=0.01, optimizer=optimizer))
     result = played.run.run_to_end()
@@ -104,19 +104,20 @@ def test_the_attackers_adam_is_torchs_adam_step_for_step():
     generator = torch.Generator().manual_seed(0)
     scales = 10.0 ** torch.arange(-10, 1).repeat_interleave(20)
     weights = torch.zeros(scales.numel(), requires_grad=True)
-    reference = torch.optim.Adam([weights], lr=1e-3, betas=ADAM_BETAS, eps=ADAM_EPS)
-    simulated, delta = _AdamSteps([weights]), torch.zeros(scales.numel())
+    training = LocalTraining(lr=1e-3, optimizer="adam")
+    reference = torch.optim.Adam([weights], lr=1e-3, betas=training.betas, eps=training.adam_eps)
+    simulated, delta = LocalOptimizer(training, [weights]), torch.zeros(scales.numel())
     for _ in range(4):
         grad = scales * torch.randn(scales.numel(), generator=generator)
         grad[::7] = 0.0
         weights.grad = grad.clone()
         reference.step()
-        delta = delta - simulated.step((grad,), 1e-3)[0]
+        delta = delta - simulated.step((grad,), [delta])[0]
     assert _relative_error([delta], [weights.detach()]) < 1e-6
     guess = torch.ones(3, requires_grad=True)
-    steps = _AdamSteps([guess])
-    steps.step((guess * torch.tensor([0.0, 1e-9, 1.0]),), 1e-3)
-    out = steps.step((guess * torch.tensor([0.0, 2e-9, 0.5]),), 1e-3)[0]
+    steps = LocalOptimizer(training, [guess])
+    steps.step((guess * torch.tensor([0.0, 1e-9, 1.0]),), [guess])
+    out = steps.step((guess * torch.tensor([0.0, 2e-9, 0.5]),), [guess])[0]
     assert torch.isfinite(torch.autograd.grad(out.sum(), guess)[0]).all()
 
 
@@ -124,13 +125,13 @@ ADAM = LocalTraining(steps=3, lr=1e-3, optimizer="adam")
 
 
 def test_the_attackers_simulated_adam_delta_is_the_clients(tiny_model, photo32):
-    """The client runs torch.optim.Adam (`train_locally`); the matcher's plain-tensor Adam gives the same delta.
+    """The client's Adam delta (`client_update`, torch's Adam step for step: test_realistic_client.py) is what the
+    matcher re-simulates, with the graph the attack differentiates.
 
-    Measured (tiny-32, astronaut, E = 3, lr 1e-3): 7e-6 relative without a graph; 6e-5 with create_graph, the
-    matcher's mode, whose backward rounds each gradient differently (5e-7 relative). Adam divides each entry by its
-    own magnitude, so on the ~75 of 165k entries whose gradient is below 1e-7 that rounding becomes a delta-sized
-    difference: it is the arithmetic, not the simulation (the step-for-step test above is exact to 1e-6)."""
-    played = play(tiny_model, photo32, threat_preset("private-eps-t"), attack_config("dlg", iterations=1),
+    With create_graph, the matcher's mode, the backward rounds each gradient differently (5e-7 relative). Adam
+    divides each entry by its own magnitude, so on the ~75 of 165k entries whose gradient is below 1e-7 that
+    rounding becomes a delta-sized difference (6e-5 relative measured): it is the arithmetic, not the simulation."""
+    played = play(tiny_model, photo32, threat_preset("private-eps-t"), attack_config("dlg", pixel_iterations=1),
                   client_seed=5, t=[200], training=ADAM)
     batch, update = played.batch, played.update
     assert update.training == ADAM and update.t is None
@@ -152,7 +153,7 @@ def test_dlg_gets_no_signal_from_an_adam_delta(tiny_model, photo32):
     constant function of the image, so the exact simulated delta gives L2 matching almost no slope. Measured (E = 2,
     lr 1e-3, t 500): DLG stays at 8.4-8.5 dB over 160 evaluations where the same SGD delta reaches 47 dB. When an
     attack learns to invert Adam updates, replace this with the floor it reaches."""
-    config = attack_config("dlg", iterations=40, report_every=40)
+    config = attack_config("dlg", pixel_iterations=40, report_every=40)
     adam = play(tiny_model, photo32, PAPER, config, client_seed=0, t=[500],
                 training=LocalTraining(steps=2, lr=1e-3, optimizer="adam")).run.run_to_end()
     sgd = play(tiny_model, photo32, PAPER, config, client_seed=0, t=[500],

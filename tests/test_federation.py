@@ -23,8 +23,8 @@ pytest.importorskip("flwr")
 from gidm_core.federation import client_app  # noqa: E402  (needs flwr)
 from gidm_core.federation.model import build_model, initial_state  # noqa: E402
 
-TINY = FederationConfig(model_config="tiny-32", clients=2, rounds=2, local_steps=1, client_lr=0.01, attack="dlg",
-                        iterations=120)
+TINY = FederationConfig(model_config="tiny-32", clients=2, rounds=2, local_steps=1, client_lr=0.01, method="dlg",
+                        pixel_iterations=120)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def federation(tmp_path_factory):
     """One federation through the CLI: (exit code, its output folder)."""
     out = tmp_path_factory.mktemp("federation")
     argv = ["federate", "--out", str(out), "--model-config", "tiny-32", "--clients", "2", "--rounds", "2",
-            "--local-steps", "1", "--client-lr", "0.01", "--attack", "dlg", "--iterations", "120", "--cpus", "2"]
+            "--local-steps", "1", "--client-lr", "0.01", "--method", "dlg", "--pixel-iterations", "120", "--cpus", "2"]
     return main(argv), out
 
 
@@ -64,8 +64,7 @@ def test_each_rounds_checkpoint_is_a_model_the_attack_loads(federation):
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_the_clients_delta_is_the_update_the_attack_simulates(optimizer):
-    """The ClientApp's delta (client.train_locally, torch's SGD or Adam) equals client_update on the same batch, for
-    E = 3."""
+    """The ClientApp's delta equals client_update on the same batch and per-step draws, for E = 3."""
     config = FederationConfig(model_config="tiny-32", clients=2, local_steps=3, client_lr=0.1,
                               client_optimizer=optimizer)
     state = initial_state(config)
@@ -86,8 +85,10 @@ def test_private_eps_and_t_stay_on_the_client():
     assert client_app.SECRETS not in reply and list(reply.array_records) == [client_app.DELTA]
 
 
-def test_trainer_and_flower_clients_run_one_loop():
-    assert federated.train_locally is client.train_locally is client_app.train_locally
+def test_the_attacked_and_flower_clients_share_one_update_function():
+    """The Flower client sends what `client.client_update` computes, the function the attack re-simulates; the
+    trainer of the bundled models runs `client.train_locally` (torch's optimiser, tested equal to it)."""
+    assert client_app.client_update is client.client_update and federated.train_locally is client.train_locally
 
 
 def test_batches_are_the_clients_own_and_repeatable():
@@ -108,7 +109,7 @@ def test_the_attackers_stream_is_independent_of_the_clients(attack_seed):
     assert abs(float(correlation)) < 0.1
 
 
-@pytest.mark.parametrize("argv", [["--clients", "0"], ["--attack", "magic"], ["--model-config", "huge-32"],
+@pytest.mark.parametrize("argv", [["--clients", "0"], ["--method", "magic"], ["--attack", "magic"], ["--model-config", "huge-32"],
                                   ["--local-steps", "0"], ["--clients", "60", "--batch-size", "4"],
                                   ["--client-optimizer", "rmsprop"]])
 def test_bad_input_is_one_line_exit_2(argv, tmp_path, capsys):

@@ -15,11 +15,11 @@ Measured (faces32, face-05, t 100, DLG, 60 CPU-s): unweighted 35.3 dB, weighted 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
-from ..client import ADAM_EPS, SharedUpdate
+from ..client import SharedUpdate
 from ..config import DefenceConfig
 from ..models import DiffusionModel
 
@@ -30,9 +30,11 @@ KNEE_ERROR = 1e-2  # relative decoding error at which an entry's confidence is o
 
 @dataclass(frozen=True)
 class DecodedUpdate(SharedUpdate):
-    """A FedSGD gradient read out of an Adam delta, with each entry's confidence in (0, 1]."""
+    """A FedSGD gradient read out of an Adam delta, with each entry's confidence in [0, 1] and the norm the client
+    clipped its gradient to (0: none)."""
 
     confidence: tuple[torch.Tensor, ...] = ()
+    clip: float = 0.0
 
 
 def confidence(update: SharedUpdate) -> tuple[torch.Tensor, ...] | None:
@@ -40,15 +42,26 @@ def confidence(update: SharedUpdate) -> tuple[torch.Tensor, ...] | None:
     return update.confidence if isinstance(update, DecodedUpdate) else None
 
 
+def matcher_defence(update: SharedUpdate, defence: DefenceConfig) -> DefenceConfig:
+    """The defence the matcher replays on its guesses: a decoded update's gradient was clipped by the client."""
+    if isinstance(update, DecodedUpdate) and update.clip > 0:
+        return replace(defence, clip=update.clip)
+    return defence
+
+
 def is_adam_delta(update: SharedUpdate) -> bool:
     return update.training is not None and update.training.optimizer in ADAM_KINDS
 
 
 def decodable(update: SharedUpdate, defence: DefenceConfig) -> bool:
-    """One Adam step whose values reached the server as computed: norm clipping rescales by an unknown factor and
-    noise swamps the 1e-4 margins, so those deltas stay deltas (top-k pruning only zeroes entries, which decode to
-    zero and stay masked out of the match)."""
-    return (is_adam_delta(update) and update.training.steps == 1 and defence.clip == 0 and defence.sigma == 0)
+    """One Adam step on all the client's images, with no dropout, whose values reached the server as computed: norm
+    clipping rescales by an unknown factor and noise swamps the 1e-4 margins, so those deltas stay deltas (top-k
+    pruning only zeroes entries, which decode to zero and stay masked out of the match). Dropout masks and a
+    mini-batch are per-step draws a FedSGD matcher cannot replay: those deltas stay deltas too."""
+    training = update.training
+    return (is_adam_delta(update) and training.steps == 1 and training.dropout == 0
+            and training.batch_size(update.batch_size) == update.batch_size
+            and defence.clip == 0 and defence.sigma == 0)
 
 
 def readable(model: DiffusionModel, update: SharedUpdate, defence: DefenceConfig) -> SharedUpdate:
@@ -59,17 +72,23 @@ def readable(model: DiffusionModel, update: SharedUpdate, defence: DefenceConfig
 def decode_one_step(model: DiffusionModel, update: SharedUpdate) -> DecodedUpdate:
     """The FedSGD update equivalent to a one-step Adam(W) delta: the gradient estimate g = eps s / (1 - |s|).
     An entry that rounded to |s| = 1 (|g| above ~0.1; none on the bundled models) has lost its magnitude: it is
-    left out of the match (confidence 0), as are pruned entries (delta 0)."""
+    left out of the match (confidence 0), as are pruned entries (delta 0). Weight decay is a term of the public
+    weights: AdamW's is taken off the delta, Adam's (coupled, inside the gradient) off the decoded gradient. The
+    client's clipping inside the step scales the gradient it normalised: the matcher clips its guesses alike."""
     training = update.training
-    decay = getattr(training, "weight_decay", 0.0)
-    knee = KNEE_ERROR * ADAM_EPS / ROUNDING
+    lr, wd, eps = training.lr, training.weight_decay, training.adam_eps
+    decoupled = wd if training.optimizer == "adamw" else 0.0
+    knee = KNEE_ERROR * eps / ROUNDING
     gradients, weights = [], []
     for delta, theta in zip(update.gradients, model.unet.parameters()):
-        s = -(delta.double() + training.lr * decay * theta.detach().double()) / training.lr
+        theta = theta.detach().double()
+        s = -(delta.double() + lr * decoupled * theta) / lr
         margin = 1 - s.abs()
         known = (margin > 0) & (delta != 0)
-        g = torch.where(known, ADAM_EPS * s / margin.clamp_min(1e-300), 0.0)
-        gradients.append(g.to(delta.dtype))
+        g = torch.where(known, eps * s / margin.clamp_min(1e-300), 0.0)
         weights.append(torch.where(known, 1 / (1 + (g / knee).square().square()), 0.0).to(delta.dtype))
+        if wd and not decoupled:
+            g = torch.where(known, g - wd * theta, 0.0)
+        gradients.append(g.to(delta.dtype))
     fields = {name: getattr(update, name) for name in ("batch_size", "image_shape", "eps", "t")}
-    return DecodedUpdate(tuple(gradients), **fields, training=None, confidence=tuple(weights))
+    return DecodedUpdate(tuple(gradients), **fields, training=None, confidence=tuple(weights), clip=training.clip)

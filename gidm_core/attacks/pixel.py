@@ -12,14 +12,15 @@ from collections.abc import Callable, Generator
 import torch
 
 from ..matching import GradientMatcher, total_variation
-from .adam_delta import confidence
+from .adam_delta import confidence, matcher_defence
 from .base import AttackContext, Event, Guess, Objective
 from .secrets import noise_variable, resolve_timesteps
 
 
 def matcher_for(ctx: AttackContext) -> GradientMatcher:
-    return GradientMatcher(ctx.model, ctx.update, ctx.config.distance, ctx.config.layer_weights, ctx.threat.defence,
-                           confidence(ctx.update))
+    update = ctx.update
+    return GradientMatcher(ctx.model, update, ctx.config.distance, ctx.config.layer_weights,
+                           matcher_defence(update, ctx.threat.defence), confidence(update))
 
 
 def image_objective(ctx: AttackContext, matcher: GradientMatcher, make_image: Callable[[], torch.Tensor],
@@ -47,7 +48,7 @@ def pixel_phase(ctx: AttackContext, matcher: GradientMatcher, start: torch.Tenso
     cfg = ctx.config
     x = start.detach().clone().clamp(-1, 1).requires_grad_(True)
     objective = image_objective(ctx, matcher, lambda: x, eps, t, secret_eps=bool(extra))
-    steps = cfg.iterations if iterations is None else iterations
+    steps = cfg.pixel_iterations if iterations is None else iterations
     return (yield from ctx.optimise(phase, [x, *extra], objective, steps, cfg.lr,
                                     project=lambda: x.clamp_(-1, 1)))
 

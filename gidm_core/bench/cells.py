@@ -52,7 +52,7 @@ def _run_group(cell: Cell, model, prior, names: tuple[str, ...], seed: int, devi
     threat = _threat(cell)
     x0 = load_victims(names, cell.size, model.channels)
     config = attack_config(cell.method, ddim_steps=max(1, cell.ddim_steps), report_every=cell.report_every,
-                           seed=seed + ATTACKER_SEED_OFFSET, optimizer=cell.optimizer, seconds=cell.seconds,
+                           attack_seed=seed + ATTACKER_SEED_OFFSET, optimizer=cell.optimizer, seconds=cell.seconds,
                            clock=budget_clock(device), **cell.budget_split())
     played = play(model, x0, threat, config, client_seed=seed, t=None if cell.t is None else [cell.t], prior=prior)
     batch, run, evaluator = played.batch, played.run, played.evaluator
@@ -87,7 +87,7 @@ def _run_group(cell: Cell, model, prior, names: tuple[str, ...], seed: int, devi
         if last > first:
             phase_steps[name] = (ended - began) / (last - first)
     return {
-        "images": list(names), "seed": seed, "attacker_seed": config.seed, "clock": config.clock,
+        "images": list(names), "seed": seed, "attacker_seed": config.attack_seed, "clock": config.clock,
         "status": result.status, "message": result.message,
         "t_true": batch.t.tolist(), "t_estimate": list(result.t_estimate) if result.t_estimate else None,
         "mse": metrics["mse"], "psnr": metrics["psnr"], "ssim": metrics["ssim"], "lpips": metrics["lpips"],

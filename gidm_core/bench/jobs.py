@@ -54,11 +54,11 @@ class Cell:
         `latent_share` of it to the latent phase (GIDM+ splits the rest into its joint and residual stages)."""
         n = self.iterations
         if self.method == "gidm-latent":
-            return dict(latent_iterations=n, iterations=0)
+            return dict(latent_iterations=n, pixel_iterations=0)
         if self.method in ("gidm", "gidm-plus"):
             latent = max(1, round(n * self.latent_share))
-            return dict(latent_iterations=latent, iterations=n - latent)
-        return dict(iterations=n, latent_iterations=0)
+            return dict(latent_iterations=latent, pixel_iterations=n - latent)
+        return dict(pixel_iterations=n, latent_iterations=0)
 
     def groups(self) -> list[tuple[tuple[str, ...], int]]:
         """(image group, seed) pairs this cell runs."""
@@ -70,7 +70,7 @@ class Cell:
         if self.seconds > 0:
             return self.seconds * 10 * len(self.groups())  # ~10 evaluations a second: the same scale as below
         split = self.budget_split()
-        units = split.get("iterations", 0) + split.get("latent_iterations", 0) * (self.ddim_steps + 1.5)
+        units = split.get("pixel_iterations", 0) + split.get("latent_iterations", 0) * (self.ddim_steps + 1.5)
         if self.method == "gidm-plus":
             units *= 1.5
         return units * (self.size / 32) ** 2 * self.batch * len(self.groups())

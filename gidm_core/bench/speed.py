@@ -15,13 +15,13 @@ from .jobs import BENCH_VERSION, SpeedProbe
 from .machine import budget_clock, device_name, now, time_forward_backward
 
 SPEED_CASES = (  # (label, method, private eps/t, AttackConfig iteration fields for n steps of the one phase)
-    ("DLG pixel step (L2)", "dlg", False, lambda n: dict(iterations=n)),
-    ("IG pixel step (cosine + TV)", "ig", False, lambda n: dict(iterations=n)),
-    ("GIDM latent step (DDIM K)", "gidm-latent", False, lambda n: dict(latent_iterations=n, iterations=0)),
-    ("GIDM pixel step", "gidm", False, lambda n: dict(latent_iterations=0, iterations=n)),
-    ("DLG pixel+eps step (private eps)", "dlg", True, lambda n: dict(iterations=n)),
+    ("DLG pixel step (L2)", "dlg", False, lambda n: dict(pixel_iterations=n)),
+    ("IG pixel step (cosine + TV)", "ig", False, lambda n: dict(pixel_iterations=n)),
+    ("GIDM latent step (DDIM K)", "gidm-latent", False, lambda n: dict(latent_iterations=n, pixel_iterations=0)),
+    ("GIDM pixel step", "gidm", False, lambda n: dict(latent_iterations=0, pixel_iterations=n)),
+    ("DLG pixel+eps step (private eps)", "dlg", True, lambda n: dict(pixel_iterations=n)),
     ("GIDM+ pixel step (70 % joint x0, eps; 30 % residual x_t, r)", "gidm-plus", True,
-     lambda n: dict(latent_iterations=0, iterations=n)),
+     lambda n: dict(latent_iterations=0, pixel_iterations=n)),
 )
 
 
