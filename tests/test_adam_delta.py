@@ -66,7 +66,10 @@ def test_pruned_entries_stay_zero_after_decoding(tiny_model, photo32):
     threat = dataclasses.replace(PAPER, defence=DefenceConfig(keep=0.3))
     _, update = _shared(tiny_model, photo32, ONE_ADAM_STEP, threat=threat)
     decoded = decode_one_step(tiny_model, update)
-    assert all(torch.equal(d == 0, g == 0) for d, g in zip(update.gradients, decoded.gradients))
+    pruned = [d == 0 for d in update.gradients]
+    assert sum(int(p.sum()) for p in pruned) > 0.5 * sum(p.numel() for p in pruned)
+    assert all((g[p] == 0).all() and (c[p] == 0).all()
+               for p, g, c in zip(pruned, decoded.gradients, confidence(decoded)))
 
 
 def _psnr(result, x0: torch.Tensor) -> float:
@@ -77,7 +80,7 @@ def test_dlg_reconstructs_from_a_one_step_adam_delta_where_plain_matching_cannot
     """The floor that replaced the pinned failure: the same DLG, 60 L-BFGS evaluations, on the same Adam delta.
     Matching the re-simulated delta (the update as sent) stays at its start; matching the decoded gradient (what
     `start_attack` does by itself) reconstructs. Measured: plain 8.4 dB, decoded 22.3 dB."""
-    config = attack_config("dlg", iterations=60, report_every=60)
+    config = attack_config("dlg", pixel_iterations=60, report_every=60)
     played = play(tiny_model, photo32, PAPER, config, client_seed=0, t=[500], training=ONE_ADAM_STEP)
     decoded = played.run.run_to_end()
     plain = Run(ATTACKS["dlg"], AttackContext(tiny_model, played.update, PAPER, config)).run_to_end()
