@@ -42,6 +42,7 @@ class GradientMatcher:
         self.distance = distance
         self.training = update.training
         self.schedule = update.schedule
+        self.smoothing = 0.0  # kappa of the re-simulated Adam's smoothed denominator (attacks/adam_delta.py)
         self.scales = None if confidence is None else [c.detach().to(model.device).sqrt() for c in confidence]
         self.targets = [g.detach().to(model.device) for g in update.gradients]
         if self.scales is not None:
@@ -61,7 +62,8 @@ class GradientMatcher:
 
     def __call__(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, create_graph: bool = True) -> torch.Tensor:
         """Distance of the update the client would send for (x0, eps, t); `create_graph=False` only scores it."""
-        return self.distance_to(client_update(self.model, x0, eps, t, create_graph, self.training, self.schedule))
+        return self.distance_to(client_update(self.model, x0, eps, t, create_graph, self.training, self.schedule,
+                                                self.smoothing))
 
     def distance_to(self, grads: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """Distance of any candidate update (e.g. one built from another parameterisation of the guess)."""
