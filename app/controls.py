@@ -10,7 +10,8 @@ from typing import Any
 
 import gradio as gr
 
-from gidm_core.config import METHOD_LABELS, OPTIMIZERS
+from gidm_core.config import OPTIMIZERS
+from gidm_core.methods import METHOD_LABELS
 
 from .model_cache import model_choices
 from .settings import CONTROLS, DEFAULT_PRESET, DEFENCES, MAX_BATCH, METHODS, PRESETS, RESOLUTIONS, SECRETS, SOURCES, \

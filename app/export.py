@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gidm_core.cli import attack_argv, write_loss_csv
-from gidm_core.data import grid
+from gidm_core.images import grid
+from gidm_core.methods import spec
 
 from .settings import configs
 
@@ -27,9 +28,9 @@ def _victim_file(index: int) -> str:
 
 def iterations_run(record: RunRecord) -> tuple[int, int]:
     """(latent, pixel) iterations the run actually did: the configured ones, or fewer when it was stopped."""
-    cfg = record.config
-    latent = cfg["latent_iterations"] if cfg["method"] in ("gidm", "gidm-latent") else 0
-    pixel = cfg["pixel_iterations"] if cfg["method"] != "gidm-latent" else 0
+    cfg, method = record.config, spec(record.config["method"])
+    latent = cfg["latent_iterations"] if method.latent_phase else 0
+    pixel = cfg["pixel_iterations"] if method.pixel_phase else 0
     if record.status == "done" or record.iterations >= latent + pixel:
         return cfg["latent_iterations"], cfg["pixel_iterations"]
     done_latent = min(latent, record.iterations)

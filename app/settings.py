@@ -14,7 +14,6 @@ from typing import Any
 
 from gidm_core.config import (
     LAYER_WEIGHTS,
-    METHOD_LABELS,
     OPTIMIZERS,
     AttackConfig,
     ConfigError,
@@ -23,6 +22,7 @@ from gidm_core.config import (
     attack_config,
 )
 from gidm_core.errors import UserError
+from gidm_core.methods import METHOD_LABELS, REGISTRY, spec
 from gidm_core.models import check_spec
 
 SOURCES = ("Gallery", "Upload", "Webcam")
@@ -153,12 +153,13 @@ INTEGER_FIELDS = {"pixel_iterations", "latent_iterations", "ddim_steps", "client
 def applies(values: dict[str, Any]) -> dict[str, bool]:
     """For each control that matters only sometimes, whether it matters for these values; the UI hides the others
     and validation ignores them. Controls not named here always apply."""
-    latent = values.get("method") in ("gidm", "gidm-latent", "gidm-plus")  # GIDM+ may start from GIDM's latent phase
+    method = REGISTRY.get(values.get("method"))
+    latent = method is not None and method.latent_phase
     first_order = values.get("optimizer") != "lbfgs"  # L-BFGS needs no learning rate nor schedule
     noise = values.get("defence") == "clip + Gaussian noise"
     source = values.get("source")
     return dict(latent_iterations=latent, ddim_steps=latent, prior=latent, latent_lr=latent and first_order,
-                pixel_iterations=values.get("method") != "gidm-latent", lr=first_order, lr_schedule=first_order,
+                pixel_iterations=method is None or method.pixel_phase, lr=first_order, lr_schedule=first_order,
                 clip=noise, sigma=noise, keep=values.get("defence") == "top-k pruning", gallery=source == "Gallery",
                 uploads=source == "Upload", webcam=source == "Webcam")
 
@@ -263,11 +264,12 @@ def hints(settings: Settings) -> list[str]:
     """What a valid but surprising combination does: shown before the run, not discovered after it."""
     out = []
     private = settings.secrets == "private"
-    if settings.method == "gidm-plus" and not private:
+    made_for_private = spec(settings.method).for_private_secrets
+    if made_for_private and not private:
         out.append("GIDM+ is built for private eps and t: with them revealed it has no noise to recover and runs as "
                    "a pixel search with the revealed eps (no residual stage). With eps and t known, GIDM is the "
                    "attack to use.")
-    if settings.method != "gidm-plus" and private:
+    if not made_for_private and private:
         out.append(f"{METHOD_LABELS[settings.method]} with private eps and t: t is read off the update and eps is "
                    "searched jointly with the image, which this method was not designed for; GIDM+ is.")
     if settings.defence == "clip + Gaussian noise" and settings.clip == 0 and settings.sigma == 0:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from . import train_command
+from .training import command as train_command
 from .bench import command as bench_command
 from .config import (
     CLIENT_OPTIMIZERS,
@@ -175,7 +175,7 @@ def _check_attack_args(args: argparse.Namespace) -> None:
 
 
 def run_attack(args: argparse.Namespace) -> int:
-    from .data import grid, open_image, to_tensor
+    from .images import grid, open_image, to_tensor
     from .models import load_model, resolve_device
     from .protocol import play
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .errors import UserError
+from .methods import METHODS, spec
 from .seeds import MAX_SEED
 
-METHODS = ("dlg", "ig", "gidm", "gidm-latent", "gidm-plus")
 DISTANCES = ("l2", "cosine")
 LAYER_WEIGHTS = ("uniform", "normalized")
 OPTIMIZERS = ("lbfgs", "adam", "sgd")
@@ -38,9 +38,9 @@ def _check(condition: bool, message: str, field: str | None = None) -> None:
 def _finite(**values: tuple[str, float]) -> None:
     """inf and nan pass every `>` check (or fail it with a confusing message), so they are refused first.
     Each keyword is a field, its value (what the message calls it, the value)."""
-    for field, (label, value) in values.items():
+    for name, (label, value) in values.items():
         _check(isinstance(value, (int, float)) and math.isfinite(value),
-               f"{label} must be a finite number, got {value}", field)
+               f"{label} must be a finite number, got {value}", name)
 
 
 def _choice(name: str, value: str, options: tuple[str, ...], field: str | None = None) -> None:
@@ -266,26 +266,27 @@ class AttackConfig:
         _check(self.report_every >= 1, f"report_every must be >= 1, got {self.report_every}", "report_every")
         _check(0 <= self.attack_seed <= MAX_SEED, f"attacker seed must be in [0, 2**63 - 1], got {self.attack_seed}",
                "attack_seed")
-        if self.method == "gidm-latent":
-            _check(self.latent_iterations >= 1, "gidm-latent needs latent iterations >= 1", "latent_iterations")
+        method = spec(self.method)
+        if not method.pixel_phase:
+            _check(self.latent_iterations >= 1, f"{self.method} needs latent iterations >= 1", "latent_iterations")
         _check(self.total_iterations >= 1, f"{self.method} would do nothing with 0 iterations: give it some"
-               + (" (latent or pixel)" if self.uses_latent_phase or self.method == "gidm" else ""), "pixel_iterations")
+               + (" (latent or pixel)" if method.latent_phase else ""), "pixel_iterations")
 
     @property
     def uses_latent_phase(self) -> bool:
-        return self.method in ("gidm", "gidm-latent", "gidm-plus") and self.latent_iterations > 0
+        return spec(self.method).latent_phase and self.latent_iterations > 0
 
     @property
     def residual_iterations(self) -> int:
         """GIDM+'s residual-stage share of its pixel-stage iterations (when eps is private); the joint stage keeps
         at least one, since the residual stage starts from its answer."""
-        if self.method != "gidm-plus":
+        if "residual" not in spec(self.method).phases:
             return 0
         return min(round(self.pixel_iterations * self.residual_share), max(self.pixel_iterations - 1, 0))
 
     @property
     def uses_pixel_phase(self) -> bool:
-        return self.method != "gidm-latent"
+        return spec(self.method).pixel_phase
 
     @property
     def total_iterations(self) -> int:
@@ -298,25 +299,8 @@ class AttackConfig:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 
-# Each method's own defaults: DLG matches squared L2 distance; Inverting Gradients uses cosine distance plus total
-# variation (Geiping et al. 2020); GIDM matches L2 in both phases, as the paper does. The pixel-space methods and
-# GIDM get 400 evaluations by default; GIDM+ 1000 (300 in GIDM's latent phase, then 490 joint pixel and 210
-# residual), which it needs to converge on eps as well as the image (docs/gidm_plus.md).
-METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
-    "dlg": dict(distance="l2", tv_weight=0.0, pixel_iterations=400),
-    "ig": dict(distance="cosine", tv_weight=1e-3, layer_weights="uniform", pixel_iterations=400),
-    "gidm": dict(distance="l2", tv_weight=0.0),
-    "gidm-latent": dict(distance="l2", tv_weight=0.0, latent_iterations=400),
-    "gidm-plus": dict(distance="l2", tv_weight=0.0, latent_iterations=300, pixel_iterations=700),
-}
-
-
 def attack_config(method: str, **overrides: Any) -> AttackConfig:
     """The config for `method`: its own defaults, then any explicit overrides (None means keep the default)."""
     _choice("method", method, METHODS)
-    base = AttackConfig(method=method, **METHOD_DEFAULTS[method])
+    base = AttackConfig(method=method, **spec(method).defaults)
     return base.with_overrides(**overrides)
-
-
-# Every method's display name, for tables, plots and the app; each front end orders them as it needs.
-METHOD_LABELS = {"dlg": "DLG", "ig": "IG", "gidm": "GIDM", "gidm-latent": "GIDM-latent", "gidm-plus": "GIDM+"}

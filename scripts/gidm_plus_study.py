@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from gidm_core.config import attack_config, threat_preset
-from gidm_core.data import load_image
+from gidm_core.images import load_image
 from gidm_core.models import load_model
 from gidm_core.protocol import play
 

@@ -26,7 +26,7 @@ from app import runner  # noqa: E402
 from app.session import Session  # noqa: E402
 from app.victims import gallery_items  # noqa: E402
 
-TINY = dict(model="random:tiny-32", uploads=None, webcam=None, iterations=30, latent_iterations=2, ddim_steps=1,
+TINY = dict(model="random:tiny-32", uploads=None, webcam=None, pixel_iterations=30, latent_iterations=2, ddim_steps=1,
             report_every=3, batch_size=1, source="Gallery")
 STATUS, ORIGINAL, RECON, DIFF, LOSS, METRICS, TPLOT, FILM, TABLE, PICK_A, PICK_B, EXPORT = range(12)
 
@@ -187,7 +187,7 @@ def test_a_sweep_fills_its_grid_cell_by_cell_and_a_cell_loads_into_the_main_view
     from app.settings import CELL_FIELDS
     from app.sweep_view import load_cell
 
-    grid = sweep.Grid(Cell(method="dlg", model="random:tiny-32", images=(_gallery()[0],), iterations=3, t=None),
+    grid = sweep.Grid(Cell(method="dlg", model="random:tiny-32", images=(_gallery()[0],), total_iterations=3, t=None),
                       "iterations (total)", ("2", "3"), sweep.NONE, ("",))
     frames = list(sweep.run(grid, lambda: False))
     assert frames[0][0][0][1] is None and frames[0][0][0][0] is not None, "the first cell shows before the second"
@@ -216,3 +216,20 @@ def test_the_status_moves_every_second_between_rare_snapshots():
     gaps = [b - a for a, b in zip(stamps[1:], stamps[2:-1])]
     assert working, f"no heartbeat frames: {texts}"
     assert max(gaps) < 1.5, gaps
+
+
+@pytest.mark.parametrize("method,ran,expected", [
+    ("gidm-plus", 450, (300, 150)),  # its latent phase counts: once exported as 0 latent + 450 pixel
+    ("gidm", 30, (30, 0)),
+    ("gidm-latent", 12, (12, 0)),
+    ("dlg", 7, (0, 7)),
+])
+def test_a_stopped_run_exports_the_iterations_each_phase_did(method, ran, expected):
+    from types import SimpleNamespace
+
+    from app.export import iterations_run
+    from gidm_core.config import attack_config
+
+    config = attack_config(method, latent_iterations=300 if method == "gidm-plus" else 40)
+    record = SimpleNamespace(config=config.__dict__, status="stopped", iterations=ran)
+    assert iterations_run(record) == expected

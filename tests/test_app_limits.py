@@ -21,7 +21,7 @@ from app.victims import gallery_items  # noqa: E402
 from tests.conftest import serve_app  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = dict(model="random:tiny-32", uploads=None, webcam=None, iterations=20, latent_iterations=2, ddim_steps=1,
+TINY = dict(model="random:tiny-32", uploads=None, webcam=None, pixel_iterations=20, latent_iterations=2, ddim_steps=1,
             report_every=3, batch_size=1, source="Gallery", method="gidm")
 STATUS = 0
 

@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 
 from gidm_core.config import attack_config, threat_preset
-from gidm_core.data import IMAGES_DIR, MANIFEST, load_image, victims
-from gidm_core.datasets import held_out_faces, load_dataset, pixel_hash
+from gidm_core.images import IMAGES_DIR, MANIFEST, load_image, victims
+from gidm_core.faces import held_out_faces, load_dataset, pixel_hash
 from gidm_core.models import BUNDLED_DIR, bundled_models, bundled_specs, load_model
 from gidm_core.protocol import play
 
@@ -72,7 +72,7 @@ def test_gidm_with_its_defaults_recovers_a_held_out_face_from_the_trained_model(
     34.5-109 dB (README, Results)."""
     model = load_model("faces32")
     x0 = load_image("face-29", 32)
-    played = play(model, x0, threat_preset("paper"), attack_config("gidm", seed=1), client_seed=1, t=[100])
+    played = play(model, x0, threat_preset("paper"), attack_config("gidm", attack_seed=1), client_seed=1, t=[100])
     result = played.run.run_to_end()
     assert played.evaluator.score_result(result)["psnr"] >= 35
 

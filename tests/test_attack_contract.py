@@ -11,6 +11,7 @@ from gidm_core.attacks import ATTACKS
 from gidm_core.attacks.base import AttackContext
 from gidm_core.config import OPTIMIZERS, attack_config, threat_preset
 from gidm_core.matching import GradientMatcher
+from gidm_core.methods import REGISTRY
 from gidm_core.protocol import play
 
 PRIVATE = threat_preset("private-eps-t")
@@ -91,3 +92,10 @@ def test_answer_is_the_lowest_matching_loss_and_iterations_count_up(tiny_model, 
     assert result.matching_loss == min(row["matching"] for row in result.history)
     seen = [e.iteration for e in events]
     assert seen == sorted(seen) and seen[-1] == 12
+    # The phases it ran are its registry entry's, in order (with eps private, GIDM+ runs all three).
+    phases = list(dict.fromkeys(row["phase"] for row in result.history))
+    assert tuple(phases) == REGISTRY[method].phases
+
+
+def test_every_registered_method_has_an_attack_and_every_attack_a_registry_entry():
+    assert list(ATTACKS) == list(REGISTRY)

@@ -33,8 +33,9 @@ TARGET_PSNR = 30.0
 PATIENCE_S = float(os.environ.get("GIDM_BROWSER_PATIENCE", "90"))  # the default run's length on a busy 2-core CPU
 ENDED = ("Finished", "Stopped", "Refused", "Cannot", "Ended")
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is absent: "
-                                "apt-get install -y chromium (scripts/test.sh does it when run as root)")
+pytestmark = [pytest.mark.browser, pytest.mark.slow,
+              pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is absent: apt-get install -y "
+                                 "chromium (scripts/test.sh does it when run as root)")]
 
 
 @pytest.fixture(scope="module")

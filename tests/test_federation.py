@@ -10,7 +10,8 @@ import sys
 import pytest
 import torch
 
-from gidm_core import client, federated
+from gidm_core import client
+from gidm_core.training import trainer
 from gidm_core.cli import main
 from gidm_core.client import client_update
 from gidm_core.config import ConfigError
@@ -36,6 +37,8 @@ def federation(tmp_path_factory):
     return main(argv), out
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_the_curious_server_reconstructs_a_clients_image(federation):
     code, out = federation
     records = json.loads((out / "leakage.json").read_text())["records"]
@@ -43,6 +46,8 @@ def test_the_curious_server_reconstructs_a_clients_image(federation):
     assert max(r["psnr"] for r in records) >= 30, [round(r["psnr"], 1) for r in records]
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_leakage_has_one_scored_record_per_round_and_client(federation):
     _, out = federation
     summary = json.loads((out / "leakage.json").read_text())
@@ -56,6 +61,8 @@ def test_leakage_has_one_scored_record_per_round_and_client(federation):
     assert (out / "leakage_vs_round.png").is_file() and (out / "reconstructions_by_round.png").is_file()
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_each_rounds_checkpoint_is_a_model_the_attack_loads(federation):
     _, out = federation
     model = load_model(str(out / "round-0002"), allow_local=True)
@@ -88,7 +95,7 @@ def test_private_eps_and_t_stay_on_the_client():
 def test_the_attacked_and_flower_clients_share_one_update_function():
     """The Flower client sends what `client.client_update` computes, the function the attack re-simulates; the
     trainer of the bundled models runs `client.train_locally` (torch's optimiser, tested equal to it)."""
-    assert client_app.client_update is client.client_update and federated.train_locally is client.train_locally
+    assert client_app.client_update is client.client_update and trainer.train_locally is client.train_locally
 
 
 def test_batches_are_the_clients_own_and_repeatable():
@@ -131,3 +138,16 @@ def test_without_flower_the_command_says_how_to_install_it(tmp_path, capsys, mon
     monkeypatch.setitem(sys.modules, "flwr.simulation", None)  # import fails as if flwr were missing
     assert main(["federate", "--out", str(tmp_path / "f")]) == 2
     assert "pip install -r requirements-scale.txt" in capsys.readouterr().err
+
+
+def test_the_deployments_run_config_lists_every_federation_field_with_its_default():
+    """`flwr run` refuses a --run-config key that deploy/flower/pyproject.toml does not list: a FederationConfig field
+    missing there could never be set on a deployment, and a stale one would be refused by the ServerApp."""
+    import tomllib
+    from dataclasses import asdict
+    from pathlib import Path
+
+    deploy = Path(__file__).resolve().parent.parent / "deploy" / "flower" / "pyproject.toml"
+    listed = tomllib.loads(deploy.read_text())["tool"]["flwr"]["app"]["config"]
+    assert listed.pop("out")  # the ServerApp's output folder, the one key that is not the federation's
+    assert listed == asdict(FederationConfig())

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gidm_core.config import attack_config, threat_preset
-from gidm_core.data import load_image
+from gidm_core.images import load_image
 from gidm_core.diffusion import q_sample, split_target, training_target
 from gidm_core.models import bundled_specs, load_model, random_model
 from gidm_core.protocol import play

@@ -15,9 +15,9 @@ import pytest
 import torch
 from PIL import Image
 
-from gidm_core import data, models
+from gidm_core import images, models
 from gidm_core.cli import main
-from gidm_core.data import load_image
+from gidm_core.images import load_image
 
 ROOT = Path(__file__).resolve().parent.parent
 PHOTO = str(ROOT / "tests" / "data" / "lpips" / "ex_ref.png")
@@ -148,10 +148,10 @@ def test_out_of_memory_becomes_one_line_naming_the_size(tmp_path, capsys, monkey
 
 def test_an_image_between_the_limit_and_twice_it_is_refused(tmp_path, monkeypatch):
     """Pillow raises its bomb error only above twice MAX_IMAGE_PIXELS; between 1x and 2x it merely warned."""
-    monkeypatch.setattr(data, "MAX_PIXELS", 10_000)
+    monkeypatch.setattr(images, "MAX_PIXELS", 10_000)
     path = tmp_path / "big.png"
     Image.new("L", (150, 100)).save(path)  # 15,000 pixels: over the limit, under twice it
-    with pytest.raises(data.ImageLoadError, match="too large"):
+    with pytest.raises(images.ImageLoadError, match="too large"):
         load_image(path, 32)
 
 

@@ -1,7 +1,7 @@
 """Pixel-space gradient matching: the baselines DLG and Inverting Gradients, and GIDM's phase 2.
 
 DLG (Zhu et al. 2019) and IG (Geiping et al. 2020) are the same search with different defaults (see
-`config.METHOD_DEFAULTS`): DLG matches squared L2 distance, IG cosine distance with a total-variation prior. Pixels
+`methods.SPECS`): DLG matches squared L2 distance, IG cosine distance with a total-variation prior. Pixels
 are kept inside the image range [-1, 1] after every step.
 """
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
-from ..datasets import SKIMAGE_PHOTOS
-from .cells import load_victims
+from ..faces import SKIMAGE_PHOTOS
+from ..images import load_named_images
 from .jobs import BENCH_VERSION, SpeedProbe
 from .machine import budget_clock, device_name, now, time_forward_backward
 
@@ -35,7 +35,7 @@ def run_speed(probe: SpeedProbe) -> dict[str, Any]:
     cpu_started = time.process_time()
     model = load_model(probe.model, device)
     photos = [f"skimage:{SKIMAGE_PHOTOS[i % len(SKIMAGE_PHOTOS)]}" for i in range(probe.batch)]
-    x0 = load_victims(photos, probe.size, model.channels)
+    x0 = load_named_images(photos, probe.size, model.channels)
     threats = {False: ThreatModel(), True: ThreatModel(knows_eps=False, knows_t=False)}
 
     def attack_seconds(method: str, private: bool, split: dict) -> tuple[float, int]:

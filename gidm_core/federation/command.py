@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from ..config import CLIENT_OPTIMIZERS, METHODS, THREAT_PRESETS, ConfigError
-from ..datasets import load_dataset
+from ..faces import load_dataset
 from ..errors import UsageError
 from ..outputs import check_out_folder
 from .config import FederationConfig

@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from ..config import METHODS, THREAT_PRESETS, AttackConfig, ConfigError, LocalTraining, ThreatModel, attack_config
-from ..datasets import DATASETS
-from ..federated import ARCHITECTURES, TrainConfig
+from ..faces import DATASETS
+from ..training.trainer import ARCHITECTURES, TrainConfig
 from ..seeds import MAX_SEED
 
 # LocalTraining's field names -> ours, so a refusal names the field a user set

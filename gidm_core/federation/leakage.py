@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 
 from ..attacks import Result
-from ..bench.plots import line_plot
+from ..plots import line_plot
 from ..client import SharedUpdate
-from ..config import METHOD_LABELS
-from ..data import grid
+from ..methods import METHOD_LABELS
+from ..images import grid
 from ..evaluation import Evaluator
 from .batches import private_batch
 from .config import FederationConfig
