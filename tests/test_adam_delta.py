@@ -10,8 +10,9 @@ import torch
 from gidm_core.attacks import ATTACKS, adam_delta
 from gidm_core.attacks.adam_delta import KNEE_ERROR, confidence, decodable, decode_one_step, readable
 from gidm_core.attacks.base import AttackContext, Run
-from gidm_core.client import PrivateBatch, client_update, share
+from gidm_core.client import LocalOptimizer, PrivateBatch, client_update, share
 from gidm_core.config import DefenceConfig, LocalTraining, attack_config, threat_preset
+from gidm_core.matching import GradientMatcher
 from gidm_core.metrics import psnr, to_unit
 from gidm_core.protocol import play
 
@@ -90,3 +91,39 @@ def test_dlg_reconstructs_from_a_one_step_adam_delta_where_plain_matching_cannot
     exact = Run(ATTACKS["dlg"], AttackContext(tiny_model, played.update, PAPER, config)).run_to_end()
     assert _psnr(exact, photo32) < 10 and _psnr(decoded, photo32) > 18
     assert _psnr(smoothed, photo32) > _psnr(exact, photo32) + 3
+
+
+def test_smoothed_adam_has_a_slope_where_exact_adam_has_none():
+    """The attacker's smoothed denominator sqrt(v_hat + kappa^2 mean v_hat) (tau held constant per step, so not a
+    gradcheck target): finite gradients at zero and tiny gradients, a derivative of order 1 / tau where torch's
+    Adam has ~eps / g^2, and kappa 0 is the client's own Adam."""
+    training = LocalTraining(steps=2, lr=1e-3, optimizer="adamw", weight_decay=0.01)
+    weights = torch.tensor([0.5, -0.2, 0.1, 0.3], dtype=torch.float64)
+    scales = torch.tensor([0.0, 1e-9, 1e-4, 1e-3], dtype=torch.float64)
+
+    def steps(x: torch.Tensor, smoothing: float) -> torch.Tensor:
+        optimizer = LocalOptimizer(training, [weights], smoothing)
+        first = optimizer.step((scales * x,), [weights])[0]
+        return first + optimizer.step((scales * x,), [weights - first])[0]
+
+    x = torch.tensor([0.3, -1.2, 0.8, 0.5], dtype=torch.float64, requires_grad=True)
+    smooth = torch.autograd.grad(steps(x, 0.1)[2], x)[0]
+    exact = torch.autograd.grad(steps(x, 0.0)[2], x)[0]
+    assert torch.isfinite(torch.autograd.grad(steps(x, 0.1).sum(), x)[0]).all()
+    assert abs(float(smooth[2])) > 100 * abs(float(exact[2]))  # measured: ~700x
+    reference = LocalOptimizer(training, [weights])
+    first = reference.step((scales * x,), [weights])[0]
+    assert torch.equal(steps(x, 0.0), first + reference.step((scales * x,), [weights - first])[0])
+
+
+def test_decoded_match_is_zero_at_the_true_image_only(tiny_model, photo32):
+    """The decoded gradient's distance at the client's image is float rounding next to another image's, and its
+    gradient w.r.t. the image is finite."""
+    batch, update = _shared(tiny_model, photo32, ONE_ADAM_STEP, seed=1, t=300)
+    matcher = GradientMatcher(tiny_model, decode_one_step(tiny_model, update), layer_weights="normalized",
+                              confidence=confidence(decode_one_step(tiny_model, update)))
+    x = batch.x0.clone().requires_grad_(True)
+    at_truth = matcher(x, batch.eps, batch.t)
+    elsewhere = matcher(torch.zeros_like(batch.x0), batch.eps, batch.t, create_graph=False)
+    assert float(at_truth) < 1e-4 * float(elsewhere)
+    assert torch.isfinite(torch.autograd.grad(at_truth, x)[0]).all()
