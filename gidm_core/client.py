@@ -151,14 +151,15 @@ class SharedUpdate:
 
 def client_update(model: DiffusionModel, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor,
                   create_graph: bool = False, training: LocalTraining | None = None,
-                  schedule: LocalSchedule | None = None) -> tuple[torch.Tensor, ...]:
+                  schedule: LocalSchedule | None = None, smoothing: float = 0.0) -> tuple[torch.Tensor, ...]:
     """The update a client computes from its images x0 and secrets (eps, t): the gradient of its training loss
     w.r.t. every parameter (FedSGD), or with `training` the weight delta after its E local steps (FedAvg), each step
     on the images, eps, t and dropout masks `schedule` gives it (default: `LocalSchedule.public`).
 
     The one definition of the update: the attacked client (`share`) computes it, and every attack's matcher calls it
     on its guesses with `create_graph`, which keeps the result differentiable w.r.t. x0 and eps through every step.
-    Its SGD, Adam and AdamW are torch's, step for step (tested against torch.optim in float64).
+    Its SGD, Adam and AdamW are torch's, step for step (tested against torch.optim in float64). `smoothing` > 0
+    is the attacker's smoothed Adam (`LocalOptimizer.denominator`), never the client's.
     """
     params = dict(model.unet.named_parameters())
     if training is None:
@@ -169,7 +170,7 @@ def client_update(model: DiffusionModel, x0: torch.Tensor, eps: torch.Tensor, t:
     # same, but float32 theta_after - theta_before would bury lr * gradient entries (1e-7 and below on faces32 at
     # lr 1e-3) in the rounding of the weights (~6e-2).
     delta = [torch.zeros_like(p) for p in params.values()]
-    optimizer = LocalOptimizer(training, delta)
+    optimizer = LocalOptimizer(training, delta, smoothing)
     for step in range(training.steps):
         weights = {name: p + d for (name, p), d in zip(params.items(), delta)}
         images, noise, steps_t = schedule.inputs(step, x0, eps, t)
@@ -230,8 +231,9 @@ class LocalOptimizer:
     which changes no value next to eps but keeps an entry whose gradient is exactly 0 from sending 0 * inf = nan
     back through sqrt."""
 
-    def __init__(self, training: LocalTraining, like: list[torch.Tensor]) -> None:
+    def __init__(self, training: LocalTraining, like: list[torch.Tensor], smoothing: float = 0.0) -> None:
         self.training = training
+        self.smoothing = smoothing
         adam = training.optimizer in ("adam", "adamw")
         self.m = [torch.zeros_like(x) for x in like] if adam else []
         self.v = [torch.zeros_like(x) for x in like] if adam else []
@@ -255,8 +257,13 @@ class LocalOptimizer:
         return steps
 
     def denominator(self, v: torch.Tensor) -> torch.Tensor:
-        """sqrt of the bias-corrected second moment, plus eps (torch's order: eps outside the correction)."""
+        """sqrt of the bias-corrected second moment, plus eps (torch's order: eps outside the correction). With
+        `smoothing` kappa: sqrt(v_hat + tau^2), tau^2 = kappa^2 mean(v_hat) over the tensor (held constant), so
+        that entries below tau stay linear in the gradient instead of snapping to +-1 (attacks/adam_delta.py)."""
         root = math.sqrt(1 - self.training.betas[1] ** self.k)
+        if self.smoothing > 0:
+            corrected = v / root**2
+            return (corrected + self.smoothing**2 * corrected.detach().mean()).sqrt()
         return v.clamp_min(torch.finfo(v.dtype).tiny).sqrt() / root + self.training.adam_eps
 
 

@@ -29,15 +29,24 @@ class GradientMatcher:
 
     The defence is public (Kerckhoffs): the server clips its candidate updates to the same norm as the client did,
     and compares only the entries that top-k pruning left, rather than fighting a transform it knows.
+
+    `confidence` (one tensor per parameter, in [0, 1]) weighs each entry of the target by how exactly it is known,
+    as for a gradient decoded from an Adam delta (`attacks/adam_delta.py`); both sides are scaled by its root, so
+    every distance and layer weighting applies unchanged.
     """
 
     def __init__(self, model: DiffusionModel, update: SharedUpdate, distance: str = "l2",
-                 layer_weights: str = "uniform", defence: DefenceConfig | None = None) -> None:
+                 layer_weights: str = "uniform", defence: DefenceConfig | None = None,
+                 confidence: tuple[torch.Tensor, ...] | None = None) -> None:
         self.model = model
         self.distance = distance
         self.training = update.training
         self.schedule = update.schedule
+        self.smoothing = 0.0  # kappa of the re-simulated Adam's smoothed denominator (attacks/adam_delta.py)
+        self.scales = None if confidence is None else [c.detach().to(model.device).sqrt() for c in confidence]
         self.targets = [g.detach().to(model.device) for g in update.gradients]
+        if self.scales is not None:
+            self.targets = [g * c for g, c in zip(self.targets, self.scales)]
         self.clip = defence.clip if defence is not None else 0.0
         self.masks = ([(t != 0).to(t.dtype) for t in self.targets]
                       if defence is not None and defence.keep < 1 else None)
@@ -53,7 +62,8 @@ class GradientMatcher:
 
     def __call__(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, create_graph: bool = True) -> torch.Tensor:
         """Distance of the update the client would send for (x0, eps, t); `create_graph=False` only scores it."""
-        return self.distance_to(client_update(self.model, x0, eps, t, create_graph, self.training, self.schedule))
+        return self.distance_to(client_update(self.model, x0, eps, t, create_graph, self.training, self.schedule,
+                                                self.smoothing))
 
     def distance_to(self, grads: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """Distance of any candidate update (e.g. one built from another parameterisation of the guess)."""
@@ -63,6 +73,8 @@ class GradientMatcher:
             grads = tuple(g * scale for g in grads)
         if self.masks is not None:
             grads = tuple(g * m for g, m in zip(grads, self.masks))
+        if self.scales is not None:
+            grads = tuple(g * c for g, c in zip(grads, self.scales))
         if self.distance == "l2":
             return sum((w * (g - t_).pow(2)).sum() for w, g, t_ in zip(self.weights, grads, self.targets))
         dot = sum((w * g * t_).sum() for w, g, t_ in zip(self.weights, grads, self.targets))
