@@ -16,11 +16,12 @@ from pathlib import Path
 
 import torch
 
-from .training import command as train_command
 from .bench import command as bench_command
 from .config import (
     CLIENT_OPTIMIZERS,
+    DEFAULT_DROPOUT,
     METHODS,
+    NOISE_POLICIES,
     THREAT_PRESETS,
     AttackConfig,
     ConfigError,
@@ -30,11 +31,11 @@ from .config import (
     attack_config,
     threat_preset,
 )
-
 from .errors import UsageError, UserError, out_of_memory, out_of_memory_message
 from .federation import command as federate_command
 from .outputs import check_out_folder
 from .seeds import MAX_SEED
+from .training import command as train_command
 
 EXIT_BAD_INPUT = 2
 MAX_IMAGES = 64  # a batch's pixels cost memory like one image's: 64 images of 32 px are one of 256 px
@@ -94,7 +95,18 @@ def add_attack_arguments(parser: argparse.ArgumentParser) -> None:
     client.add_argument("--client-lr", type=float, help=f"the client's learning rate for --local-steps "
                         f"(default {LocalTraining.lr:g})")
     client.add_argument("--client-optimizer", choices=CLIENT_OPTIMIZERS, help="the client's local optimiser for "
-                        "--local-steps: sgd (default) or adam (torch's defaults, fresh state each round)")
+                        "--local-steps: sgd (default), adam or adamw (torch's, betas (0.9, 0.999), eps 1e-8, a "
+                        "fresh state each round)")
+    client.add_argument("--weight-decay", type=float, help="the client's weight decay (adamw: decoupled, as "
+                        "torch.optim.AdamW; sgd and adam: added to the gradient; default 0)")
+    client.add_argument("--local-batch", type=int, help="the client's mini-batch B: each local step trains on B "
+                        "of its N images (the --image list), shuffled from its own stream (default: all N)")
+    client.add_argument("--noise-per-step", choices=NOISE_POLICIES, help="same (default): one eps and t per "
+                        "image, reused at every step; fresh: new eps and t at every step (diffusers' loop)")
+    client.add_argument("--client-clip", type=float, help="clip each local step's gradient to this L2 norm "
+                        "(diffusers' example: 1.0; default: none)")
+    client.add_argument("--dropout", choices=("off", "on"), help=f"on: train with the UNet's ResNet dropout at "
+                        f"{DEFAULT_DROPOUT:g}, masks drawn from the client's stream (default: off)")
     defence = parser.add_argument_group("defence (overrides the preset's)")
     defence.add_argument("--clip", type=float, help="clip the update's L2 norm to this")
     defence.add_argument("--sigma", type=float, help="Gaussian noise multiplier (std = sigma * clip)")
@@ -120,17 +132,32 @@ def configs_from_args(args: argparse.Namespace) -> tuple[AttackConfig, ThreatMod
     return config, threat
 
 
+# flag -> LocalTraining field, for every client-training flag but --local-steps and --dropout
+_TRAINING_FLAGS = {"--client-lr": "client_lr", "--client-optimizer": "client_optimizer",
+                   "--weight-decay": "weight_decay", "--local-batch": "local_batch",
+                   "--noise-per-step": "noise_per_step", "--client-clip": "client_clip"}
+_TRAINING_FIELDS = {"client_lr": "lr", "client_optimizer": "optimizer", "weight_decay": "weight_decay",
+                    "local_batch": "local_batch", "noise_per_step": "noise", "client_clip": "clip"}
+
+
 def training_from_args(args: argparse.Namespace) -> LocalTraining | None:
     """The client's local training from the flags: None (FedSGD) unless --local-steps is given."""
+    given = {flag: getattr(args, name) for flag, name in _TRAINING_FLAGS.items() if getattr(args, name) is not None}
+    if args.dropout is not None:
+        given["--dropout"] = args.dropout
     if args.local_steps is None:
-        for flag, value in (("--client-lr", args.client_lr), ("--client-optimizer", args.client_optimizer)):
-            if value is not None:
-                raise UsageError(f"{flag} needs --local-steps: a FedSGD client shares its gradient, with no "
-                                 "step")
+        if given:
+            raise UsageError(f"{next(iter(given))} needs --local-steps: a FedSGD client shares its gradient, "
+                             "with no step")
         return None
-    lr = LocalTraining.lr if args.client_lr is None else args.client_lr
-    optimizer = LocalTraining.optimizer if args.client_optimizer is None else args.client_optimizer
-    return LocalTraining(steps=args.local_steps, lr=lr, optimizer=optimizer)
+    fields = {_TRAINING_FIELDS[name]: getattr(args, name) for name in _TRAINING_FLAGS.values()
+              if getattr(args, name) is not None}
+    dropout = DEFAULT_DROPOUT if args.dropout == "on" else 0.0
+    training = LocalTraining(steps=args.local_steps, dropout=dropout, **fields)
+    training.batch_size(len(args.image))  # B <= N, refused before any model loads
+    if training.noise == "fresh" and args.t is not None:
+        raise UsageError("--t fixes the timesteps, but --noise-per-step fresh draws a new t at every local step")
+    return training
 
 
 def attack_argv(config: AttackConfig, threat: ThreatModel, *, model: str, images: list[str], client_seed: int,
@@ -147,8 +174,7 @@ def attack_argv(config: AttackConfig, threat: ThreatModel, *, model: str, images
             *(["--out", out] if out else [])]
     argv += [a for step in t or [] for a in ("--t", str(step))]
     argv += ["--prior", threat.prior] if threat.prior != "attacked" else []
-    argv += ["--local-steps", str(training.steps), "--client-lr", str(training.lr),
-             "--client-optimizer", training.optimizer] if training else []
+    argv += _training_argv(training) if training else []
     for name in ("pixel_iterations", "lr", "latent_iterations", "latent_lr", "ddim_steps", "distance", "layer_weights",
                  "tv_weight", "optimizer", "lr_schedule", "restarts", "starts", "residual_share", "report_every",
                  "seconds", "plateau"):
@@ -156,6 +182,21 @@ def attack_argv(config: AttackConfig, threat: ThreatModel, *, model: str, images
     defence = threat.defence
     argv += ["--clip", str(defence.clip), "--sigma", str(defence.sigma)] if defence.clip or defence.sigma else []
     return argv + (["--keep", str(defence.keep)] if defence.keep < 1 else [])
+
+
+def _training_argv(training: LocalTraining) -> list[str]:
+    """The client flags for `training` (only the defaults the command line can say are left out)."""
+    if training.dropout not in (0.0, DEFAULT_DROPOUT):
+        raise ConfigError(f"the command line trains with dropout off or at {DEFAULT_DROPOUT:g}, not "
+                          f"{training.dropout:g}")
+    if (training.betas, training.adam_eps) != (LocalTraining.betas, LocalTraining.adam_eps):
+        raise ConfigError("the command line's Adam uses torch's betas (0.9, 0.999) and eps 1e-8")
+    argv = ["--local-steps", str(training.steps), "--client-lr", str(training.lr), "--client-optimizer",
+            training.optimizer, "--noise-per-step", training.noise]
+    argv += ["--weight-decay", str(training.weight_decay)] if training.weight_decay else []
+    argv += ["--local-batch", str(training.local_batch)] if training.local_batch else []
+    argv += ["--client-clip", str(training.clip)] if training.clip else []
+    return argv + (["--dropout", "on"] if training.dropout else [])
 
 
 def _check_attack_args(args: argparse.Namespace) -> None:
@@ -230,6 +271,7 @@ def run_attack(args: argparse.Namespace) -> int:
         "t_true": batch.t.tolist(), "t_estimate": list(result.t_estimate) if result.t_estimate else None,
         "phase_starts": result.phase_starts, "config": config.__dict__, "client_seed": args.client_seed,
         "update": {"kind": played.update.kind, **(training.__dict__ if training else {})},
+        "psnr_per_image": evaluator.psnr_per_image(result.reconstruction),
         "attack_seed": config.attack_seed, "device": str(device),
         "command": command_line(sys.argv[1:]),
     }

@@ -78,41 +78,81 @@ class DefenceConfig:
 
 
 MAX_LOCAL_STEPS = 32  # the attacker differentiates through every local step: its memory and time grow with E
-CLIENT_OPTIMIZERS = ("sgd", "adam")
+CLIENT_OPTIMIZERS = ("sgd", "adam", "adamw")
+NOISE_POLICIES = ("same", "fresh")
+DEFAULT_DROPOUT = 0.1  # google/ddpm-cifar10-32's rate: what `--dropout on` trains with
 
 
 @dataclass(frozen=True)
 class LocalTraining:
-    """How a FedAvg client trains before it shares: `steps` steps of `optimizer` at learning rate `lr` on its one
-    private batch, with the same eps and t at every step (one noised batch revisited E times; a trainer that draws
-    fresh noise per step would hide E times more secrets). It travels on the update: FedAvg's threat models treat
-    E, lr and the optimiser as public, since the server sets them.
+    """How a FedAvg client trains before it shares. All of it is public: the server sets it (FedAvg's threat models
+    treat E, lr, B and the optimiser as known), so it travels on the update. What stays private is each step's draw
+    (`client.LocalSchedule`: batch order, eps, t, dropout masks).
 
-    "sgd" is plain SGD. "adam" is torch.optim.Adam with its default betas (0.9, 0.999) and eps 1e-8, no weight
-    decay, no amsgrad, and a fresh state (m = v = 0, step 0) every round: a client that carried its moments across
-    rounds would send a delta that depends on every earlier round's private batches, a secret the server cannot
-    simulate, so the attacker's re-simulation would no longer be exact (and FedAvg deployments commonly reset local
-    optimiser state per round anyway)."""
+    - `steps` E steps of `optimizer` at learning rate `lr` over the client's N local images, in shuffled
+      mini-batches of `local_batch` (0: all N images at every step, in order).
+    - `noise` "same": one eps and t per image, drawn once and reused at every step; "fresh": new eps and t for every
+      slot of every step (diffusers' training loop), E x B secrets instead of N.
+    - "sgd" is plain SGD; "adam" torch.optim.Adam; "adamw" torch.optim.AdamW (decoupled weight decay), each with
+      `betas`, `adam_eps` and `weight_decay` (for sgd and adam the decay is added to the gradient, as torch does).
+      The optimiser state is fresh every round (m = v = 0, step 0): moments carried across rounds would make the
+      delta depend on every earlier round's private batches, which no server can simulate.
+    - `clip` > 0 clips each step's gradient to that global L2 norm before the optimiser step
+      (`torch.nn.utils.clip_grad_norm_`, 1.0 in diffusers' example script).
+    - `dropout` > 0 runs every dropout layer of the UNet at that rate, in train mode; its masks are one more private
+      draw of the client."""
 
     steps: int = 1
     lr: float = 1e-3
     optimizer: str = "sgd"
+    betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = 1e-8
+    weight_decay: float = 0.0
+    local_batch: int = 0
+    noise: str = "same"
+    clip: float = 0.0
+    dropout: float = 0.0
 
     def __post_init__(self) -> None:
         _check(isinstance(self.steps, int) and 1 <= self.steps <= MAX_LOCAL_STEPS,
                f"local steps must be an integer in [1, {MAX_LOCAL_STEPS}], got {self.steps}", "steps")
-        _finite(lr=("client learning rate", self.lr))
+        _finite(lr=("client learning rate", self.lr), adam_eps=("Adam eps", self.adam_eps),
+                weight_decay=("weight decay", self.weight_decay), clip=("client clip norm", self.clip),
+                dropout=("dropout rate", self.dropout))
         _check(self.lr > 0, f"client learning rate must be > 0, got {self.lr}", "lr")
         _choice("client optimizer", self.optimizer, CLIENT_OPTIMIZERS, "optimizer")
+        _check(len(self.betas) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.betas),
+               f"Adam betas must be two numbers in [0, 1), got {self.betas}", "betas")
+        _check(self.adam_eps > 0, f"Adam eps must be > 0, got {self.adam_eps}", "adam_eps")
+        _check(self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}", "weight_decay")
+        _check(isinstance(self.local_batch, int) and self.local_batch >= 0,
+               f"local batch must be an integer >= 0 (0: every image at every step), got {self.local_batch}",
+               "local_batch")
+        _choice("noise policy", self.noise, NOISE_POLICIES, "noise")
+        _check(self.clip >= 0, f"client clip norm must be >= 0 (0: none), got {self.clip}", "clip")
+        _check(0 <= self.dropout < 1, f"dropout rate must be in [0, 1), got {self.dropout}", "dropout")
+
+    def batch_size(self, images: int) -> int:
+        """B for a client holding `images` local images."""
+        _check(self.local_batch <= images, f"local batch {self.local_batch} is larger than the client's {images} "
+               "image(s)", "local_batch")
+        return self.local_batch or images
 
     @property
     def is_one_sgd_step(self) -> bool:
-        """The delta is exactly -lr times one gradient (what GIDM+'s residual stage's linear model needs)."""
-        return self.steps == 1 and self.optimizer == "sgd"
+        """The delta is exactly -lr times one gradient of the whole batch (what GIDM+'s residual stage's linear
+        model needs)."""
+        return (self.steps == 1 and self.optimizer == "sgd" and self.weight_decay == 0 and self.clip == 0
+                and self.dropout == 0 and self.local_batch == 0)
 
     def describe(self) -> str:
-        name = {"sgd": "SGD", "adam": "Adam"}[self.optimizer]
-        return f"FedAvg delta after {self.steps} {name} step{'s' if self.steps > 1 else ''} at lr {self.lr:g}"
+        name = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}[self.optimizer]
+        text = f"FedAvg delta after {self.steps} {name} step{'s' if self.steps > 1 else ''} at lr {self.lr:g}"
+        extras = [f"weight decay {self.weight_decay:g}" if self.weight_decay else "",
+                  f"mini-batches of {self.local_batch}" if self.local_batch else "",
+                  "fresh noise every step" if self.noise == "fresh" else "",
+                  f"clip {self.clip:g}" if self.clip else "", f"dropout {self.dropout:g}" if self.dropout else ""]
+        return ", ".join([text, *filter(None, extras)])
 
 
 @dataclass(frozen=True)
@@ -121,16 +161,34 @@ class ThreatModel:
 
     `prior` is the model whose DDIM sampler GIDM searches: "attacked" means the federated global model itself (the
     paper's wording); any other value is a model spec for `models.load_model`.
+
+    A FedAvg client's other per-step draws (`client.LocalSchedule`): `knows_order` (which images each local step
+    used) and `knows_masks` (its dropout masks). None means "as eps": the paper's setting reveals every draw of
+    every step, private-eps-t none of them.
     """
 
     knows_eps: bool = True
     knows_t: bool = True
     prior: str = "attacked"
     defence: DefenceConfig = field(default_factory=DefenceConfig)
+    knows_order: bool | None = None
+    knows_masks: bool | None = None
+
+    @property
+    def order_known(self) -> bool:
+        return self.knows_eps if self.knows_order is None else self.knows_order
+
+    @property
+    def masks_known(self) -> bool:
+        return self.knows_eps if self.knows_masks is None else self.knows_masks
 
     def describe(self) -> str:
         secrets = [name for name, known in (("eps", self.knows_eps), ("t", self.knows_t)) if not known]
         known = "eps and t known" if not secrets else f"private {' and '.join(secrets)}"
+        steps = [name for name, known in (("batch order", self.order_known), ("dropout masks", self.masks_known))
+                 if known != self.knows_eps]
+        if steps:
+            known += f", {' and '.join(steps)} {'private' if self.knows_eps else 'known'}"
         return f"{known}; prior: {self.prior}; defence: {self.defence.describe()}"
 
 

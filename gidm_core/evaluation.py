@@ -6,17 +6,24 @@ Only this module holds the truth next to an attack's output. It pairs a batch's 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Iterator
 
 import torch
 
 from .attacks.base import Event, Result
 from .client import PrivateBatch
-from .metrics import pair_images, score, to_unit
+from .metrics import pair_images, psnr, score, to_unit
+
+
+def set_accuracy(estimate: list[int], truth: list[int]) -> float:
+    """The fraction of the true timesteps (a multiset) that the estimate holds, ignoring order: what the
+    time-embedding gradient can tell when it cannot say which step drew which t."""
+    return sum((Counter(estimate) & Counter(truth)).values()) / max(len(truth), 1)
 
 
 class Evaluator:
-    """Adds MSE, PSNR, SSIM, LPIPS, t accuracy and eps error to events and results.
+    """Adds MSE, PSNR, SSIM, LPIPS, t accuracy (per image, and as a set) and eps error to events and results.
 
     LPIPS costs an AlexNet pass, so events get it every `lpips_every`-th scoring (0: never) and results always.
     """
@@ -32,15 +39,27 @@ class Evaluator:
         recon = to_unit(reconstruction.detach().cpu().float())
         order = pair_images(recon, self.truth)
         out = score(recon, self.truth, lpips=lpips, order=order)
+        # One secret per image follows its image's pairing; fresh noise's E x B secrets belong to steps, not images.
+        per_image = self.batch.schedule is None or not self.batch.schedule.fresh
         if t_estimate is not None:
-            t_hat = torch.as_tensor(list(t_estimate))[order]
-            out["t_accuracy"] = float((t_hat == self.batch.t).float().mean())
-            out["t_abs_error"] = float((t_hat - self.batch.t).abs().float().mean())
-        if eps_estimate is not None:
-            eps_hat = eps_estimate.detach().cpu().float()[order]
+            t_hat = torch.as_tensor(list(t_estimate))
+            if per_image and t_hat.numel() == self.batch.t.numel():
+                t_hat = t_hat[order]
+                out["t_accuracy"] = float((t_hat == self.batch.t).float().mean())
+                out["t_abs_error"] = float((t_hat - self.batch.t).abs().float().mean())
+            out["t_set_accuracy"] = set_accuracy(t_hat.tolist(), self.batch.t.tolist())
+        if eps_estimate is not None and eps_estimate.shape == self.batch.eps.shape:
+            eps_hat = eps_estimate.detach().cpu().float()
+            eps_hat = eps_hat[order] if per_image else eps_hat
             diff = (eps_hat - self.batch.eps).flatten(1).norm(dim=1) / self.batch.eps.flatten(1).norm(dim=1)
             out["eps_error"] = float(diff.mean())
         return out
+
+    def psnr_per_image(self, reconstruction: torch.Tensor) -> list[float]:
+        """Each local image's PSNR (dB), in the client's order, against its paired reconstruction."""
+        recon = to_unit(reconstruction.detach().cpu().float())
+        recon = recon[pair_images(recon, self.truth)]
+        return [psnr(r[None], x[None]) for r, x in zip(recon, self.truth)]
 
     def score_event(self, event: Event) -> Event:
         if not event.losses:  # the timestep event and a run that never produced a guess carry no image

@@ -16,7 +16,10 @@ WEIGHT_FLOOR = 1e-2
 
 class GradientMatcher:
     """Distance between `client_update(guess)` and the shared update, differentiable w.r.t. the guess. The guess's
-    update is of the shared update's kind: for a FedAvg delta the client's E local steps are re-simulated on it.
+    update is of the shared update's kind: for a FedAvg delta the client's E local steps are re-simulated on it, each
+    on the images, eps, t and dropout masks of the update's `schedule` (what the threat model revealed of the
+    client's per-step draws, the rest assumed). The guess is all N local images; eps and t have one entry per
+    secret the client drew (one per image, or with fresh noise one per slot of every step).
 
     - "l2": sum over tensors of w_l * ||g_l - g*_l||^2 (DLG, and the GIDM paper).
     - "cosine": 1 - <w g, g*> / (||w g|| ||w g*||) over the whole update (Inverting Gradients); blind to scale, so
@@ -26,14 +29,24 @@ class GradientMatcher:
 
     The defence is public (Kerckhoffs): the server clips its candidate updates to the same norm as the client did,
     and compares only the entries that top-k pruning left, rather than fighting a transform it knows.
+
+    `confidence` (one tensor per parameter, in [0, 1]) weighs each entry of the target by how exactly it is known,
+    as for a gradient decoded from an Adam delta (`attacks/adam_delta.py`); both sides are scaled by its root, so
+    every distance and layer weighting applies unchanged.
     """
 
     def __init__(self, model: DiffusionModel, update: SharedUpdate, distance: str = "l2",
-                 layer_weights: str = "uniform", defence: DefenceConfig | None = None) -> None:
+                 layer_weights: str = "uniform", defence: DefenceConfig | None = None,
+                 confidence: tuple[torch.Tensor, ...] | None = None) -> None:
         self.model = model
         self.distance = distance
         self.training = update.training
+        self.schedule = update.schedule
+        self.smoothing = 0.0  # kappa of the re-simulated Adam's smoothed denominator (attacks/adam_delta.py)
+        self.scales = None if confidence is None else [c.detach().to(model.device).sqrt() for c in confidence]
         self.targets = [g.detach().to(model.device) for g in update.gradients]
+        if self.scales is not None:
+            self.targets = [g * c for g, c in zip(self.targets, self.scales)]
         self.clip = defence.clip if defence is not None else 0.0
         self.masks = ([(t != 0).to(t.dtype) for t in self.targets]
                       if defence is not None and defence.keep < 1 else None)
@@ -49,7 +62,8 @@ class GradientMatcher:
 
     def __call__(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, create_graph: bool = True) -> torch.Tensor:
         """Distance of the update the client would send for (x0, eps, t); `create_graph=False` only scores it."""
-        return self.distance_to(client_update(self.model, x0, eps, t, create_graph, self.training))
+        return self.distance_to(client_update(self.model, x0, eps, t, create_graph, self.training, self.schedule,
+                                                self.smoothing))
 
     def distance_to(self, grads: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """Distance of any candidate update (e.g. one built from another parameterisation of the guess)."""
@@ -59,6 +73,8 @@ class GradientMatcher:
             grads = tuple(g * scale for g in grads)
         if self.masks is not None:
             grads = tuple(g * m for g, m in zip(grads, self.masks))
+        if self.scales is not None:
+            grads = tuple(g * c for g, c in zip(grads, self.scales))
         if self.distance == "l2":
             return sum((w * (g - t_).pow(2)).sum() for w, g, t_ in zip(self.weights, grads, self.targets))
         dot = sum((w * g * t_).sum() for w, g, t_ in zip(self.weights, grads, self.targets))

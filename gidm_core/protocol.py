@@ -42,8 +42,8 @@ def play(model: DiffusionModel, images: torch.Tensor, threat: ThreatModel, confi
          training: LocalTraining | None = None) -> Round:
     """Set up one round: the client trains on `images` ((B, C, H, W) in [-1, 1]) with secrets drawn from
     `client_seed` (t fixed if given), shares its defended update (one FedSGD gradient, or with `training` a FedAvg
-    delta after its local SGD steps), and the attack of `config` (seeded by `config.attack_seed`, the attacker's own seed)
-    is ready to run. Bad input raises a one-line `ConfigError` or
+    delta after its local steps, on per-step draws from the same seed), and the attack of `config` (seeded by
+    `config.attack_seed`, the attacker's own seed) is ready to run. Bad input raises a one-line `ConfigError` or
     `ModelLoadError` before any work is done."""
     model.check_size(images.shape[-1])
     if config.uses_latent_phase:
@@ -52,7 +52,7 @@ def play(model: DiffusionModel, images: torch.Tensor, threat: ThreatModel, confi
         if config.ddim_steps > steps:
             raise ConfigError(f"DDIM steps K must be at most the prior's {steps} training timesteps, "
                               f"got {config.ddim_steps}")
-    batch = PrivateBatch.draw(images, model.num_train_timesteps, client_seed, t)
+    batch = PrivateBatch.draw(images, model.num_train_timesteps, client_seed, t, training)
     update = share(model, batch, threat, seed=client_seed, training=training)
     run = start_attack(model, update, threat, config, prior, stop)
     return Round(batch, update, run, Evaluator(batch, lpips_every))

@@ -41,8 +41,28 @@ def test_attack_on_a_fedavg_update_records_its_local_training(tmp_path):
     done = cli("attack", "--model", "random:tiny-32", "--image", str(PHOTO), "--method", "dlg", "--pixel-iterations", "2",
                "--t", "300", "--local-steps", "2", "--client-lr", "0.01", "--out", str(out))
     assert done.returncode == 0, done.stderr
-    assert json.loads((out / "metrics.json").read_text())["update"] == {"kind": "fedavg", "steps": 2, "lr": 0.01,
-                                                                  "optimizer": "sgd"}
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["update"] == {"kind": "fedavg", "steps": 2, "lr": 0.01, "optimizer": "sgd", "betas": [0.9, 0.999],
+                                 "adam_eps": 1e-8, "weight_decay": 0.0, "local_batch": 0, "noise": "same",
+                                 "clip": 0.0, "dropout": 0.0}
+    assert len(metrics["psnr_per_image"]) == 1 and metrics["t_set_accuracy"] == 1.0
+
+
+def test_attack_on_a_realistic_client_records_it(tmp_path):
+    """Two local images, AdamW over mini-batches of one with fresh noise, clipping and dropout: per-image PSNR and
+    the accuracy of the timestep set (E x B = 4 of them) are recorded."""
+    out = tmp_path / "run"
+    done = cli("attack", "--model", "random:tiny-32", "--image", str(PHOTO), "--image", "face-05", "--method", "dlg",
+               "--pixel-iterations", "2", "--local-steps", "4", "--local-batch", "1",
+               "--client-optimizer", "adamw", "--weight-decay", "0.01", "--noise-per-step", "fresh",
+               "--client-clip", "1", "--dropout", "on", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    update = metrics["update"]
+    assert (update["optimizer"], update["local_batch"], update["noise"], update["dropout"]) == ("adamw", 1, "fresh",
+                                                                                                  0.1)
+    assert len(metrics["psnr_per_image"]) == 2 and len(metrics["t_true"]) == 4 and len(metrics["t_estimate"]) == 4
+    assert metrics["t_set_accuracy"] == 1.0 and "t_accuracy" not in metrics  # the paper's threat reveals them
 
 
 @pytest.mark.parametrize("args, message", [
@@ -99,9 +119,12 @@ def test_attack_argv_reads_back_as_the_same_configs(threat):
                            layer_weights="normalized", tv_weight=0.5, optimizer="adam", lr_schedule="cosine",
                            restarts=2, starts=3, report_every=3, attack_seed=11)
     threat = ThreatModel(**{**threat, "defence": DefenceConfig(**threat["defence"])})
-    for training in (None, LocalTraining(steps=3, lr=0.0123), LocalTraining(2, 0.5, optimizer="adam")):
+    realistic = LocalTraining(4, 1e-4, optimizer="adamw", weight_decay=0.01, local_batch=2, noise="fresh", clip=1.0,
+                              dropout=0.1)
+    for training in (realistic, None, LocalTraining(steps=3, lr=0.0123), LocalTraining(2, 0.5, optimizer="adam")):
+        t = None if training is realistic else [400, 12]  # fresh noise draws every step's t
         argv = attack_argv(config, threat, model="random:tiny-32", images=["a.png", "face-05"], client_seed=9, size=32,
-                           t=[400, 12], out="rerun", training=training)
+                           t=t, out="rerun", training=training)
         args = build_parser().parse_args(argv)
         assert configs_from_args(args) == (config, threat) and training_from_args(args) == training
     assert (args.image, args.client_seed, args.size, args.t, str(args.out)) == (["a.png", "face-05"], 9, 32, [400, 12],

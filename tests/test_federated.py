@@ -43,7 +43,7 @@ def test_clients_train_with_the_attacked_clients_loss(monkeypatch):
         calls.append(x0.shape)
         return diffusion.diffusion_loss(model, x0, eps, t, weights)
 
-    # The trainer's clients run client.train_locally, the loop the Flower ClientApp runs too.
+    # The trainer's clients run client.train_locally (tested equal to client_update, which the Flower client runs).
     monkeypatch.setattr(client, "diffusion_loss", counting)
     trainer = FedAvgTrainer(TrainConfig(**{**TINY, "rounds": 2}))
     list(trainer.run())

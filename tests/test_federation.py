@@ -71,8 +71,7 @@ def test_each_rounds_checkpoint_is_a_model_the_attack_loads(federation):
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_the_clients_delta_is_the_update_the_attack_simulates(optimizer):
-    """The ClientApp's delta (client.train_locally, torch's SGD or Adam) equals client_update on the same batch, for
-    E = 3."""
+    """The ClientApp's delta equals client_update on the same batch and per-step draws, for E = 3."""
     config = FederationConfig(model_config="tiny-32", clients=2, local_steps=3, client_lr=0.1,
                               client_optimizer=optimizer)
     state = initial_state(config)
@@ -87,14 +86,48 @@ def test_the_clients_delta_is_the_update_the_attack_simulates(optimizer):
     assert torch.equal(torch.tensor(reply[client_app.SECRETS]["t"]), batch.t)  # the paper's threat reveals t
 
 
+REALISTIC = FederationConfig(model_config="tiny-32", clients=2, local_steps=3, client_lr=1e-2, client_optimizer="adamw",
+                             weight_decay=0.01, batch_size=2, local_batch=1, noise="fresh", client_clip=1.0,
+                             dropout=0.1)
+
+
+@pytest.mark.parametrize("threat", ["paper", "private-eps-t"])
+def test_a_realistic_clients_reply_is_what_the_server_can_replay(threat):
+    """AdamW, mini-batches, fresh noise, clipping and dropout: under the paper's threat the server rebuilds every
+    per-step secret from the reply and its re-simulation on the true images is the delta; under private-eps-t the
+    reply carries none of them."""
+    from gidm_core.federation.strategy import shared_update
+    from gidm_core.matching import GradientMatcher
+
+    config = FederationConfig(**{**REALISTIC.to_record(), "threat": threat})
+    state = initial_state(config)
+    reply = client_app.local_round(config, 0, 1, state)
+    model = build_model(config, state, "check")
+    batch = private_batch(config, 0, 1, model.num_train_timesteps)
+    update = shared_update(reply, model, config)
+    sent = client_update(model, batch.x0, batch.eps, batch.t, training=config.training, schedule=batch.schedule)
+    assert all(torch.equal(a, b) for a, b in zip(update.gradients, sent))
+    assert batch.eps.shape[0] == 3 and len(batch.schedule.dropout_seeds) == 3  # E x B fresh secrets
+    if threat == "paper":
+        assert torch.equal(update.schedule.order, batch.schedule.order)
+        assert update.schedule.dropout_seeds == batch.schedule.dropout_seeds
+        matcher = GradientMatcher(model, update)
+        assert float(matcher(batch.x0, update.eps, update.t, create_graph=False)) < 1e-6 * float(
+            matcher(batch.x0.flip(0), update.eps, update.t, create_graph=False))
+    else:
+        assert client_app.SECRETS not in reply and update.schedule.dropout_seeds == () and update.eps is None
+
+
 def test_private_eps_and_t_stay_on_the_client():
     config = FederationConfig(model_config="tiny-32", threat="private-eps-t")
     reply = client_app.local_round(config, 0, 1, initial_state(config))
     assert client_app.SECRETS not in reply and list(reply.array_records) == [client_app.DELTA]
 
 
-def test_trainer_and_flower_clients_run_one_loop():
-    assert trainer.train_locally is client.train_locally is client_app.train_locally
+def test_the_attacked_and_flower_clients_share_one_update_function():
+    """The Flower client sends what `client.client_update` computes, the function the attack re-simulates; the
+    trainer of the bundled models runs `client.train_locally` (torch's optimiser, tested equal to it)."""
+    assert client_app.client_update is client.client_update and trainer.train_locally is client.train_locally
 
 
 def test_batches_are_the_clients_own_and_repeatable():

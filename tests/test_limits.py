@@ -82,6 +82,17 @@ CASES = [
     ("client lr 0", ["--local-steps", "2", "--client-lr", "0"], "client learning rate must be > 0"),
     ("client lr nan", ["--local-steps", "2", "--client-lr", "nan"], "client learning rate must be a finite number"),
     ("client lr without local steps", ["--client-lr", "0.01"], "--client-lr needs --local-steps"),
+    ("weight decay without local steps", ["--weight-decay", "0.01"], "--weight-decay needs --local-steps"),
+    ("weight decay < 0", ["--local-steps", "2", "--weight-decay", "-1"], "weight decay must be >= 0"),
+    ("weight decay inf", ["--local-steps", "2", "--weight-decay", "inf"], "weight decay must be a finite number"),
+    ("local batch < 0", ["--local-steps", "2", "--local-batch", "-1"], "local batch must be an integer >= 0"),
+    ("local batch > images", ["--local-steps", "2", "--local-batch", "2"], "larger than the client's 1 image"),
+    ("unknown noise policy", ["--local-steps", "2", "--noise-per-step", "new"], "invalid choice: 'new'"),
+    ("fresh noise with a fixed t", ["--local-steps", "2", "--noise-per-step", "fresh", "--t", "5"], "new t at every"),
+    ("client clip < 0", ["--local-steps", "2", "--client-clip", "-1"], "client clip norm must be >= 0"),
+    ("client clip nan", ["--local-steps", "2", "--client-clip", "nan"], "client clip norm must be a finite number"),
+    ("unknown dropout", ["--local-steps", "2", "--dropout", "0.5"], "invalid choice: '0.5'"),
+    ("dropout without local steps", ["--dropout", "on"], "--dropout needs --local-steps"),
 ]
 
 

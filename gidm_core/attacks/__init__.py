@@ -7,6 +7,7 @@ import threading
 from ..client import SharedUpdate
 from ..config import AttackConfig, ThreatModel
 from ..models import DiffusionModel
+from .adam_delta import readable
 from .base import AttackContext, AttackFn, Event, Result, Run
 from .gidm import gidm_attack
 from .gidm_plus import gidm_plus_attack
@@ -25,6 +26,7 @@ ATTACKS: dict[str, AttackFn] = {  # the code of each method in `methods.REGISTRY
 def start_attack(model: DiffusionModel, update: SharedUpdate, threat: ThreatModel, config: AttackConfig,
                  prior: DiffusionModel | None = None, stop: threading.Event | None = None) -> Run:
     """A `Run` of `config.method` against `update`; iterate it for events, then read `run.result`."""
+    update = readable(model, update, threat.defence)  # a one-step Adam delta is matched as the gradient it encodes
     return Run(with_starts(ATTACKS[config.method]), AttackContext(model, update, threat, config, prior, stop))
 
 

@@ -12,12 +12,17 @@ from collections.abc import Callable, Generator
 import torch
 
 from ..matching import GradientMatcher, total_variation
+from .adam_delta import confidence, matcher_defence, smoothing
 from .base import AttackContext, Event, Guess, Objective
 from .secrets import noise_variable, resolve_timesteps
 
 
 def matcher_for(ctx: AttackContext) -> GradientMatcher:
-    return GradientMatcher(ctx.model, ctx.update, ctx.config.distance, ctx.config.layer_weights, ctx.threat.defence)
+    update = ctx.update
+    matcher = GradientMatcher(ctx.model, update, ctx.config.distance, ctx.config.layer_weights,
+                              matcher_defence(update, ctx.threat.defence), confidence(update))
+    matcher.smoothing = smoothing(update)
+    return matcher
 
 
 def image_objective(ctx: AttackContext, matcher: GradientMatcher, make_image: Callable[[], torch.Tensor],

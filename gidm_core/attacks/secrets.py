@@ -37,14 +37,14 @@ def resolve_timesteps(ctx: AttackContext, matcher: GradientMatcher) -> Generator
 
 
 def _search(ctx: AttackContext, matcher: GradientMatcher, hints: list[int]) -> torch.Tensor:
-    """Best shared timestep for the batch by the matching loss of a short, identical pixel search per candidate."""
+    """Best shared timestep for every secret by the matching loss of a short, identical pixel search per candidate."""
     T = ctx.model.num_train_timesteps
     grid = torch.linspace(0, T - 1, SEARCH_CANDIDATES).round().long().tolist()
     start = ctx.randn() * 0.5
-    eps_start = ctx.update.eps.to(ctx.device) if ctx.update.eps is not None else ctx.randn()
+    eps_start = ctx.update.eps.to(ctx.device) if ctx.update.eps is not None else ctx.randn(secret_shape(ctx))
     best_t, best_loss = grid[0], float("inf")
     for candidate in sorted(set(grid + hints)):
-        t = torch.full((ctx.shape[0],), candidate, dtype=torch.long, device=ctx.device)
+        t = torch.full((ctx.update.secrets,), candidate, dtype=torch.long, device=ctx.device)
         x = start.clone().requires_grad_(True)
         eps = eps_start.clone().requires_grad_(ctx.update.eps is None)
         variables = [x] + ([eps] if eps.requires_grad else [])
@@ -59,12 +59,17 @@ def _search(ctx: AttackContext, matcher: GradientMatcher, hints: list[int]) -> t
             optimizer.step()
         if lowest < best_loss:
             best_t, best_loss = candidate, lowest
-    return torch.full((ctx.shape[0],), best_t, dtype=torch.long, device=ctx.device)
+    return torch.full((ctx.update.secrets,), best_t, dtype=torch.long, device=ctx.device)
 
 
 def noise_variable(ctx: AttackContext) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """The eps to match with, and the extra variables to optimise (none when the client revealed eps)."""
     if ctx.update.eps is not None:
         return ctx.update.eps.to(ctx.device), []
-    eps = ctx.randn().requires_grad_(True)
+    eps = ctx.randn(secret_shape(ctx)).requires_grad_(True)
     return eps, [eps]
+
+
+def secret_shape(ctx: AttackContext) -> tuple[int, ...]:
+    """The shape of the client's eps: one per image, or with fresh noise one per slot of every local step."""
+    return (ctx.update.secrets, *ctx.update.image_shape)

@@ -4,7 +4,9 @@ The first linear layer of the time embedding sees the sinusoidal embedding e(t_b
 weight gradient is sum_b u_b e(t_b)^T: every row lies in the span of the batch's embeddings. The top right singular
 vectors of that gradient span the same space, and the true timesteps are the candidates whose embeddings lie in it
 (zero residual, up to float error). No optimisation, no guess. A FedAvg delta is -lr times a sum of such gradients,
-one per local step at the same t, so its rows lie in the same span.
+one per local step, so its rows lie in the span of every step's embeddings: with fresh noise the delta shows all
+E x B timesteps the client drew, as a set (which step used which is not in this layer), as long as E x B stays
+below the embedding width.
 """
 
 from __future__ import annotations
@@ -36,14 +38,15 @@ class TimestepEstimate:
 
 
 def recover_timesteps(model: DiffusionModel, update: SharedUpdate) -> TimestepEstimate | None:
-    """The batch's timesteps from the update, or None if the model has no time-embedding layer to read."""
+    """The timesteps of every secret (one per image, or E x B with fresh noise) from the update, or None if the
+    model has no time-embedding layer to read."""
     names = [name for name, _ in model.unet.named_parameters()]
     if LAYER not in names or not hasattr(model.unet, "time_proj"):
         return None
     grad = update.gradients[names.index(LAYER)].detach().double().cpu()
     if not torch.isfinite(grad).all() or grad.abs().max() == 0:
         return None
-    batch = update.batch_size
+    batch = update.secrets
     singular = torch.linalg.svdvals(grad)
     rank = max(1, min(batch, int((singular > singular[0] * 1e-4).sum())))
     basis = torch.linalg.svd(grad, full_matrices=False).Vh[:rank]  # (rank, dim)

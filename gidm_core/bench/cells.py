@@ -33,7 +33,7 @@ def _threat(cell: Cell):
 
 def _run_group(cell: Cell, model, prior, names: tuple[str, ...], client_seed: int, device: str,
                stop: threading.Event | None = None) -> dict[str, Any]:
-    from ..config import attack_config
+    from ..config import LocalTraining, attack_config
     from ..protocol import play
 
     threat = _threat(cell)
@@ -41,8 +41,10 @@ def _run_group(cell: Cell, model, prior, names: tuple[str, ...], client_seed: in
     config = attack_config(cell.method, ddim_steps=max(1, cell.ddim_steps), report_every=cell.report_every,
                            attack_seed=client_seed + ATTACKER_SEED_OFFSET, optimizer=cell.optimizer, seconds=cell.seconds,
                            clock=budget_clock(device), **cell.budget_split())
-    played = play(model, x0, threat, config, client_seed=client_seed, t=None if cell.t is None else [cell.t],
-                  prior=prior, stop=stop)
+    training = LocalTraining(**dict(cell.client)) if cell.client else None
+    fixed_t = None if cell.t is None or (training and training.noise == "fresh") else [cell.t]
+    played = play(model, x0, threat, config, client_seed=client_seed, t=fixed_t, prior=prior, training=training,
+                  stop=stop)
     batch, run, evaluator = played.batch, played.run, played.evaluator
     curve: list[list[float]] = []  # [iteration, attack seconds, PSNR, SSIM, LPIPS]
     phases: dict[str, list[float]] = {}  # phase -> [first iteration, attack seconds at its start]

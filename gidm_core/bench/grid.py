@@ -119,6 +119,27 @@ def _quick() -> tuple[list[Row], list[SpeedProbe]]:
     return rows, [SpeedProbe(late, optimizer="adam"), SpeedProbe(late, optimizer="lbfgs")]
 
 
+# FedAvg clients as diffusers' training loop runs them (docs/realistic_clients.md): E local steps, fresh eps and t
+# at every step, AdamW, N local images in mini-batches; eps, t and the batch order known (the paper's threat).
+REALISTIC_CLIENTS = {
+    "SGD, E = 4, fresh noise": dict(steps=4, noise="fresh"),
+    "AdamW, E = 1": dict(steps=1, optimizer="adamw", weight_decay=0.01),
+    "AdamW, E = 4, fresh noise": dict(steps=4, optimizer="adamw", weight_decay=0.01, noise="fresh"),
+}
+
+
+def _realistic_clients(base: Cell) -> list[Row]:
+    """The "realistic clients" row group beside the FedSGD rows: the same methods and images, each client kind
+    given the FedSGD row's time (x 5 for N = 4 images in mini-batches of 2)."""
+    rows = [_row(f"32 px, client {label}", "realistic clients", replace(base, client=tuple(sorted(kw.items()))),
+                 ("dlg", "gidm")) for label, kw in REALISTIC_CLIENTS.items()]
+    four = dict(steps=4, noise="fresh", local_batch=2)
+    rows.append(_row("32 px, client SGD, E = 4, fresh noise, N = 4 images in batches of 2", "realistic clients",
+                     replace(base, batch=4, client=tuple(sorted(four.items())), seconds=5 * base.seconds),
+                     ("dlg", "gidm")))
+    return rows
+
+
 def _full(device: str) -> tuple[list[Row], list[SpeedProbe]]:
     """Every axis at 32 and 64 px, four images x two seeds per cell; on a GPU also a 128 px released-setting row."""
     rows: list[Row] = []
@@ -157,6 +178,8 @@ def _full(device: str) -> tuple[list[Row], list[SpeedProbe]]:
             rows.append(_row(f"{px}, keep top {keep:.0%}", "defence", replace(base, defence=(0.0, 0.0, keep)),
                              ("dlg", "ig", "gidm"), strength=1 - keep, defence_kind="pruning"))
         probes += [SpeedProbe(late, size=size, optimizer="adam"), SpeedProbe(late, size=size, optimizer="lbfgs")]
+        if size == 32:
+            rows += _realistic_clients(base)
     if device.startswith("cuda"):
         # The paper's scale: a full-size random-init UNet attacked at 128 px, K = 16 DDIM steps as in the released
         # code; the prior is the largest trained model we ship (fully convolutional, so it draws 128 px images).

@@ -25,6 +25,8 @@ class Cell:
     in a row gets the same, and `total_iterations` then only splits it between phases (`budget_split`). With `seconds`
     0, `total_iterations` is the budget itself. `t` fixes the client's timestep (None: drawn from the seed). `defence` is
     (clip, sigma, keep). Each client seed s is the client's; the attacker's is s + `ATTACKER_SEED_OFFSET`.
+    `client` is a FedAvg client's `LocalTraining` as (field, value) pairs, its N images the group of `batch`
+    (empty: a FedSGD client).
     """
 
     method: str
@@ -45,10 +47,12 @@ class Cell:
     optimizer: str = "lbfgs"
     seconds: float = 0.0
     device: str = "auto"
+    client: tuple[tuple[str, object], ...] = ()
 
     @property
     def id(self) -> str:
-        payload = json.dumps({"v": BENCH_VERSION, **asdict(self)}, sort_keys=True)
+        fields_ = {k: v for k, v in asdict(self).items() if k != "client" or v}  # FedSGD cells keep their ids
+        payload = json.dumps({"v": BENCH_VERSION, **fields_}, sort_keys=True)
         return f"{self.method}-{self.size}px-" + hashlib.sha1(payload.encode()).hexdigest()[:12]
 
     def budget_split(self) -> dict[str, int]:
@@ -84,6 +88,8 @@ class Cell:
         for key in ("images", "client_seeds", "defence"):
             if key in data:
                 data[key] = tuple(data[key])
+        if "client" in data:
+            data["client"] = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in data["client"])
         return cls(**data)
 
 

@@ -44,8 +44,10 @@ def client_seed(config: FederationConfig, client: int, server_round: int) -> int
 
 def private_batch(config: FederationConfig, client: int, server_round: int,
                   num_train_timesteps: int) -> PrivateBatch:
-    """The `batch_size` distinct images client `client` trains on in round `server_round`, with its eps and t."""
+    """The `batch_size` distinct images client `client` trains on in round `server_round`, with its eps and t
+    and (`client.LocalSchedule`) the rest of its per-step draws."""
     images, shard = client_shard(config, client)
     pick = stream(derive(config.seed, client, server_round, _PICK), "client")
     chosen = torch.as_tensor(shard)[torch.randperm(len(shard), generator=pick)[:config.batch_size]]
-    return PrivateBatch.draw(images[chosen], num_train_timesteps, client_seed(config, client, server_round))
+    return PrivateBatch.draw(images[chosen], num_train_timesteps, client_seed(config, client, server_round),
+                             training=config.training)

@@ -1,20 +1,20 @@
 """The Flower ClientApp: one client's round of FedAvg on its private batch.
 
 It receives the global weights and the federation's config, draws its private batch (`batches.private_batch`),
-runs the one client loop every federated client in this project runs (`client.train_locally`: E steps of plain SGD
-or of Adam with a fresh state, `client.local_optimizer`),
-applies the threat model's defence and replies with its weight delta. eps and t leave the client only under a
-threat model that says the client reveals them (the paper's setting); the images never do.
+computes its update with the one function that defines it (`client.client_update`: E local steps of SGD, Adam or
+AdamW with a fresh state, on the batch's per-step draws), applies the threat model's defence and replies with its
+weight delta. eps, t, the batch order and the dropout seeds leave the client only under a threat model that says
+the client reveals them (the paper's setting); the images never do.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from ..client import apply_defence, local_optimizer, train_locally
+from ..client import apply_defence, client_update
+from ..diffusion import diffusion_loss
 from ..seeds import stream
 from .batches import client_seed, client_shard, private_batch
 from .config import FederationConfig
@@ -30,21 +30,26 @@ def local_round(config: FederationConfig, client: int, server_round: int,
     """Client `client`'s reply in round `server_round` to the global weights `state`."""
     model = build_model(config, state, f"client-{client}")
     batch = private_batch(config, client, server_round, model.num_train_timesteps)
-    run = train_locally(model, lambda _: (batch.x0, batch.eps, batch.t), config.local_steps,
-                        local_optimizer(config.training))  # a fresh optimiser: no state from earlier rounds
+    delta = client_update(model, batch.x0, batch.eps, batch.t, training=config.training, schedule=batch.schedule)
+    with torch.no_grad():  # the loss of its first local step at the global weights, for the server's record
+        loss = float(diffusion_loss(model, *batch.schedule.inputs(0, batch.x0, batch.eps, batch.t)))
     threat = config.threat_model
-    delta = apply_defence(run.delta, threat.defence, stream(client_seed(config, client, server_round), "defence"))
+    delta = apply_defence(delta, threat.defence, stream(client_seed(config, client, server_round), "defence"))
     names = [name for name, _ in model.unet.named_parameters()]
     shard_size = len(client_shard(config, client)[1])  # FedAvg weighs clients by their data, n_k
     reply = RecordDict({
         DELTA: ArrayRecord(dict(zip(names, delta))),
-        METRICS: MetricRecord({"num-examples": shard_size, "client": client, "loss": float(np.mean(run.losses))}),
+        METRICS: MetricRecord({"num-examples": shard_size, "client": client, "loss": loss}),
     })
     revealed = {}
     if threat.knows_eps:
         revealed |= {"eps": batch.eps.flatten().tolist(), "eps-shape": list(batch.eps.shape)}
     if threat.knows_t:
         revealed["t"] = batch.t.tolist()
+    if threat.order_known:
+        revealed |= {"order": batch.schedule.order.flatten().tolist(), "order-shape": list(batch.schedule.order.shape)}
+    if threat.masks_known and batch.schedule.dropout_seeds:
+        revealed["dropout-seeds"] = [str(seed) for seed in batch.schedule.dropout_seeds]  # 62-bit: exact as text
     if revealed:
         reply[SECRETS] = ConfigRecord(revealed)
     return reply

@@ -12,9 +12,9 @@ import os
 import time
 from pathlib import Path
 
-from ..config import CLIENT_OPTIMIZERS, METHODS, THREAT_PRESETS, ConfigError
-from ..faces import load_dataset
+from ..config import CLIENT_OPTIMIZERS, DEFAULT_DROPOUT, METHODS, NOISE_POLICIES, THREAT_PRESETS, ConfigError
 from ..errors import UsageError
+from ..faces import load_dataset
 from ..flags import check_cores
 from ..outputs import check_out_folder
 from .config import FederationConfig
@@ -35,8 +35,18 @@ def add_federate_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--local-steps", type=int, default=defaults.local_steps, help="local steps E per round")
     parser.add_argument("--client-lr", type=float, default=defaults.client_lr, help="the clients' learning rate")
     parser.add_argument("--client-optimizer", default=defaults.client_optimizer, choices=CLIENT_OPTIMIZERS,
-                        help="the clients' local optimiser: sgd, or adam (torch defaults, fresh state each round)")
+                        help="the clients' local optimiser: sgd, adam or adamw (torch's, fresh state each round)")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="images per client per round")
+    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="the clients' weight "
+                        "decay (adamw: decoupled)")
+    parser.add_argument("--local-batch", type=int, default=defaults.local_batch, help="the clients' mini-batch B "
+                        "out of their --batch-size images (0: all)")
+    parser.add_argument("--noise-per-step", dest="noise", default=defaults.noise, choices=NOISE_POLICIES,
+                        help="same: one eps and t per image for every step; fresh: new ones at every step")
+    parser.add_argument("--client-clip", type=float, default=defaults.client_clip, help="clip each local step's "
+                        "gradient to this L2 norm (0: none)")
+    parser.add_argument("--dropout", choices=("off", "on"), default="off", help=f"on: the clients train with "
+                        f"ResNet dropout {DEFAULT_DROPOUT:g}, masks from their own streams")
     parser.add_argument("--method", "--attack", dest="method", default=defaults.method,
                         help=f"attack method: {', '.join(METHODS)} (--attack: old spelling)")
     parser.add_argument("--threat", default=defaults.threat, help=f"threat preset: {', '.join(THREAT_PRESETS)}")
@@ -61,8 +71,11 @@ def _config(args: argparse.Namespace) -> FederationConfig:
     try:
         config = FederationConfig(
             model_config=args.model_config, clients=args.clients, rounds=args.rounds, local_steps=args.local_steps,
-            client_lr=args.client_lr, client_optimizer=args.client_optimizer, batch_size=args.batch_size, method=args.method,
-            threat=args.threat, pixel_iterations=args.pixel_iterations, seconds=args.seconds, seed=args.seed, attack_seed=args.attack_seed)
+            client_lr=args.client_lr, client_optimizer=args.client_optimizer, batch_size=args.batch_size,
+            weight_decay=args.weight_decay, local_batch=args.local_batch, noise=args.noise,
+            client_clip=args.client_clip, dropout=DEFAULT_DROPOUT if args.dropout == "on" else 0.0,
+            method=args.method, threat=args.threat, pixel_iterations=args.pixel_iterations, seconds=args.seconds,
+            seed=args.seed, attack_seed=args.attack_seed)
         config.check_data(len(load_dataset(config.dataset)))
     except ConfigError as err:
         raise UsageError(str(err)) from None

@@ -17,7 +17,9 @@ from ..training.trainer import ARCHITECTURES, TrainConfig
 from ..seeds import MAX_SEED
 
 # LocalTraining's field names -> ours, so a refusal names the field a user set
-_TRAINING_FIELDS = {"steps": "local_steps", "lr": "client_lr", "optimizer": "client_optimizer"}
+_TRAINING_FIELDS = {"steps": "local_steps", "lr": "client_lr", "optimizer": "client_optimizer",
+                    "weight_decay": "weight_decay", "local_batch": "local_batch", "noise": "noise",
+                    "clip": "client_clip", "dropout": "dropout"}
 _MODEL_CONFIG = re.compile(r"^(?P<arch>[a-z0-9]+)-(?P<size>\d+)$")
 
 
@@ -25,11 +27,13 @@ _MODEL_CONFIG = re.compile(r"^(?P<arch>[a-z0-9]+)-(?P<size>\d+)$")
 class FederationConfig:
     """A FedAvg federation whose server attacks every update it receives.
 
-    Each round every client trains the broadcast UNet for `local_steps` steps of `client_optimizer` (plain SGD, or
-    Adam with a fresh state each round: `LocalTraining`) at `client_lr` on one private batch of `batch_size` images
-    from its shard (eps and t drawn once, from its own stream): exactly the update `client.client_update` with
-    `LocalTraining(local_steps, client_lr, client_optimizer)` computes, so the attacker's re-simulation is exact.
-    The server sets E, lr and the optimiser, so the attack knows them; it knows eps and t only under a `threat` that says so.
+    Each round every client trains the broadcast UNet for `local_steps` steps of `client_optimizer` (SGD, Adam or
+    AdamW with a fresh state each round, `weight_decay`) at `client_lr` on its `batch_size` private images of the
+    round, in mini-batches of `local_batch` (0: all), with the `noise` policy ("same" or "fresh" per step), per-step
+    gradient clipping `client_clip` and `dropout`: the update `client.client_update` computes with `training`, on
+    per-step draws from the client's own stream, so the attacker's re-simulation is exact where it knows them.
+    The server sets all of these, so the attack knows them; it knows eps, t, the batch order and dropout masks only
+    under a `threat` that says so.
     `pixel_iterations` 0 keeps the attack method's default budget; `seconds` > 0 gives each attack a time budget instead
     (the iterations then only split it between the method's phases).
     """
@@ -42,6 +46,11 @@ class FederationConfig:
     client_lr: float = 1e-3
     client_optimizer: str = "sgd"
     batch_size: int = 1
+    weight_decay: float = 0.0
+    local_batch: int = 0
+    noise: str = "same"
+    client_clip: float = 0.0
+    dropout: float = 0.0
     method: str = "dlg"
     threat: str = "paper"
     pixel_iterations: int = 0
@@ -74,7 +83,7 @@ class FederationConfig:
             if not ok:
                 raise ConfigError(message, field)
         try:
-            _ = self.training  # built once here, so a bad step count, lr or optimiser fails now
+            self.training.batch_size(self.batch_size)  # built once here, so a bad training setting fails now
         except ConfigError as err:
             raise ConfigError(str(err), _TRAINING_FIELDS.get(err.field, err.field)) from None
         _ = self.attack_config  # and a bad budget
@@ -94,7 +103,9 @@ class FederationConfig:
     @property
     def training(self) -> LocalTraining:
         """The clients' local training, as the attacker's simulation of it needs it."""
-        return LocalTraining(steps=self.local_steps, lr=self.client_lr, optimizer=self.client_optimizer)
+        return LocalTraining(steps=self.local_steps, lr=self.client_lr, optimizer=self.client_optimizer,
+                             weight_decay=self.weight_decay, local_batch=self.local_batch, noise=self.noise,
+                             clip=self.client_clip, dropout=self.dropout)
 
     @property
     def attack_config(self) -> AttackConfig:
@@ -110,7 +121,9 @@ class FederationConfig:
         """The same federation as the FedAvg trainer's config: its UNet initialisation, shards and record."""
         return TrainConfig(dataset=self.dataset, size=self.size, arch=self.arch, clients=self.clients,
                            rounds=self.rounds, local_steps=self.local_steps, batch_size=self.batch_size,
-                           lr=self.client_lr, optimizer=self.client_optimizer, grad_clip=0.0, augment=False, seed=self.seed)
+                           lr=self.client_lr, grad_clip=0.0, augment=False, seed=self.seed,
+                           # the trainer's own loop has no AdamW; here it only builds the UNet and the shards
+                           optimizer="adam" if self.client_optimizer == "adamw" else self.client_optimizer)
 
     def check_data(self, count: int) -> None:
         """Refuse a split that leaves a client fewer images than one batch (batches are drawn without repeats)."""

@@ -49,6 +49,7 @@ class LeakageRecorder:
                  "local_steps": update.training.steps if update.training else None,
                  "client_lr": update.training.lr if update.training else None,
                  "client_optimizer": update.training.optimizer if update.training else None,
+                 "client_training": update.training.describe() if update.training else None,
                  "batch_size": update.batch_size,
                  "method": self.config.method, "threat": self.config.threat_model.describe(),
                  "global_loss": self.global_losses.get(server_round - 1),
@@ -60,7 +61,9 @@ class LeakageRecorder:
             folder.mkdir(parents=True, exist_ok=True)
             name = f"round-{server_round:04d}-client-{client}.png"
             grid(result.reconstruction).save(folder / name)
-            entry |= {**Evaluator(truth, lpips_every=0).score_result(result), "status": result.status,
+            evaluator = Evaluator(truth, lpips_every=0)
+            entry |= {**evaluator.score_result(result), "status": result.status,
+                      "psnr_per_image": evaluator.psnr_per_image(result.reconstruction),
                       "matching_loss": result.matching_loss, "iterations": result.iterations,
                       "attack_seconds": round(result.seconds, 2), "reconstruction": f"leakage/{name}"}
             self._images[(server_round, client)] = (truth.x0, result.reconstruction)

@@ -1,16 +1,17 @@
 """Flower's FedAvg with an honest-but-curious server: it aggregates as FedAvg does, and first attacks every update.
 
-Clients reply with weight deltas (exact, see `client.train_locally`); FedAvg's weighted average of those deltas,
-added to the weights the server broadcast, is FedAvg's average of the clients' weights. Before averaging, each
-reply becomes the `SharedUpdate` the server actually holds (the delta, the E and lr it set, the batch size, and eps
-and t only if the client revealed them) and goes to the project's attack (`attacks.start_attack`) with the
-broadcast model. The reconstruction goes to the evaluator side (`leakage.LeakageRecorder`); nothing the evaluator
-holds flows back.
+Clients reply with weight deltas (`client.client_update`); FedAvg's weighted average of those deltas, added to the
+weights the server broadcast, is FedAvg's average of the clients' weights. Before averaging, each reply becomes the
+`SharedUpdate` the server actually holds (the delta, the local training it set, the batch size, and eps, t, batch
+order and dropout seeds only if the client revealed them) and goes to the project's attack
+(`attacks.start_attack`) with the broadcast model. The reconstruction goes to the evaluator side
+(`leakage.LeakageRecorder`); nothing the evaluator holds flows back.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -18,7 +19,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from ..attacks import start_attack
-from ..client import SharedUpdate
+from ..client import LocalSchedule, SharedUpdate
 from ..models import DiffusionModel
 from .client_app import DELTA, METRICS, SECRETS
 from .config import FederationConfig
@@ -35,9 +36,15 @@ def shared_update(reply: RecordDict, model: DiffusionModel, config: FederationCo
         eps = torch.tensor(secrets["eps"], dtype=torch.float32).reshape(list(secrets["eps-shape"]))
     if "t" in secrets:
         t = torch.tensor(secrets["t"], dtype=torch.long)
+    training = config.training
+    schedule = LocalSchedule.public(training, config.batch_size)  # what the server assumes of what it was not told
+    if "order" in secrets:
+        schedule = replace(schedule, order=torch.tensor(secrets["order"]).reshape(list(secrets["order-shape"])))
+    if "dropout-seeds" in secrets:
+        schedule = replace(schedule, dropout_seeds=tuple(int(seed) for seed in secrets["dropout-seeds"]))
     return SharedUpdate(gradients=tuple(delta[name] for name, _ in model.unet.named_parameters()),
                         batch_size=config.batch_size, image_shape=(model.channels, config.size, config.size),
-                        eps=eps, t=t, training=config.training)
+                        eps=eps, t=t, training=training, schedule=schedule)
 
 
 class CuriousFedAvg(FedAvg):
