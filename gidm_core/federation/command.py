@@ -15,6 +15,7 @@ from pathlib import Path
 from ..config import CLIENT_OPTIMIZERS, DEFAULT_DROPOUT, METHODS, NOISE_POLICIES, THREAT_PRESETS, ConfigError
 from ..errors import UsageError
 from ..faces import load_dataset
+from ..flags import check_cores
 from ..outputs import check_out_folder
 from .config import FederationConfig
 
@@ -65,6 +66,8 @@ def add_federate_command(commands: argparse._SubParsersAction) -> None:
 
 
 def _config(args: argparse.Namespace) -> FederationConfig:
+    check_cores("--cpus", args.cpus, zero="min(clients, this machine's cores)")
+    check_cores("--threads", args.threads)
     try:
         config = FederationConfig(
             model_config=args.model_config, clients=args.clients, rounds=args.rounds, local_steps=args.local_steps,
@@ -76,8 +79,6 @@ def _config(args: argparse.Namespace) -> FederationConfig:
         config.check_data(len(load_dataset(config.dataset)))
     except ConfigError as err:
         raise UsageError(str(err)) from None
-    if args.cpus < 0 or args.threads < 1:
-        raise UsageError("--cpus must be >= 0 and --threads >= 1")
     return config
 
 
