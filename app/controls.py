@@ -14,8 +14,18 @@ from gidm_core.config import OPTIMIZERS
 from gidm_core.methods import METHOD_LABELS
 
 from .model_cache import model_choices
-from .settings import CONTROLS, DEFAULT_PRESET, DEFENCES, MAX_BATCH, METHODS, PRESETS, RESOLUTIONS, SECRETS, SOURCES, \
-    Settings
+from .settings import (
+    CONTROLS,
+    DEFAULT_PRESET,
+    DEFENCES,
+    MAX_BATCH,
+    METHODS,
+    PRESETS,
+    RESOLUTIONS,
+    SECRETS,
+    SOURCES,
+    Settings,
+)
 from .texts import TEACH_ATTACK, TEACH_MODEL, TEACH_THREAT, TEACH_VICTIM, teach
 from .victims import GalleryItem, gallery_previews
 
@@ -92,7 +102,8 @@ def settings_column(s: Settings, items: list[GalleryItem], shown: dict[str, bool
                     c["ddim_steps"] = _number(s, "ddim_steps", visible=shown["ddim_steps"])
                     c["latent_lr"] = _number(s, "latent_lr", visible=shown["latent_lr"])
                 with gr.Row():
-                    c["pixel_iterations"] = _number(s, "pixel_iterations", info="GIDM+: its joint and residual stages together",
+                    c["pixel_iterations"] = _number(s, "pixel_iterations",
+                                                    info="GIDM+: its joint and residual stages together",
                                               visible=shown["pixel_iterations"])
                     c["lr"] = _number(s, "lr", visible=shown["lr"])
                     c["report_every"] = _number(s, "report_every")

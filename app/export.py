@@ -47,10 +47,12 @@ def rerun_command(record: RunRecord) -> str:
     latent_iterations, pixel_iterations = iterations_run(record)
     if config.method == "gidm-latent":
         latent_iterations = max(1, latent_iterations)  # the CLI refuses GIDM-latent without a latent phase
-    argv = attack_argv(config.with_overrides(latent_iterations=latent_iterations, pixel_iterations=pixel_iterations), threat,
-                       model=s.model, images=[name if bundled else _victim_file(i)
-                                              for i, (name, _, bundled) in enumerate(record.victims)],
-                       client_seed=s.client_seed, size=record.size, t=[s.client_t] if s.client_t >= 0 else None, out="rerun")
+    config = config.with_overrides(latent_iterations=latent_iterations, pixel_iterations=pixel_iterations)
+    argv = attack_argv(config, threat, model=s.model,
+                       images=[name if bundled else _victim_file(i)
+                               for i, (name, _, bundled) in enumerate(record.victims)],
+                       client_seed=s.client_seed, size=record.size, t=[s.client_t] if s.client_t >= 0 else None,
+                       out="rerun")
     return f"PYTHONPATH={shlex.quote(str(REPO))} {shlex.quote(sys.executable)} -m gidm_core {shlex.join(argv)}"
 
 

@@ -20,8 +20,19 @@ from .images import show
 from .model_cache import model_choices
 from .runner import stream
 from .session import QueueFull, RunRecord, Session, queue_size
-from .settings import METHOD_FIELDS, PRESET_FIELDS, PRESETS, SETTING_FIELDS, Refusal, Settings, applies, as_typed, \
-    hints, number, parse
+from .settings import (
+    METHOD_FIELDS,
+    PRESET_FIELDS,
+    PRESETS,
+    SETTING_FIELDS,
+    Refusal,
+    Settings,
+    applies,
+    as_typed,
+    hints,
+    number,
+    parse,
+)
 from .victims import gallery_items, previews
 
 

@@ -46,7 +46,8 @@ _GIDM = attack_config("gidm")
 DEMO_PLATEAU = 20
 _PLUS = attack_config("gidm-plus")
 PRESETS: dict[str, dict[str, Any]] = {
-    "Fast CPU demo": dict(method="gidm", secrets="known", defence="none", pixel_iterations=_GIDM.pixel_iterations, lr=0.1,
+    "Fast CPU demo": dict(method="gidm", secrets="known", defence="none", pixel_iterations=_GIDM.pixel_iterations,
+                          lr=0.1,
                           latent_iterations=_GIDM.latent_iterations, latent_lr=0.05, ddim_steps=_GIDM.ddim_steps,
                           distance="l2", tv_weight=0.0, lr_schedule="constant", optimizer="lbfgs",
                           layer_weights="normalized", report_every=5, plateau=DEMO_PLATEAU),

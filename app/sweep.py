@@ -117,7 +117,8 @@ def base_cell(settings: Settings, images: tuple[str, ...], size: int, iterations
                "top-k pruning": (0.0, 0.0, settings.keep)}.get(settings.defence, (0.0, 0.0, 1.0))
     private = settings.secrets == "private"
     total = max(1, settings.latent_iterations + settings.pixel_iterations)
-    return Cell(method=settings.method, model=settings.model, images=images, client_seeds=(settings.client_seed,), size=size,
+    return Cell(method=settings.method, model=settings.model, images=images, client_seeds=(settings.client_seed,),
+                size=size,
                 batch=len(images), knows_eps=not private, knows_t=not private, prior=settings.prior,
                 defence=defence, total_iterations=iterations, latent_share=settings.latent_iterations / total,
                 ddim_steps=settings.ddim_steps, t=settings.client_t if settings.client_t >= 0 else None,

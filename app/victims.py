@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gidm_core.images import ImageLoadError, grid, load_image, victims
 from gidm_core.faces import SKIMAGE_PHOTOS
+from gidm_core.images import ImageLoadError, grid, load_image, victims
 
 from .images import enlarge
 from .settings import Settings

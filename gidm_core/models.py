@@ -22,8 +22,8 @@ ASSETS = Path(__file__).resolve().parent.parent / "assets"
 BUNDLED_DIR = ASSETS / "models"
 DEFAULT_CHECKPOINT = "final"
 # Every attack differentiates the UNet's gradient (double backward), which keeps the activations of two passes:
-# we measured a 20 GB peak on our 2-core CPU at 128 px for a 4.4 M-parameter UNet, batch 1, and memory grows with the pixel
-# count. 256 px (4x that) is the most a large GPU holds; anything larger only exhausts the machine.
+# we measured a 20 GB peak on our 2-core CPU at 128 px for a 4.4 M-parameter UNet, batch 1, and memory grows with
+# the pixel count. 256 px (4x that) is the most a large GPU holds; anything larger only exhausts the machine.
 MAX_IMAGE_SIZE = 256
 # Hub downloads: the UNet's safetensors and JSON files only, at most this many megabytes (a public server's disk).
 HUB_MAX_MB = float(os.environ.get("GIDM_HUB_MAX_MB", "500"))
@@ -194,7 +194,7 @@ def _load_folder(folder: Path, name: str) -> DiffusionModel:
         raise ModelLoadError(f"{folder} is not a diffusers model folder (no unet/config.json or config.json)")
     try:
         unet = UNet2DModel.from_pretrained(unet_dir, use_safetensors=True, low_cpu_mem_usage=False)
-    except (OSError, EnvironmentError, ValueError) as err:
+    except (OSError, ValueError) as err:
         raise ModelLoadError(f"cannot load UNet from {unet_dir}: {str(err).splitlines()[0]}") from None
     if (sched_dir / "scheduler_config.json").is_file():
         scheduler = DDPMScheduler.from_pretrained(sched_dir)

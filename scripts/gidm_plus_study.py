@@ -63,7 +63,7 @@ def summarise(runs: list[dict]) -> str:
         if not rows:
             continue
 
-        def cell(key: str, fmt: str) -> str:
+        def cell(key: str, fmt: str, rows: list[dict] = rows) -> str:
             values = [r[key] for r in rows]
             mean = sum(values) / len(values)
             if len(values) == 1:

@@ -23,10 +23,10 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gidm_core.images import grid  # noqa: E402
 from gidm_core.faces import HELD_OUT_FACES, held_out_faces, pixel_hash  # noqa: E402
-from gidm_core.training.trainer import RECORD_FILE, sample  # noqa: E402
+from gidm_core.images import grid  # noqa: E402
 from gidm_core.models import load_model  # noqa: E402
+from gidm_core.training.trainer import RECORD_FILE, sample  # noqa: E402
 
 IMAGES = ROOT / "assets" / "images"
 MODELS = ROOT / "assets" / "models"

@@ -181,11 +181,10 @@ def test_a_session_deletes_its_files_when_it_ends(tmp_path):
 def test_a_sweep_fills_its_grid_cell_by_cell_and_a_cell_loads_into_the_main_view(one_thread):
     from types import SimpleNamespace
 
-    from gidm_core.bench import Cell
-
     from app import sweep
     from app.settings import CELL_FIELDS
     from app.sweep_view import load_cell
+    from gidm_core.bench import Cell
 
     grid = sweep.Grid(Cell(method="dlg", model="random:tiny-32", images=(_gallery()[0],), total_iterations=3, t=None),
                       "iterations (total)", ("2", "3"), sweep.NONE, ("",))
@@ -197,7 +196,8 @@ def test_a_sweep_fills_its_grid_cell_by_cell_and_a_cell_loads_into_the_main_view
     loaded = dict(zip(CELL_FIELDS, load_cell(grid, SimpleNamespace(index=[0, 2]))))
     assert loaded["method"] == "dlg" and loaded["pixel_iterations"] == "3" and loaded["client_t"] == "-1"
     assert loaded["secrets"] == "known" and loaded["prior"] == "attacked" and loaded["defence"] == "none"
-    assert (loaded["client_seed"], loaded["attack_seed"]) == ("0", "1000"), "the seeds the cell ran with, attacker's apart"
+    assert (loaded["client_seed"], loaded["attack_seed"]) == ("0",
+                                                              "1000"), "the seeds the cell ran with, attacker's apart"
     with pytest.raises(ValueError, match="comma"):
         sweep.values("0,5 1", "noise sigma (clip 1)")
 
@@ -206,7 +206,8 @@ def test_the_status_moves_every_second_between_rare_snapshots():
     """With snapshots far apart (slow steps, or a long report interval) the status still updates once a second."""
     from app.settings import Settings
 
-    settings = Settings(model="random:tiny-32", gallery=_gallery(), method="dlg", pixel_iterations=60, report_every=1000)
+    settings = Settings(model="random:tiny-32", gallery=_gallery(), method="dlg", pixel_iterations=60,
+                        report_every=1000)
     session = Session()
     stamps, texts = [], []
     for frame in runner.stream(session, settings):

@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 
 from gidm_core.config import attack_config, threat_preset
-from gidm_core.images import IMAGES_DIR, MANIFEST, load_image, victims
 from gidm_core.faces import held_out_faces, load_dataset, pixel_hash
+from gidm_core.images import IMAGES_DIR, MANIFEST, load_image, victims
 from gidm_core.models import BUNDLED_DIR, bundled_models, bundled_specs, load_model
 from gidm_core.protocol import play
 

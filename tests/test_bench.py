@@ -169,7 +169,8 @@ def test_aggregate_writes_json_markdown_and_plots(tiny_out):
                                                                             for r in rows]
     first = results["rows"][0]["methods"]
     assert set(first) == {"dlg", "gidm"}
-    assert first["dlg"]["psnr"]["mean"] == pytest.approx(results["cells"][first["dlg"]["cell"]]["summary"]["psnr"]["mean"])
+    dlg_cell = results["cells"][first["dlg"]["cell"]]
+    assert first["dlg"]["psnr"]["mean"] == pytest.approx(dlg_cell["summary"]["psnr"]["mean"])
     markdown = (tiny_out / "results.md").read_text()
     assert "| setting | budget per run | DLG | IG | GIDM-latent | GIDM | GIDM+ |" in markdown
     assert f"{first['dlg']['psnr']['mean']:.1f}" in markdown
@@ -201,7 +202,8 @@ def test_cell_is_a_pure_function_of_its_config():
 def test_budget_is_shared_across_methods():
     for method in bench.METHOD_ORDER:
         for budget in (12, 100, 201):
-            cell = bench.Cell(method=method, model="random:tiny-32", images=("skimage:coffee",), total_iterations=budget)
+            cell = bench.Cell(method=method, model="random:tiny-32", images=("skimage:coffee",),
+                              total_iterations=budget)
             from gidm_core.config import attack_config
 
             assert attack_config(method, **cell.budget_split()).total_iterations in (budget, budget + 1)
@@ -244,7 +246,8 @@ def test_under_a_time_budget_each_phase_gets_its_iterations_share_of_the_time(ti
     from gidm_core.config import ThreatModel, attack_config
     from gidm_core.protocol import play
 
-    config = attack_config("gidm", latent_iterations=300, pixel_iterations=700, seconds=1.5, clock="cpu", report_every=1)
+    config = attack_config("gidm", latent_iterations=300, pixel_iterations=700, seconds=1.5, clock="cpu",
+                           report_every=1)
     played = play(tiny_model, torch.zeros(1, 3, 32, 32), ThreatModel(), config, client_seed=0, t=[100])
     events = list(played.run)
     switch = next(e.elapsed for e in events if e.phase == "pixel")

@@ -21,8 +21,8 @@ def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 def test_attack_writes_every_output(tmp_path):
     out = tmp_path / "run"
     done = cli("attack", "--model", "random:tiny-32", "--image", str(PHOTO), "--method", "gidm",
-               "--latent-iterations", "3", "--ddim-steps", "2", "--pixel-iterations", "5", "--t", "77", "--client-seed", "4",
-               "--out", str(out))
+               "--latent-iterations", "3", "--ddim-steps", "2", "--pixel-iterations", "5", "--t", "77",
+               "--client-seed", "4", "--out", str(out))
     assert done.returncode == 0, done.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("psnr", "ssim", "lpips", "mse", "iterations", "seconds", "t_true", "t_estimate"):
@@ -38,7 +38,8 @@ def test_attack_writes_every_output(tmp_path):
 
 def test_attack_on_a_fedavg_update_records_its_local_training(tmp_path):
     out = tmp_path / "run"
-    done = cli("attack", "--model", "random:tiny-32", "--image", str(PHOTO), "--method", "dlg", "--pixel-iterations", "2",
+    done = cli("attack", "--model", "random:tiny-32", "--image", str(PHOTO), "--method", "dlg", "--pixel-iterations",
+               "2",
                "--t", "300", "--local-steps", "2", "--client-lr", "0.01", "--out", str(out))
     assert done.returncode == 0, done.stderr
     metrics = json.loads((out / "metrics.json").read_text())

@@ -63,7 +63,8 @@ def test_attackers_simulation_of_the_steps_is_the_clients(tiny_model, photo32):
     error = torch.sqrt(sum((s.detach() - g).pow(2).sum() for s, g in zip(simulated, update.gradients)))
     assert error / target < 1e-5
     matcher = GradientMatcher(tiny_model, update)
-    assert float(matcher(batch.x0, batch.eps, batch.t).detach()) < 1e-8 * float(matcher(-batch.x0, batch.eps, batch.t).detach())
+    assert float(matcher(batch.x0, batch.eps, batch.t).detach()) < 1e-8 * float(matcher(-batch.x0, batch.eps,
+                                                                                        batch.t).detach())
 
 
 def test_dlg_reconstructs_from_a_three_step_delta(tiny_model, photo32):

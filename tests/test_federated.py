@@ -11,11 +11,11 @@ import torch
 from diffusers import DDPMPipeline, UNet2DModel
 
 from gidm_core import client, diffusion
-from gidm_core.training import trainer as trainer_module
 from gidm_core.cli import main
 from gidm_core.faces import HELD_OUT_FACES, Augmenter, held_out_faces, load_dataset, pixel_hash
-from gidm_core.training.trainer import FedAvgTrainer, TrainConfig, shards
 from gidm_core.models import load_model
+from gidm_core.training import trainer as trainer_module
+from gidm_core.training.trainer import FedAvgTrainer, TrainConfig, shards
 
 TINY = dict(arch="tiny", size=16, clients=3, local_steps=4, batch_size=8, lr=3e-3, rounds=8, checkpoint_every=4)
 
@@ -167,6 +167,6 @@ def test_resume_never_executes_a_pickled_payload(tmp_path):
     folder.mkdir()
     marker = tmp_path / "pwned"
     torch.save({"round": 1, "config": _Payload(str(marker))}, folder / trainer_module.STATE_FILE)
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="refused"):
         FedAvgTrainer.resume(folder, tmp_path / "out")
     assert not marker.exists()

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from gidm_core import client
-from gidm_core.training import trainer
 from gidm_core.cli import main
 from gidm_core.client import client_update
 from gidm_core.config import ConfigError
@@ -19,6 +18,7 @@ from gidm_core.federation.batches import client_seed, private_batch
 from gidm_core.federation.config import FederationConfig
 from gidm_core.models import load_model
 from gidm_core.seeds import stream
+from gidm_core.training import trainer
 
 pytest.importorskip("flwr")
 from gidm_core.federation import client_app  # noqa: E402  (needs flwr)
@@ -148,7 +148,8 @@ def test_the_attackers_stream_is_independent_of_the_clients(attack_seed):
     assert abs(float(correlation)) < 0.1
 
 
-@pytest.mark.parametrize("argv", [["--clients", "0"], ["--method", "magic"], ["--attack", "magic"], ["--model-config", "huge-32"],
+@pytest.mark.parametrize("argv", [["--clients", "0"], ["--method", "magic"], ["--attack", "magic"], ["--model-config",
+                                                                                                     "huge-32"],
                                   ["--local-steps", "0"], ["--clients", "60", "--batch-size", "4"],
                                   ["--client-optimizer", "rmsprop"]])
 def test_bad_input_is_one_line_exit_2(argv, tmp_path, capsys):

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from gidm_core.config import attack_config, threat_preset
-from gidm_core.images import load_image
 from gidm_core.diffusion import q_sample, split_target, training_target
+from gidm_core.images import load_image
 from gidm_core.models import bundled_specs, load_model, random_model
 from gidm_core.protocol import play
 
@@ -30,8 +30,8 @@ def test_split_target_inverts_forward_process(kind: str, photo32: torch.Tensor) 
 def test_gidm_plus_recovers_image_noise_and_timestep_from_the_trained_model() -> None:
     """Honest seeds (the attacker's stream owes nothing to the client's), eps and t private, the trained faces32 and
     a held-out face at t = 100, GIDM+'s defaults (measured 67.3 dB, eps error 0.024: GIDM's latent phase, the joint
-    stage, then the residual stage, which is what takes it past ~33 dB). The attacker's first guess at eps owes nothing to the client's: its error is at least 1,
-    as for any guess uncorrelated with eps."""
+    stage, then the residual stage, which is what takes it past ~33 dB). The attacker's first guess at eps owes
+    nothing to the client's: its error is at least 1, as for any guess uncorrelated with eps."""
     model = load_model("faces32")
     x0 = load_image("face-05", 32)
     config = attack_config("gidm-plus", attack_seed=1)

@@ -28,7 +28,8 @@ CASES = [
     ("negative t", ["--t", "-1"], "--t must be >= 0"),
     ("two t for one image", ["--t", "5", "--t", "6"], "--t given 2 times for 1 image"),
     ("dlg with 0 iterations", ["--method", "dlg", "--pixel-iterations", "0"], "dlg would do nothing"),
-    ("gidm-plus with 0 + 0 iterations", ["--method", "gidm-plus", "--pixel-iterations", "0", "--latent-iterations", "0"],
+    ("gidm-plus with 0 + 0 iterations", ["--method", "gidm-plus", "--pixel-iterations", "0", "--latent-iterations",
+                                         "0"],
      "gidm-plus would do nothing"),
     ("gidm with 0 + 0 iterations", ["--method", "gidm", "--pixel-iterations", "0", "--latent-iterations", "0"],
      "gidm would do nothing"),
@@ -114,7 +115,8 @@ def test_each_bad_input_gets_one_line_exit_2_and_no_folder(kind, flags, message,
     real_load = models.load_model
     monkeypatch.setattr(models, "load_model", lambda spec, *a, **k: loads.append(spec) or real_load(spec, *a, **k))
     out = tmp_path / "run"
-    argv = ["attack", "--model", "random:tiny-32", "--image", PHOTO, "--pixel-iterations", "1", "--out", str(out), *flags]
+    argv = ["attack", "--model", "random:tiny-32", "--image", PHOTO, "--pixel-iterations", "1", "--out", str(out),
+            *flags]
     code, lines = _run(argv, capsys)
     assert code == 2 and len(lines) == 1, lines
     assert lines[0].startswith("error: ") and message in lines[0], lines
@@ -272,7 +274,8 @@ def test_prior_attacked_still_names_the_attacked_model(tmp_path, capsys):
 
 @pytest.mark.parametrize("overrides, field", [
     (dict(lr=-1.0), "lr"), (dict(latent_lr=float("nan")), "latent_lr"), (dict(ddim_steps=0), "ddim_steps"),
-    (dict(distance="manhattan"), "distance"), (dict(attack_seed=-3), "attack_seed"), (dict(pixel_iterations=0), "pixel_iterations"),
+    (dict(distance="manhattan"), "distance"), (dict(attack_seed=-3), "attack_seed"), (dict(pixel_iterations=0),
+                                                                                      "pixel_iterations"),
 ])
 def test_a_config_error_names_its_field(overrides, field):
     """A front end points at the control from `err.field`, never by parsing the message."""

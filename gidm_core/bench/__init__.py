@@ -24,7 +24,8 @@ from .report import markdown, readme_section
 from .speed import SPEED_CASES, run_speed
 from .suite import run_suite
 
-__all__ = ["ATTACKER_SEED_OFFSET", "BENCH_VERSION", "METHOD_ORDER", "SPEED_CASES", "SUITES", "THRESHOLDS_DB", "Cell", "PeakMemory", "Row",
+__all__ = ["ATTACKER_SEED_OFFSET", "BENCH_VERSION", "METHOD_ORDER", "SPEED_CASES", "SUITES", "THRESHOLDS_DB", "Cell",
+           "PeakMemory", "Row",
            "SpeedProbe", "aggregate", "build_suite", "cell_path", "device_name", "markdown",
            "pick_images", "pick_models", "readme_section", "run_cell", "run_speed", "run_suite",
            "time_forward_backward"]

@@ -39,8 +39,8 @@ def _run_group(cell: Cell, model, prior, names: tuple[str, ...], client_seed: in
     threat = _threat(cell)
     x0 = load_named_images(names, cell.size, model.channels)
     config = attack_config(cell.method, ddim_steps=max(1, cell.ddim_steps), report_every=cell.report_every,
-                           attack_seed=client_seed + ATTACKER_SEED_OFFSET, optimizer=cell.optimizer, seconds=cell.seconds,
-                           clock=budget_clock(device), **cell.budget_split())
+                           attack_seed=client_seed + ATTACKER_SEED_OFFSET, optimizer=cell.optimizer,
+                           seconds=cell.seconds, clock=budget_clock(device), **cell.budget_split())
     training = LocalTraining(**dict(cell.client)) if cell.client else None
     fixed_t = None if cell.t is None or (training and training.noise == "fresh") else [cell.t]
     played = play(model, x0, threat, config, client_seed=client_seed, t=fixed_t, prior=prior, training=training,
@@ -62,7 +62,8 @@ def _run_group(cell: Cell, model, prior, names: tuple[str, ...], client_seed: in
                       round(scores["lpips"], 4)])
     result = run.result
     if result is None:
-        return {"images": list(names), "client_seed": client_seed, "status": "error", "message": messages[-1:] or "no result"}
+        return {"images": list(names), "client_seed": client_seed, "status": "error",
+                "message": messages[-1:] or "no result"}
     seconds = result.seconds
     metrics = evaluator.score_result(result)
     reach = {}

@@ -148,12 +148,13 @@ def _full(device: str) -> tuple[list[Row], list[SpeedProbe]]:
         late, early = pick_models(size)
         seconds = FULL_SECONDS * (size // 32) ** 2
         px = f"{size} px"
-        base = Cell(method="dlg", model=late, images=pick_images(4), client_seeds=(0, 1), size=size, total_iterations=1000,
-                    t=100, report_every=5, seconds=seconds)
+        base = Cell(method="dlg", model=late, images=pick_images(4), client_seeds=(0, 1), size=size,
+                    total_iterations=1000, t=100, report_every=5, seconds=seconds)
         private = replace(base, knows_eps=False, knows_t=False, seconds=3 * seconds)
         batch = replace(base, batch=4, t=None, seconds=3 * seconds)
         rows += [_row(f"{px}, eps and t known", "size", base, KNOWN_SECRET_METHODS),
-                 _row(f"{px}, eps and t known, Adam", "optimizer", replace(base, optimizer="adam"), KNOWN_SECRET_METHODS),
+                 _row(f"{px}, eps and t known, Adam", "optimizer", replace(base, optimizer="adam"),
+                      KNOWN_SECRET_METHODS),
                  _row(f"{px}, private eps and t", "setting", private, METHOD_ORDER),
                  _row(f"{px}, private eps and t, Adam", "optimizer", replace(private, optimizer="adam"), METHOD_ORDER),
                  _row(f"{px}, batch 4, eps and t known", "batch", batch, KNOWN_SECRET_METHODS),

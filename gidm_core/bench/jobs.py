@@ -22,9 +22,9 @@ class Cell:
 
     `images` are bundled victim names or `skimage:<name>`; with `batch` B they are attacked in consecutive groups of
     B. `seconds` > 0 is each run's budget of attack time (CPU seconds on a CPU, wall seconds on a GPU): every method
-    in a row gets the same, and `total_iterations` then only splits it between phases (`budget_split`). With `seconds`
-    0, `total_iterations` is the budget itself. `t` fixes the client's timestep (None: drawn from the seed). `defence` is
-    (clip, sigma, keep). Each client seed s is the client's; the attacker's is s + `ATTACKER_SEED_OFFSET`.
+    in a row gets the same, and `total_iterations` then only splits it between phases (`budget_split`). With
+    `seconds` 0, `total_iterations` is the budget itself. `t` fixes the client's timestep (None: drawn from the seed).
+    `defence` is (clip, sigma, keep). Each client seed s is the client's; the attacker's is s + `ATTACKER_SEED_OFFSET`.
     `client` is a FedAvg client's `LocalTraining` as (field, value) pairs, its N images the group of `batch`
     (empty: a FedSGD client).
     """

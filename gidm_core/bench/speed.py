@@ -61,5 +61,6 @@ def run_speed(probe: SpeedProbe) -> dict[str, Any]:
                      "samples": v} for label, v in raw.items()}
     return {"id": probe.id, "bench_version": BENCH_VERSION, "config": asdict(probe), "kind": "speed",
             "model_name": model.name, "device": device, "device_name": device_name(device),
-            "torch_threads": torch.get_num_threads(), "clock": budget_clock(device), "fwd_bwd_seconds": base, "fwd_bwd_samples": fwd_bwd,
+            "torch_threads": torch.get_num_threads(), "clock": budget_clock(device), "fwd_bwd_seconds": base,
+            "fwd_bwd_samples": fwd_bwd,
             "cases": cases, "cell_cpu_seconds": cpu_seconds}

@@ -14,8 +14,8 @@ import torch
 
 from ..client import PrivateBatch
 from ..faces import load_dataset
-from ..training.trainer import shards
 from ..seeds import derive, stream
+from ..training.trainer import shards
 from .config import FederationConfig
 
 _PICK, _SECRETS = 0, 1  # sub-stream keys: which images, and the eps and t drawn for them

@@ -13,8 +13,8 @@ from typing import Any
 
 from ..config import METHODS, THREAT_PRESETS, AttackConfig, ConfigError, LocalTraining, ThreatModel, attack_config
 from ..faces import DATASETS
-from ..training.trainer import ARCHITECTURES, TrainConfig
 from ..seeds import MAX_SEED
+from ..training.trainer import ARCHITECTURES, TrainConfig
 
 # LocalTraining's field names -> ours, so a refusal names the field a user set
 _TRAINING_FIELDS = {"steps": "local_steps", "lr": "client_lr", "optimizer": "client_optimizer",
@@ -88,7 +88,7 @@ class FederationConfig:
             raise ConfigError(str(err), _TRAINING_FIELDS.get(err.field, err.field)) from None
         _ = self.attack_config  # and a bad budget
         try:
-            self.train_config
+            _ = self.train_config
         except ValueError as err:
             raise ConfigError(str(err), "model_config") from None
 

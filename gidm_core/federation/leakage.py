@@ -14,11 +14,11 @@ from pathlib import Path
 import torch
 
 from ..attacks import Result
-from ..plots import line_plot
 from ..client import SharedUpdate
-from ..methods import METHOD_LABELS
-from ..images import grid
 from ..evaluation import Evaluator
+from ..images import grid
+from ..methods import METHOD_LABELS
+from ..plots import line_plot
 from .batches import private_batch
 from .config import FederationConfig
 

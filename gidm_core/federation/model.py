@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from ..training.trainer import make_scheduler, make_unet
 from ..models import DiffusionModel, prepare_for_inversion
+from ..training.trainer import make_scheduler, make_unet
 from .config import FederationConfig
 
 

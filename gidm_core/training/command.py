@@ -77,7 +77,8 @@ def run_train(args: argparse.Namespace) -> int:
     config = trainer.config
     params = sum(p.numel() for p in trainer.unet.parameters())
     per_round = config.clients_per_round or config.clients
-    print(f"FedAvg: {per_round} of {config.clients} clients per round x {config.local_steps} local steps x batch {config.batch_size}, "
+    print(f"FedAvg: {per_round} of {config.clients} clients per round x {config.local_steps} local steps x batch "
+          f"{config.batch_size}, "
           f"{config.rounds} rounds, {config.dataset} ({len(trainer.data)} images, shards "
           f"{[len(s) for s in trainer.shards]}) at {config.size} px, {config.arch} UNet {params / 1e6:.2f} M params"
           + (f"; resuming after round {trainer.round}" if trainer.round else ""), flush=True)

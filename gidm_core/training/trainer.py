@@ -68,7 +68,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         checks = [
             (self.dataset in DATASETS, f"unknown dataset {self.dataset!r}: choose one of {', '.join(DATASETS)}"),
-            (self.arch in ARCHITECTURES, f"unknown architecture {self.arch!r}: choose one of {', '.join(ARCHITECTURES)}"),
+            (self.arch in ARCHITECTURES,
+             f"unknown architecture {self.arch!r}: choose one of {', '.join(ARCHITECTURES)}"),
             (self.optimizer in ("adam", "sgd"), f"client optimizer must be adam or sgd, got {self.optimizer!r}"),
             (self.clients >= 1 and self.rounds >= 1 and self.local_steps >= 1 and self.batch_size >= 1,
              "clients, rounds, local steps and batch size must all be >= 1"),
