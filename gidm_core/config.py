@@ -19,6 +19,7 @@ LAYER_WEIGHTS = ("uniform", "normalized")
 OPTIMIZERS = ("lbfgs", "adam", "sgd")
 LR_SCHEDULES = ("constant", "cosine")
 CLOCKS = ("wall", "cpu")
+SEPARATIONS = ("auto", "off")
 
 
 class ConfigError(UserError):
@@ -158,6 +159,8 @@ class AttackConfig:
     GIDM reaches 50.7 dB with L-BFGS and per-layer normalised L2 matching, 16.2 dB with Adam.
     `seed` is the attacker's own: it seeds the attacker's stream (`seeds.stream`), never the client's.
     `restarts`: GIDM starts from the best of this many latents (by matching loss).
+    `separation` "auto" splits a batch's update into per-sample parts through the time conditioning where it can
+    (attacks/separation.py) and matches each image against its own; "off" matches the summed update only.
 
     `seconds` > 0 is a time budget: the run stops at the first evaluation past it, and the iteration counts only
     split the time between phases (a phase gets the share of the remaining time that its iterations are of the
@@ -183,6 +186,7 @@ class AttackConfig:
     seed: int = 0
     seconds: float = 0.0
     clock: str = "wall"
+    separation: str = "auto"
 
     def __post_init__(self) -> None:
         _choice("method", self.method, METHODS, "method")
@@ -191,6 +195,7 @@ class AttackConfig:
         _choice("optimizer", self.optimizer, OPTIMIZERS, "optimizer")
         _choice("lr schedule", self.lr_schedule, LR_SCHEDULES, "lr_schedule")
         _choice("clock", self.clock, CLOCKS, "clock")
+        _choice("separation", self.separation, SEPARATIONS, "separation")
         _finite(lr=("learning rate", self.lr), latent_lr=("latent learning rate", self.latent_lr),
                 tv_weight=("TV weight", self.tv_weight), seconds=("time budget", self.seconds))
         _check(self.seconds >= 0, f"time budget must be >= 0 seconds (0: none), got {self.seconds}", "seconds")

@@ -38,6 +38,7 @@ from ..matching import GradientMatcher
 from ..models import DiffusionModel
 from .base import AttackContext, Event, Guess, Objective
 from .gidm import image_phases
+from .per_sample import separated_matcher
 from .pixel import matcher_for
 from .secrets import noise_variable, resolve_timesteps
 
@@ -55,6 +56,7 @@ def gidm_plus_attack(ctx: AttackContext) -> Generator[Event, None, None]:
     cfg = ctx.config
     matcher = matcher_for(ctx)
     t = yield from resolve_timesteps(ctx, matcher)
+    matcher = yield from separated_matcher(ctx, matcher, t)
     eps, extra = noise_variable(ctx)
     training = ctx.update.training
     # A revealed eps leaves nothing for the residual stage; several local steps, or Adam's elementwise
