@@ -80,6 +80,8 @@ def add_attack_arguments(parser: argparse.ArgumentParser) -> None:
     hyper.add_argument("--restarts", type=int, help="GIDM: best of this many start latents")
     hyper.add_argument("--residual-share", type=float, help="GIDM+: fraction of its iterations for the residual "
                        "stage (default 0.3)")
+    hyper.add_argument("--separation", help="auto (default: split a batch's update into per-sample parts through "
+                       "the time conditioning where it can) or off")
     hyper.add_argument("--report-every", type=int, help="iterations between events")
     hyper.add_argument("--seconds", type=float, help="time budget in wall seconds: stop there, with the "
                        "iteration counts only splitting the time between phases (default: none)")
@@ -109,7 +111,7 @@ def configs_from_args(args: argparse.Namespace) -> tuple[AttackConfig, ThreatMod
         latent_lr=args.latent_lr, ddim_steps=args.ddim_steps, distance=args.distance,
         layer_weights=args.layer_weights, tv_weight=args.tv_weight, optimizer=args.optimizer,
         lr_schedule=args.lr_schedule, restarts=args.restarts, residual_share=args.residual_share,
-        report_every=args.report_every, seconds=args.seconds,
+        report_every=args.report_every, seconds=args.seconds, separation=args.separation,
         seed=args.seed if args.attack_seed is None else args.attack_seed)
     return config, threat
 
@@ -143,7 +145,8 @@ def attack_argv(config: AttackConfig, threat: ThreatModel, *, model: str, images
     argv += ["--local-steps", str(training.steps), "--client-lr", str(training.lr),
              "--client-optimizer", training.optimizer] if training else []
     for name in ("iterations", "lr", "latent_iterations", "latent_lr", "ddim_steps", "distance", "layer_weights",
-                 "tv_weight", "optimizer", "lr_schedule", "restarts", "residual_share", "report_every", "seconds"):
+                 "tv_weight", "optimizer", "lr_schedule", "restarts", "residual_share", "report_every", "seconds",
+                 "separation"):
         argv += ["--" + name.replace("_", "-"), str(getattr(config, name))]
     defence = threat.defence
     argv += ["--clip", str(defence.clip), "--sigma", str(defence.sigma)] if defence.clip or defence.sigma else []
@@ -221,7 +224,7 @@ def run_attack(args: argparse.Namespace) -> int:
         "t_true": batch.t.tolist(), "t_est": list(result.t_estimate) if result.t_estimate else None,
         "phase_starts": result.phase_starts, "config": config.__dict__, "client_seed": args.seed,
         "update": {"kind": played.update.kind, **(training.__dict__ if training else {})},
-        "attack_seed": config.seed, "device": str(device),
+        "attack_seed": config.seed, "device": str(device), **result.details, **evaluator.per_image(result),
         "command": command_line(sys.argv[1:]),
     }
     (out / "metrics.json").write_text(json.dumps(report, indent=2))

@@ -14,7 +14,7 @@ pairing, with no assignment step.
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 import torch
 
@@ -31,6 +31,31 @@ from .separation import Separation, separate
 PER_SAMPLE_WEIGHT = 1.0
 # Share of the pixel iterations spent on the per-sample start before the joint stage (methods with no latent phase).
 START_SHARE = 0.3
+
+
+def signal_scale(model: DiffusionModel, t: torch.Tensor) -> torch.Tensor:
+    """Each sample's sqrt(abar_t) over the batch's largest, shaped (B, 1, 1, 1).
+
+    The update sees an image only through x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, so the matching loss's
+    curvature in x0 scales with abar_t: in a batch with t = 7 and t = 964 the two differ ~10^4-fold, which no
+    single L-BFGS scaling serves. Searching v = scale * x0 instead gives every sample the same curvature (and
+    changes nothing for one image)."""
+    abar = model.scheduler.alphas_cumprod.to(torch.float64)[t.long().cpu()]
+    scale = abar.sqrt() / abar.sqrt().max()
+    return scale.float().reshape(-1, 1, 1, 1).to(model.device)
+
+
+def scaled_pixels(ctx: AttackContext, start: torch.Tensor, t: torch.Tensor
+                  ) -> tuple[torch.Tensor, Callable[[], torch.Tensor], Callable[[], None]]:
+    """(the search variable v, the image it stands for, the projection that keeps that image in [-1, 1]). Only
+    L-BFGS searches the scaled v: Adam's steps are already per-coordinate, and its learning rate is in pixels."""
+    scale = signal_scale(ctx.model, t) if ctx.config.optimizer == "lbfgs" else torch.ones(1, device=ctx.device)
+    v = (start.detach().clamp(-1, 1) * scale).requires_grad_(True)
+
+    def project() -> None:
+        v.copy_(torch.minimum(torch.maximum(v, -scale), scale))
+
+    return v, lambda: v / scale, project
 
 
 @contextmanager
@@ -61,42 +86,66 @@ class SeparatedMatcher(GradientMatcher):
         self.norms = [p.pow(2).sum(1).clamp_min(1e-30) for p in self.parts]
         self.weight = weight
         self.params = list(model.unet.parameters())
-        self.last: dict[str, torch.Tensor] = {}  # the two terms of the latest call, for the loss history
+        # One SGD step shares -lr times the gradient (the parts were divided by it at separation).
+        self.step = 1.0 if self.training is None else -self.training.lr
+        self.last: dict[str, torch.Tensor] = {}  # the terms of the latest call, for the loss history
 
-    def sample_grads(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, with_params: bool,
-                     create_graph: bool = True) -> tuple[tuple[torch.Tensor, ...], list[torch.Tensor]]:
-        """(the guess's FedSGD gradient, or () without `with_params`; its per-sample parts d_b(x) per layer)."""
-        with _outputs_of(self.modules) as outputs:
-            loss = diffusion_loss(self.model, x0, eps, t)
-        wrt = (self.params if with_params else []) + outputs
-        grads = torch.autograd.grad(loss, wrt, create_graph=create_graph)
-        split = len(self.params) if with_params else 0
-        return tuple(grads[:split]), list(grads[split:])
+    def time_outputs(self) -> AbstractContextManager[list[torch.Tensor | None]]:
+        """Inside it, forward passes record the separated layers' outputs (whose gradients are the d_b(x))."""
+        return _outputs_of(self.modules)
 
     def per_sample_distance(self, parts: list[torch.Tensor]) -> torch.Tensor:
         return sum(((d - target).pow(2).sum(1) / norm).mean()
                    for d, target, norm in zip(parts, self.parts, self.norms))
 
-    def __call__(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, create_graph: bool = True
-                 ) -> torch.Tensor:
-        training = self.training
-        if training is None or training.is_one_sgd_step:
-            grads, parts = self.sample_grads(x0, eps, t, True, create_graph)
-            if training is not None:  # one SGD step shares -lr times the gradient
-                grads = tuple(-training.lr * g for g in grads)
-            summed = self.distance_to(grads)
-        else:  # several SGD steps: the summed update is re-simulated; the parts are taken at the start weights
-            summed = super().__call__(x0, eps, t, create_graph)
-            parts = self.sample_grads(x0, eps, t, False, create_graph)[1]
-        per_sample = self.per_sample_distance(parts)
+    def joint_distance(self, loss: torch.Tensor, outputs: list[torch.Tensor], create_graph: bool = True,
+                       descend_summed: bool = True) -> torch.Tensor:
+        """Distance of the update whose FedSGD-style gradient is that of `loss` (already times the step), taken
+        with `outputs` recorded by `time_outputs`. Without `descend_summed` only the per-sample term is
+        differentiable (the per-sample start), while the returned value still ranks on the joint scale."""
+        grads = torch.autograd.grad(loss, self.params + outputs, create_graph=create_graph)
+        split = len(self.params)
+        summed_grads = grads[:split] if descend_summed else tuple(g.detach() for g in grads[:split])
+        summed = self.distance_to(summed_grads)
+        per_sample = self.per_sample_distance([g / self.step for g in grads[split:]])
         self.last = {"summed": summed.detach(), "per_sample": per_sample.detach()}
         return summed + self.weight * per_sample
 
-    def start_distance(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The per-sample distance alone: B independent problems, one backward pass to the time layers."""
-        per_sample = self.per_sample_distance(self.sample_grads(x0, eps, t, False)[1])
-        self.last = {"per_sample": per_sample.detach()}
-        return per_sample
+    def __call__(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, create_graph: bool = True
+                 ) -> torch.Tensor:
+        training = self.training
+        if training is not None and not training.is_one_sgd_step:
+            # Several SGD steps: the summed update is re-simulated, the parts taken at the start weights.
+            summed = super().__call__(x0, eps, t, create_graph)
+            with self.time_outputs() as outputs:
+                loss = diffusion_loss(self.model, x0, eps, t)
+            parts = torch.autograd.grad(loss, outputs, create_graph=create_graph)
+            per_sample = self.per_sample_distance(list(parts))
+            self.last = {"summed": summed.detach(), "per_sample": per_sample.detach()}
+            return summed + self.weight * per_sample
+        with self.time_outputs() as outputs:
+            loss = self.step * diffusion_loss(self.model, x0, eps, t)
+        return self.joint_distance(loss, outputs, create_graph)
+
+
+def start_objective(matcher: SeparatedMatcher, make_image: Callable[[], torch.Tensor], eps: torch.Tensor,
+                    t: torch.Tensor, secret_eps: bool) -> Callable[[], Objective]:
+    """Descend the per-sample distance alone (B independent problems), but rank guesses by the joint matching
+    loss, as every other phase does, so that the run's answer is chosen on one scale."""
+
+    def objective() -> Objective:
+        image = make_image()
+        if matcher.training is not None and not matcher.training.is_one_sgd_step:
+            matcher(image, eps, t)
+        else:
+            with matcher.time_outputs() as outputs:
+                loss = matcher.step * diffusion_loss(matcher.model, image, eps, t)
+            matcher.joint_distance(loss, outputs, descend_summed=False)
+        terms = dict(matcher.last)
+        matching = terms["summed"] + matcher.weight * terms["per_sample"]
+        return Objective(terms["per_sample"], matching, terms, Guess(image, eps if secret_eps else None, t))
+
+    return objective
 
 
 def separated_matcher(ctx: AttackContext, matcher: GradientMatcher, t: torch.Tensor
@@ -120,29 +169,6 @@ def separated_matcher(ctx: AttackContext, matcher: GradientMatcher, t: torch.Ten
     return SeparatedMatcher(ctx.model, ctx.update, result, cfg.distance, cfg.layer_weights, ctx.threat.defence)
 
 
-def start_objective(matcher: SeparatedMatcher, make_image: Callable[[], torch.Tensor], eps: torch.Tensor,
-                    t: torch.Tensor, secret_eps: bool) -> Callable[[], Objective]:
-    """Descend the per-sample distance alone (B independent problems), but rank guesses by the joint matching
-    loss, as every other phase does, so that the run's answer is chosen on one scale."""
-
-    def objective() -> Objective:
-        image = make_image()
-        training = matcher.training
-        if training is None or training.is_one_sgd_step:
-            grads, parts = matcher.sample_grads(image, eps, t, with_params=True)
-            scale = 1.0 if training is None else -training.lr
-            summed = matcher.distance_to(tuple(scale * g.detach() for g in grads))
-        else:
-            parts = matcher.sample_grads(image, eps, t, with_params=False)[1]
-            summed = GradientMatcher.__call__(matcher, image.detach(), eps.detach(), t, create_graph=False)
-        per_sample = matcher.per_sample_distance(parts)
-        terms = {"summed": summed, "per_sample": per_sample}
-        return Objective(per_sample, summed + matcher.weight * per_sample.detach(), terms,
-                         Guess(image, eps if secret_eps else None, t))
-
-    return objective
-
-
 def pixel_start(ctx: AttackContext, matcher: GradientMatcher, start: torch.Tensor, eps: torch.Tensor,
                 extra: list[torch.Tensor], t: torch.Tensor, iterations: int
                 ) -> Generator[Event, None, tuple[torch.Tensor, int]]:
@@ -151,10 +177,9 @@ def pixel_start(ctx: AttackContext, matcher: GradientMatcher, start: torch.Tenso
     steps = round(START_SHARE * iterations)
     if not isinstance(matcher, SeparatedMatcher) or steps < 1 or iterations - steps < 1:
         return start, iterations
-    x = start.detach().clone().clamp(-1, 1).requires_grad_(True)
-    objective = start_objective(matcher, lambda: x, eps, t, secret_eps=bool(extra))
-    guess = yield from ctx.optimise("per-sample", [x, *extra], objective, steps, ctx.config.lr,
-                                    project=lambda: x.clamp_(-1, 1))
+    v, image, project = scaled_pixels(ctx, start, t)
+    objective = start_objective(matcher, image, eps, t, secret_eps=bool(extra))
+    guess = yield from ctx.optimise("per-sample", [v, *extra], objective, steps, ctx.config.lr, project=project)
     if guess.eps is not None:
         with torch.no_grad():
             eps.copy_(guess.eps)
