@@ -33,23 +33,28 @@ PER_SAMPLE_WEIGHT = 1.0
 START_SHARE = 0.3
 
 
-def signal_scale(model: DiffusionModel, t: torch.Tensor) -> torch.Tensor:
-    """Each sample's sqrt(abar_t) over the batch's largest, shaped (B, 1, 1, 1).
+def signal_scale(model: DiffusionModel, t: torch.Tensor, matcher: GradientMatcher | None = None) -> torch.Tensor:
+    """How strongly each image speaks in the update, over the batch's strongest, shaped (B, 1, 1, 1).
 
-    The update sees an image only through x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, so the matching loss's
-    curvature in x0 scales with abar_t: in a batch with t = 7 and t = 964 the two differ ~10^4-fold, which no
-    single L-BFGS scaling serves. Searching v = scale * x0 instead gives every sample the same curvature (and
-    changes nothing for one image)."""
+    The update sees image b only through x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, and in proportion to the
+    size of its own gradient, so the matching loss's curvature in x0_b scales with abar_t times that size squared:
+    on the eight held-out faces (t = 7 ... 964) the per-sample gradients of the loss span four orders of magnitude,
+    which no single L-BFGS scaling serves. Searching v = scale * x0 gives every sample a like curvature (and
+    changes nothing for one image). A separated batch tells each sample's gradient size (its parts' norm); without
+    it only sqrt(abar_t) is known."""
     abar = model.scheduler.alphas_cumprod.to(torch.float64)[t.long().cpu()]
-    scale = abar.sqrt() / abar.sqrt().max()
-    return scale.float().reshape(-1, 1, 1, 1).to(model.device)
+    scale = abar.sqrt()
+    if isinstance(matcher, SeparatedMatcher):
+        scale = scale * matcher.strength.double().cpu()
+    return (scale / scale.max()).float().reshape(-1, 1, 1, 1).to(model.device)
 
 
-def scaled_pixels(ctx: AttackContext, start: torch.Tensor, t: torch.Tensor
+def scaled_pixels(ctx: AttackContext, start: torch.Tensor, t: torch.Tensor, matcher: GradientMatcher
                   ) -> tuple[torch.Tensor, Callable[[], torch.Tensor], Callable[[], None]]:
     """(the search variable v, the image it stands for, the projection that keeps that image in [-1, 1]). Only
     L-BFGS searches the scaled v: Adam's steps are already per-coordinate, and its learning rate is in pixels."""
-    scale = signal_scale(ctx.model, t) if ctx.config.optimizer == "lbfgs" else torch.ones(1, device=ctx.device)
+    scale = (signal_scale(ctx.model, t, matcher) if ctx.config.optimizer == "lbfgs"
+             else torch.ones(1, device=ctx.device))
     v = (start.detach().clamp(-1, 1) * scale).requires_grad_(True)
 
     def project() -> None:
@@ -88,6 +93,8 @@ class SeparatedMatcher(GradientMatcher):
         self.params = list(model.unet.parameters())
         # One SGD step shares -lr times the gradient (the parts were divided by it at separation).
         self.step = 1.0 if self.training is None else -self.training.lr
+        # Each sample's share of the time layers' update (every layer counted alike): how loud it is in the sum.
+        self.strength = sum(p.pow(2).sum(1) / p.pow(2).sum() for p in self.parts).sqrt()
         self.last: dict[str, torch.Tensor] = {}  # the terms of the latest call, for the loss history
 
     def time_outputs(self) -> AbstractContextManager[list[torch.Tensor | None]]:
@@ -98,18 +105,24 @@ class SeparatedMatcher(GradientMatcher):
         return sum(((d - target).pow(2).sum(1) / norm).mean()
                    for d, target, norm in zip(parts, self.parts, self.norms))
 
-    def joint_distance(self, loss: torch.Tensor, outputs: list[torch.Tensor], create_graph: bool = True,
-                       descend_summed: bool = True) -> torch.Tensor:
+    def joint_distance(self, loss: torch.Tensor, outputs: list[torch.Tensor], create_graph: bool = True
+                       ) -> torch.Tensor:
         """Distance of the update whose FedSGD-style gradient is that of `loss` (already times the step), taken
-        with `outputs` recorded by `time_outputs`. Without `descend_summed` only the per-sample term is
-        differentiable (the per-sample start), while the returned value still ranks on the joint scale."""
+        with `outputs` recorded by `time_outputs`."""
+        summed, per_sample = self.terms(loss, outputs, create_graph)
+        return summed + self.weight * per_sample
+
+    def terms(self, loss: torch.Tensor, outputs: list[torch.Tensor], create_graph: bool = True,
+              descend_summed: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """(summed distance, per-sample distance) of `loss`'s update; without `descend_summed` the summed one is
+        a detached score (the per-sample start descends the per-sample term alone)."""
         grads = torch.autograd.grad(loss, self.params + outputs, create_graph=create_graph)
         split = len(self.params)
         summed_grads = grads[:split] if descend_summed else tuple(g.detach() for g in grads[:split])
         summed = self.distance_to(summed_grads)
         per_sample = self.per_sample_distance([g / self.step for g in grads[split:]])
         self.last = {"summed": summed.detach(), "per_sample": per_sample.detach()}
-        return summed + self.weight * per_sample
+        return summed, per_sample
 
     def __call__(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, create_graph: bool = True
                  ) -> torch.Tensor:
@@ -137,13 +150,17 @@ def start_objective(matcher: SeparatedMatcher, make_image: Callable[[], torch.Te
         image = make_image()
         if matcher.training is not None and not matcher.training.is_one_sgd_step:
             matcher(image, eps, t)
+            with matcher.time_outputs() as outputs:
+                loss = diffusion_loss(matcher.model, image, eps, t)
+            per_sample = matcher.per_sample_distance(list(torch.autograd.grad(loss, outputs, create_graph=True)))
+            summed = matcher.last["summed"]
         else:
             with matcher.time_outputs() as outputs:
                 loss = matcher.step * diffusion_loss(matcher.model, image, eps, t)
-            matcher.joint_distance(loss, outputs, descend_summed=False)
-        terms = dict(matcher.last)
-        matching = terms["summed"] + matcher.weight * terms["per_sample"]
-        return Objective(terms["per_sample"], matching, terms, Guess(image, eps if secret_eps else None, t))
+            summed, per_sample = matcher.terms(loss, outputs, descend_summed=False)
+        terms = {"summed": summed.detach(), "per_sample": per_sample.detach()}
+        return Objective(per_sample, terms["summed"] + matcher.weight * terms["per_sample"], terms,
+                         Guess(image, eps if secret_eps else None, t))
 
     return objective
 
@@ -177,7 +194,7 @@ def pixel_start(ctx: AttackContext, matcher: GradientMatcher, start: torch.Tenso
     steps = round(START_SHARE * iterations)
     if not isinstance(matcher, SeparatedMatcher) or steps < 1 or iterations - steps < 1:
         return start, iterations
-    v, image, project = scaled_pixels(ctx, start, t)
+    v, image, project = scaled_pixels(ctx, start, t, matcher)
     objective = start_objective(matcher, image, eps, t, secret_eps=bool(extra))
     guess = yield from ctx.optimise("per-sample", [v, *extra], objective, steps, ctx.config.lr, project=project)
     if guess.eps is not None:

@@ -44,7 +44,7 @@ def pixel_phase(ctx: AttackContext, matcher: GradientMatcher, start: torch.Tenso
                 phase: str = "pixel") -> Generator[Event, None, Guess]:
     """Optimise pixels (and eps, when it is among `extra`) from `start` against the shared update."""
     cfg = ctx.config
-    v, image, project = scaled_pixels(ctx, start, t)  # every sample's curvature alike (per_sample.py)
+    v, image, project = scaled_pixels(ctx, start, t, matcher)  # every sample's curvature alike (per_sample.py)
     objective = image_objective(ctx, matcher, image, eps, t, secret_eps=bool(extra))
     steps = cfg.iterations if iterations is None else iterations
     return (yield from ctx.optimise(phase, [v, *extra], objective, steps, cfg.lr, project=project))
