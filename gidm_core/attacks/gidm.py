@@ -35,7 +35,8 @@ def latent_phase(ctx: AttackContext, matcher: GradientMatcher, eps: torch.Tensor
         objective = start_objective(matcher, lambda: sampler(z), eps, t, secret_eps=bool(extra))
     else:
         objective = image_objective(ctx, matcher, lambda: sampler(z), eps, t, secret_eps=bool(extra))
-    return (yield from ctx.optimise("latent", [z, *extra], objective, cfg.latent_iterations, cfg.latent_lr))
+    return (yield from ctx.optimise("latent", [z, *extra], objective, cfg.latent_iterations, cfg.latent_lr,
+                                    per_sample=True))
 
 
 def check_prior(prior: DiffusionModel, channels: int, size: int) -> None:

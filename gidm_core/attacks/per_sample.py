@@ -33,36 +33,6 @@ PER_SAMPLE_WEIGHT = 1.0
 START_SHARE = 0.3
 
 
-def signal_scale(model: DiffusionModel, t: torch.Tensor, matcher: GradientMatcher | None = None) -> torch.Tensor:
-    """How strongly each image speaks in the update, over the batch's strongest, shaped (B, 1, 1, 1).
-
-    The update sees image b only through x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, and in proportion to the
-    size of its own gradient, so the matching loss's curvature in x0_b scales with abar_t times that size squared:
-    on the eight held-out faces (t = 7 ... 964) the per-sample gradients of the loss span four orders of magnitude,
-    which no single L-BFGS scaling serves. Searching v = scale * x0 gives every sample a like curvature (and
-    changes nothing for one image). A separated batch tells each sample's gradient size (its parts' norm); without
-    it only sqrt(abar_t) is known."""
-    abar = model.scheduler.alphas_cumprod.to(torch.float64)[t.long().cpu()]
-    scale = abar.sqrt()
-    if isinstance(matcher, SeparatedMatcher):
-        scale = scale * matcher.strength.double().cpu()
-    return (scale / scale.max()).float().reshape(-1, 1, 1, 1).to(model.device)
-
-
-def scaled_pixels(ctx: AttackContext, start: torch.Tensor, t: torch.Tensor, matcher: GradientMatcher
-                  ) -> tuple[torch.Tensor, Callable[[], torch.Tensor], Callable[[], None]]:
-    """(the search variable v, the image it stands for, the projection that keeps that image in [-1, 1]). Only
-    L-BFGS searches the scaled v: Adam's steps are already per-coordinate, and its learning rate is in pixels."""
-    scale = (signal_scale(ctx.model, t, matcher) if ctx.config.optimizer == "lbfgs"
-             else torch.ones(1, device=ctx.device))
-    v = (start.detach().clamp(-1, 1) * scale).requires_grad_(True)
-
-    def project() -> None:
-        v.copy_(torch.minimum(torch.maximum(v, -scale), scale))
-
-    return v, lambda: v / scale, project
-
-
 @contextmanager
 def _outputs_of(modules: list[torch.nn.Module]) -> Iterator[list[torch.Tensor | None]]:
     """The outputs of `modules` during the forward passes run inside the block, one slot per module."""
@@ -93,8 +63,6 @@ class SeparatedMatcher(GradientMatcher):
         self.params = list(model.unet.parameters())
         # One SGD step shares -lr times the gradient (the parts were divided by it at separation).
         self.step = 1.0 if self.training is None else -self.training.lr
-        # Each sample's share of the time layers' update (every layer counted alike): how loud it is in the sum.
-        self.strength = sum(p.pow(2).sum(1) / p.pow(2).sum() for p in self.parts).sqrt()
         self.last: dict[str, torch.Tensor] = {}  # the terms of the latest call, for the loss history
 
     def time_outputs(self) -> AbstractContextManager[list[torch.Tensor | None]]:
@@ -194,9 +162,10 @@ def pixel_start(ctx: AttackContext, matcher: GradientMatcher, start: torch.Tenso
     steps = round(START_SHARE * iterations)
     if not isinstance(matcher, SeparatedMatcher) or steps < 1 or iterations - steps < 1:
         return start, iterations
-    v, image, project = scaled_pixels(ctx, start, t, matcher)
-    objective = start_objective(matcher, image, eps, t, secret_eps=bool(extra))
-    guess = yield from ctx.optimise("per-sample", [v, *extra], objective, steps, ctx.config.lr, project=project)
+    x = start.detach().clone().clamp(-1, 1).requires_grad_(True)
+    objective = start_objective(matcher, lambda: x, eps, t, secret_eps=bool(extra))
+    guess = yield from ctx.optimise("per-sample", [x, *extra], objective, steps, ctx.config.lr,
+                                    project=lambda: x.clamp_(-1, 1), per_sample=True)
     if guess.eps is not None:
         with torch.no_grad():
             eps.copy_(guess.eps)

@@ -13,7 +13,7 @@ import torch
 
 from ..matching import GradientMatcher, total_variation
 from .base import AttackContext, Event, Guess, Objective
-from .per_sample import pixel_start, scaled_pixels, separated_matcher
+from .per_sample import pixel_start, separated_matcher
 from .secrets import noise_variable, resolve_timesteps
 
 
@@ -44,10 +44,11 @@ def pixel_phase(ctx: AttackContext, matcher: GradientMatcher, start: torch.Tenso
                 phase: str = "pixel") -> Generator[Event, None, Guess]:
     """Optimise pixels (and eps, when it is among `extra`) from `start` against the shared update."""
     cfg = ctx.config
-    v, image, project = scaled_pixels(ctx, start, t, matcher)  # every sample's curvature alike (per_sample.py)
-    objective = image_objective(ctx, matcher, image, eps, t, secret_eps=bool(extra))
+    x = start.detach().clone().clamp(-1, 1).requires_grad_(True)
+    objective = image_objective(ctx, matcher, lambda: x, eps, t, secret_eps=bool(extra))
     steps = cfg.iterations if iterations is None else iterations
-    return (yield from ctx.optimise(phase, [v, *extra], objective, steps, cfg.lr, project=project))
+    return (yield from ctx.optimise(phase, [x, *extra], objective, steps, cfg.lr,
+                                    project=lambda: x.clamp_(-1, 1), per_sample=True))
 
 
 def pixel_attack(ctx: AttackContext) -> Generator[Event, None, None]:
