@@ -10,7 +10,8 @@ from typing import Any
 
 import gradio as gr
 
-from gidm_core.config import METHOD_LABELS, OPTIMIZERS
+from gidm_core.config import OPTIMIZERS
+from gidm_core.methods import METHOD_LABELS
 
 from .model_cache import model_choices
 from .settings import CONTROLS, DEFAULT_PRESET, DEFENCES, MAX_BATCH, METHODS, PRESETS, RESOLUTIONS, SECRETS, SOURCES, \
@@ -70,7 +71,7 @@ def settings_column(s: Settings, items: list[GalleryItem], shown: dict[str, bool
                     c["client_t"] = _number(s, "client_t", info="-1: drawn from the client's seed. Private "
                                             "eps: GIDM+ works for t ~100-400; small t makes the matching "
                                             "landscape rugged, large t amplifies errors")
-                    c["seed"] = _number(s, "seed", info="draws the client's private eps (and t if -1)")
+                    c["client_seed"] = _number(s, "client_seed", info="draws the client's private eps (and t if -1)")
                 c["prior"] = gr.Dropdown(["attacked"] + model_choices(), value=s.prior,
                                          allow_custom_value=True, label=label["prior"],
                                          info="'attacked' = the attacked model itself",
@@ -91,8 +92,8 @@ def settings_column(s: Settings, items: list[GalleryItem], shown: dict[str, bool
                     c["ddim_steps"] = _number(s, "ddim_steps", visible=shown["ddim_steps"])
                     c["latent_lr"] = _number(s, "latent_lr", visible=shown["latent_lr"])
                 with gr.Row():
-                    c["iterations"] = _number(s, "iterations", info="GIDM+: its joint and residual stages together",
-                                              visible=shown["iterations"])
+                    c["pixel_iterations"] = _number(s, "pixel_iterations", info="GIDM+: its joint and residual stages together",
+                                              visible=shown["pixel_iterations"])
                     c["lr"] = _number(s, "lr", visible=shown["lr"])
                     c["report_every"] = _number(s, "report_every")
                 with gr.Row():

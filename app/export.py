@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gidm_core.cli import attack_argv, write_loss_csv
-from gidm_core.data import grid
+from gidm_core.images import grid
+from gidm_core.methods import spec
 
 from .settings import configs
 
@@ -27,11 +28,11 @@ def _victim_file(index: int) -> str:
 
 def iterations_run(record: RunRecord) -> tuple[int, int]:
     """(latent, pixel) iterations the run actually did: the configured ones, or fewer when it was stopped."""
-    cfg = record.config
-    latent = cfg["latent_iterations"] if cfg["method"] in ("gidm", "gidm-latent") else 0
-    pixel = cfg["iterations"] if cfg["method"] != "gidm-latent" else 0
+    cfg, method = record.config, spec(record.config["method"])
+    latent = cfg["latent_iterations"] if method.latent_phase else 0
+    pixel = cfg["pixel_iterations"] if method.pixel_phase else 0
     if record.status == "done" or record.iterations >= latent + pixel:
-        return cfg["latent_iterations"], cfg["iterations"]
+        return cfg["latent_iterations"], cfg["pixel_iterations"]
     done_latent = min(latent, record.iterations)
     return done_latent, min(pixel, record.iterations - done_latent)
 
@@ -43,13 +44,13 @@ def rerun_command(record: RunRecord) -> str:
     fallback photos) are the victim PNGs inside the zip."""
     s = record.settings
     config, threat = configs(s)
-    latent_iterations, iterations = iterations_run(record)
+    latent_iterations, pixel_iterations = iterations_run(record)
     if config.method == "gidm-latent":
         latent_iterations = max(1, latent_iterations)  # the CLI refuses GIDM-latent without a latent phase
-    argv = attack_argv(config.with_overrides(latent_iterations=latent_iterations, iterations=iterations), threat,
+    argv = attack_argv(config.with_overrides(latent_iterations=latent_iterations, pixel_iterations=pixel_iterations), threat,
                        model=s.model, images=[name if bundled else _victim_file(i)
                                               for i, (name, _, bundled) in enumerate(record.victims)],
-                       seed=s.seed, size=record.size, t=[s.client_t] if s.client_t >= 0 else None, out="rerun")
+                       client_seed=s.client_seed, size=record.size, t=[s.client_t] if s.client_t >= 0 else None, out="rerun")
     return f"PYTHONPATH={shlex.quote(str(REPO))} {shlex.quote(sys.executable)} -m gidm_core {shlex.join(argv)}"
 
 
@@ -61,7 +62,7 @@ def metrics_report(record: RunRecord) -> dict:
         "matching_loss": record.matching_loss, "iterations": record.iterations, "seconds": record.seconds,
         "seconds_to_first_image": record.first_image_s, "seconds_to_30db": record.time_to_30db_s,
         "size": record.size, "batch_size": len(record.victims), "victims": [v[0] for v in record.victims],
-        "t_true": record.t_true, "t_est": record.t_estimate, "phase_starts": record.phase_starts,
+        "t_true": record.t_true, "t_estimate": record.t_estimate, "phase_starts": record.phase_starts,
         "config": record.config, "command": record.command,
         "metrics_trace": [{k: v for k, v in row.items() if k != "message"} for row in record.trace],
     }

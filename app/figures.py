@@ -6,9 +6,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 PHASE_COLOURS = {"latent": "rgba(99, 110, 250, 0.10)", "pixel": "rgba(0, 204, 150, 0.10)",
-                 "residual": "rgba(255, 161, 90, 0.12)", "refine": "rgba(171, 99, 250, 0.10)"}
-PHASE_NAMES = {"latent": "phase 1: DDIM latent", "pixel": "pixel matching", "residual": "GIDM+ residual",
-               "refine": "GIDM+ refine"}
+                 "residual": "rgba(255, 161, 90, 0.12)"}
+PHASE_NAMES = {"latent": "phase 1: DDIM latent", "pixel": "pixel matching", "residual": "GIDM+ residual"}
 MAX_POINTS = 1500
 HEIGHT = 280
 

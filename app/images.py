@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from PIL import Image
 
-from gidm_core.data import grid
+from gidm_core.images import grid
 from gidm_core.metrics import pair_images, to_unit
 
 DISPLAY_PX = 224  # each image is enlarged to about this many pixels per side, nearest-neighbour

@@ -46,6 +46,6 @@ def get_model(spec: str, device: str) -> DiffusionModel:
     return copy.deepcopy(model)
 
 
-def device_name() -> str:
+def run_device() -> str:
     """Where runs go: the GPU when there is one."""
     return "cuda" if torch.cuda.is_available() else "cpu"

@@ -25,10 +25,10 @@ from gidm_core.protocol import play
 from .export import rerun_command
 from .frames import Frame, final_frame, live_frame, thin
 from .images import paired, show
-from .model_cache import device_name, get_model
+from .model_cache import get_model, run_device
 from .session import RunRecord, Session
 from .settings import APP_MAX_SIZE, RESOLUTIONS, Settings, configs, hints
-from .victims import load_victims
+from .victims import pick_victims
 
 ORPHAN_S = 60.0  # a run whose page stopped pulling updates for this long (tab closed) stops itself
 HEARTBEAT_S = 0.75  # the status line updates at least this often, however slow the attack's steps
@@ -49,18 +49,18 @@ def stream(session: Session, settings: Settings, min_interval: float = 0.4) -> I
         yield Frame(f"Loading {settings.model} ..." + notes)
         try:
             config, threat = configs(settings)
-            device = device_name()
+            device = run_device()
             model = get_model(settings.model, device)
             size = model.image_size if settings.resolution == RESOLUTIONS[0] else int(settings.resolution)
             check_image_size(size, APP_MAX_SIZE)
             model.check_size(size)
             prior = None if threat.prior == "attacked" else get_model(threat.prior, device)
-            named = load_victims(settings, size, model.channels)
+            named = pick_victims(settings, size, model.channels)
             x0 = torch.cat([v[1] for v in named])
             if settings.client_t >= model.num_train_timesteps:
                 raise ConfigError(f"client t must be below {model.num_train_timesteps} for {model.name}")
             t = None if settings.client_t < 0 else [settings.client_t]
-            played = play(model, x0, threat, config, client_seed=settings.seed, t=t, prior=prior, stop=stop,
+            played = play(model, x0, threat, config, client_seed=settings.client_seed, t=t, prior=prior, stop=stop,
                           lpips_every=5)
         except (UserError, ValueError, RuntimeError, MemoryError) as err:
             if isinstance(err, (RuntimeError, MemoryError)) and not out_of_memory(err):

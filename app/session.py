@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from gidm_core.config import METHOD_LABELS
+from gidm_core.methods import METHOD_LABELS
 
 from .settings import Settings
 

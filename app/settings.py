@@ -14,7 +14,6 @@ from typing import Any
 
 from gidm_core.config import (
     LAYER_WEIGHTS,
-    METHOD_LABELS,
     OPTIMIZERS,
     AttackConfig,
     ConfigError,
@@ -23,6 +22,7 @@ from gidm_core.config import (
     attack_config,
 )
 from gidm_core.errors import UserError
+from gidm_core.methods import METHOD_LABELS, REGISTRY, spec
 from gidm_core.models import check_spec
 
 SOURCES = ("Gallery", "Upload", "Webcam")
@@ -43,12 +43,12 @@ APP_MAX_SIZE = 128
 _GIDM = attack_config("gidm")
 _PLUS = attack_config("gidm-plus")
 PRESETS: dict[str, dict[str, Any]] = {
-    "Fast CPU demo": dict(method="gidm", secrets="known", defence="none", iterations=_GIDM.iterations, lr=0.1,
+    "Fast CPU demo": dict(method="gidm", secrets="known", defence="none", pixel_iterations=_GIDM.pixel_iterations, lr=0.1,
                           latent_iterations=_GIDM.latent_iterations, latent_lr=0.05, ddim_steps=_GIDM.ddim_steps,
                           distance="l2", tv_weight=0.0, lr_schedule="constant", optimizer="lbfgs",
                           layer_weights="normalized", report_every=5),
     # The released code's optimiser and distance: Adam on plain squared L2 over every tensor, K = 16.
-    "Paper setting (slow on CPU)": dict(method="gidm", secrets="known", defence="none", iterations=5000, lr=0.01,
+    "Paper setting (slow on CPU)": dict(method="gidm", secrets="known", defence="none", pixel_iterations=5000, lr=0.01,
                                         latent_iterations=2500, latent_lr=0.01, ddim_steps=16, distance="l2",
                                         tv_weight=0.0, lr_schedule="constant", optimizer="adam",
                                         layer_weights="uniform", report_every=25),
@@ -57,12 +57,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     # at t = 100 and 400 it recovered most held-out faces at 32-68 dB with their noise; it fails at t = 10 (a rugged
     # matching landscape, hard even with eps known) and t = 800 (errors reach x0 amplified 4.6x); docs/gidm_plus.md.
     "Private eps and t (GIDM+)": dict(method="gidm-plus", secrets="private", client_t=400, defence="none",
-                                      iterations=_PLUS.iterations, lr=_PLUS.lr,
+                                      pixel_iterations=_PLUS.pixel_iterations, lr=_PLUS.lr,
                                       latent_iterations=_PLUS.latent_iterations, latent_lr=0.05,
                                       ddim_steps=2, distance="l2", tv_weight=0.0, lr_schedule=_PLUS.lr_schedule,
                                       optimizer=_PLUS.optimizer, layer_weights=_PLUS.layer_weights, report_every=10),
     "Under DP (clip + noise)": dict(method="gidm", secrets="known", defence="clip + Gaussian noise", clip=1.0,
-                                    sigma=0.01, keep=1.0, iterations=_GIDM.iterations, lr=0.1,
+                                    sigma=0.01, keep=1.0, pixel_iterations=_GIDM.pixel_iterations, lr=0.1,
                                     latent_iterations=_GIDM.latent_iterations, latent_lr=0.05,
                                     ddim_steps=_GIDM.ddim_steps, distance="l2", tv_weight=0.0,
                                     lr_schedule="constant", optimizer="lbfgs", layer_weights="normalized",
@@ -88,7 +88,7 @@ class Settings:
     sigma: float = 0.01
     keep: float = 0.1
     method: str = "gidm"
-    iterations: int = _GIDM.iterations
+    pixel_iterations: int = _GIDM.pixel_iterations
     lr: float = 0.1
     latent_iterations: int = _GIDM.latent_iterations
     latent_lr: float = 0.05
@@ -98,7 +98,7 @@ class Settings:
     lr_schedule: str = "constant"
     optimizer: str = "lbfgs"
     layer_weights: str = "normalized"
-    seed: int = 0
+    client_seed: int = 0
     attack_seed: int = 0
     report_every: int = 5
 
@@ -120,8 +120,8 @@ CONTROLS: dict[str, tuple[str, str]] = {
     "secrets": ("Threat", "Noise eps and timestep t"), "client_t": ("Threat", "Client's timestep t"),
     "prior": ("Threat", "Prior for GIDM's sampler"), "defence": ("Threat", "Client's defence"),
     "clip": ("Threat", "Clip norm"), "sigma": ("Threat", "Noise sigma"), "keep": ("Threat", "Top-k: fraction kept"),
-    "seed": ("Threat", "Client's secret seed"),
-    "method": ("Attack", "Method"), "iterations": ("Attack", "Pixel iterations"),
+    "client_seed": ("Threat", "Client's secret seed"),
+    "method": ("Attack", "Method"), "pixel_iterations": ("Attack", "Pixel iterations"),
     "lr": ("Attack", "Pixel learning rate"), "latent_iterations": ("Attack", "Phase 1 iterations (latent)"),
     "latent_lr": ("Attack", "Phase 1 learning rate"), "ddim_steps": ("Attack", "DDIM steps K"),
     "distance": ("Attack", "Gradient distance"), "tv_weight": ("Attack", "TV weight"),
@@ -141,26 +141,25 @@ METHOD_FIELDS = ("distance", "tv_weight", "lr", "lr_schedule", "optimizer", "lay
 
 # Bounds the UI enforces (the core's own checks still apply after these).
 LIMITS = {
-    "iterations": (0, 20000), "latent_iterations": (0, 10000), "ddim_steps": (1, 100), "lr": (1e-6, 10.0),
-    "latent_lr": (1e-6, 10.0), "tv_weight": (0.0, 100.0), "seed": (0, 2**31 - 1), "attack_seed": (0, 2**31 - 1),
+    "pixel_iterations": (0, 20000), "latent_iterations": (0, 10000), "ddim_steps": (1, 100), "lr": (1e-6, 10.0),
+    "latent_lr": (1e-6, 10.0), "tv_weight": (0.0, 100.0), "client_seed": (0, 2**31 - 1), "attack_seed": (0, 2**31 - 1),
     "report_every": (1, 1000), "batch_size": (1, MAX_BATCH), "client_t": (-1, 100000), "clip": (0.0, 1e6),
     "sigma": (0.0, 1e3), "keep": (1e-6, 1.0),
 }
-# The core's config fields that the UI calls by another name.
-CONFIG_CONTROLS = {"seed": "attack_seed"}
-INTEGER_FIELDS = {"iterations", "latent_iterations", "ddim_steps", "seed", "attack_seed", "report_every",
+INTEGER_FIELDS = {"pixel_iterations", "latent_iterations", "ddim_steps", "client_seed", "attack_seed", "report_every",
                   "batch_size", "client_t"}
 
 
 def applies(values: dict[str, Any]) -> dict[str, bool]:
     """For each control that matters only sometimes, whether it matters for these values; the UI hides the others
     and validation ignores them. Controls not named here always apply."""
-    latent = values.get("method") in ("gidm", "gidm-latent", "gidm-plus")  # GIDM+ may start from GIDM's latent phase
+    method = REGISTRY.get(values.get("method"))
+    latent = method is not None and method.latent_phase
     first_order = values.get("optimizer") != "lbfgs"  # L-BFGS needs no learning rate nor schedule
     noise = values.get("defence") == "clip + Gaussian noise"
     source = values.get("source")
     return dict(latent_iterations=latent, ddim_steps=latent, prior=latent, latent_lr=latent and first_order,
-                iterations=values.get("method") != "gidm-latent", lr=first_order, lr_schedule=first_order,
+                pixel_iterations=method is None or method.pixel_phase, lr=first_order, lr_schedule=first_order,
                 clip=noise, sigma=noise, keep=values.get("defence") == "top-k pruning", gallery=source == "Gallery",
                 uploads=source == "Upload", webcam=source == "Webcam")
 
@@ -255,10 +254,9 @@ def parse(values: dict[str, Any]) -> Settings:
     try:  # the core's own rules (e.g. GIDM-latent needs latent iterations, a run must do something)
         configs(settings)
     except ConfigError as err:
-        field = CONFIG_CONTROLS.get(err.field, err.field)
-        if field not in CONTROLS:
+        if err.field not in CONTROLS:  # the core's config fields and the controls share their names
             raise
-        raise Refusal(field, str(err)) from None
+        raise Refusal(err.field, str(err)) from None
     return settings
 
 
@@ -266,11 +264,12 @@ def hints(settings: Settings) -> list[str]:
     """What a valid but surprising combination does: shown before the run, not discovered after it."""
     out = []
     private = settings.secrets == "private"
-    if settings.method == "gidm-plus" and not private:
+    made_for_private = spec(settings.method).for_private_secrets
+    if made_for_private and not private:
         out.append("GIDM+ is built for private eps and t: with them revealed it has no noise to recover and runs as "
                    "a pixel search with the revealed eps (no residual stage). With eps and t known, GIDM is the "
                    "attack to use.")
-    if settings.method != "gidm-plus" and private:
+    if not made_for_private and private:
         out.append(f"{METHOD_LABELS[settings.method]} with private eps and t: t is read off the update and eps is "
                    "searched jointly with the image, which this method was not designed for; GIDM+ is.")
     if settings.defence == "clip + Gaussian noise" and settings.clip == 0 and settings.sigma == 0:
@@ -293,11 +292,11 @@ def configs(settings: Settings) -> tuple[AttackConfig, ThreatModel]:
         defence = DefenceConfig(keep=settings.keep)
     private = settings.secrets == "private"
     threat = ThreatModel(knows_eps=not private, knows_t=not private, prior=settings.prior, defence=defence)
-    config = attack_config(settings.method, iterations=settings.iterations, lr=settings.lr,
+    config = attack_config(settings.method, pixel_iterations=settings.pixel_iterations, lr=settings.lr,
                            latent_iterations=settings.latent_iterations, latent_lr=settings.latent_lr,
                            ddim_steps=settings.ddim_steps, distance=settings.distance, tv_weight=settings.tv_weight,
                            lr_schedule=settings.lr_schedule, optimizer=settings.optimizer,
-                           layer_weights=settings.layer_weights, seed=settings.attack_seed,
+                           layer_weights=settings.layer_weights, attack_seed=settings.attack_seed,
                            report_every=settings.report_every)
     return config, threat
 

@@ -17,11 +17,11 @@ from .settings import METHODS, Settings, number
 # Each axis: a Cell field and how a typed value becomes it.
 AXES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "method": ("method", lambda v: _choice(v, METHODS)),
-    "iterations (total)": ("iterations", lambda v: int(number(v))),
+    "iterations (total)": ("total_iterations", lambda v: int(number(v))),
     "GIDM latent share": ("latent_share", number),
     "DDIM steps K": ("ddim_steps", lambda v: int(number(v))),
     "client t": ("t", lambda v: int(number(v))),
-    "client seed": ("seeds", lambda v: (int(number(v)),)),
+    "client seed": ("client_seeds", lambda v: (int(number(v)),)),
     "noise sigma (clip 1)": ("defence", lambda v: (1.0, number(v), 1.0)),
     "top-k fraction kept": ("defence", lambda v: (0.0, 0.0, number(v))),
     "optimizer": ("optimizer", lambda v: _choice(v, ("lbfgs", "adam", "sgd"))),
@@ -68,10 +68,10 @@ def base_cell(settings: Settings, images: tuple[str, ...], size: int, iterations
     defence = {"clip + Gaussian noise": (settings.clip, settings.sigma, 1.0),
                "top-k pruning": (0.0, 0.0, settings.keep)}.get(settings.defence, (0.0, 0.0, 1.0))
     private = settings.secrets == "private"
-    total = max(1, settings.latent_iterations + settings.iterations)
-    return Cell(method=settings.method, model=settings.model, images=images, seeds=(settings.seed,), size=size,
+    total = max(1, settings.latent_iterations + settings.pixel_iterations)
+    return Cell(method=settings.method, model=settings.model, images=images, client_seeds=(settings.client_seed,), size=size,
                 batch=len(images), knows_eps=not private, knows_t=not private, prior=settings.prior,
-                defence=defence, iterations=iterations, latent_share=settings.latent_iterations / total,
+                defence=defence, total_iterations=iterations, latent_share=settings.latent_iterations / total,
                 ddim_steps=settings.ddim_steps, t=settings.client_t if settings.client_t >= 0 else None,
                 optimizer=settings.optimizer, report_every=5)
 

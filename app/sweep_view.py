@@ -13,7 +13,7 @@ from gidm_core.config import attack_config
 from gidm_core.models import ModelLoadError
 
 from . import sweep
-from .model_cache import device_name, get_model
+from .model_cache import get_model, run_device
 from .session import Session
 from .settings import CELL_FIELDS, DEFENCES, RESOLUTIONS, SETTING_FIELDS, Refusal, as_typed, number, parse
 from .victims import gallery_items
@@ -35,7 +35,7 @@ def run_sweep(session: Session, x_axis: str, x_text: str, y_axis: str, y_text: s
         images = tuple(settings.gallery[:max(1, settings.batch_size)])
         if settings.source != "Gallery" or not images or not set(images) <= bundled:
             raise ValueError("a sweep attacks bundled gallery images: pick them on the Victim tab")
-        model = get_model(settings.model, device_name())
+        model = get_model(settings.model, run_device())
         size = model.image_size if settings.resolution == RESOLUTIONS[0] else int(settings.resolution)
     except (Refusal, ValueError, ModelLoadError) as err:
         yield gr.skip(), gr.skip(), f"**Sweep refused:** {err}", gr.skip()
@@ -65,8 +65,8 @@ def load_cell(grid: sweep.Grid | None, evt: gr.SelectData) -> tuple:
     clip, sigma, keep = cell.defence
     defence = DEFENCES[2] if keep < 1 else DEFENCES[1] if clip > 0 or sigma > 0 else DEFENCES[0]
     chosen = {**{name: getattr(config, name) for name in CELL_FIELDS if hasattr(config, name)},
-              "client_t": -1 if cell.t is None else cell.t, "seed": cell.seeds[0],
-              "attack_seed": cell.seeds[0] + ATTACKER_SEED_OFFSET,  # the seed the benchmark's cell attacked with
+              "client_t": -1 if cell.t is None else cell.t, "client_seed": cell.client_seeds[0],
+              "attack_seed": cell.client_seeds[0] + ATTACKER_SEED_OFFSET,  # the seed the benchmark's cell attacked with
               "defence": defence, "clip": clip, "sigma": sigma, "keep": keep,
               "secrets": "known" if cell.knows_eps else "private", "prior": cell.prior}
     return tuple(as_typed(chosen[name]) for name in CELL_FIELDS) + (

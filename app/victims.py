@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gidm_core.data import ImageLoadError, grid, load_image, victims
-from gidm_core.datasets import SKIMAGE_PHOTOS
+from gidm_core.images import ImageLoadError, grid, load_image, victims
+from gidm_core.faces import SKIMAGE_PHOTOS
 
 from .images import enlarge
 from .settings import Settings
@@ -63,7 +63,7 @@ def gallery_previews(items: list[GalleryItem]) -> list[tuple[Image.Image, str]]:
     return previews([(item.source, item.name) for item in items])
 
 
-def load_victims(settings: Settings, size: int, channels: int) -> list[tuple[str, torch.Tensor, bool]]:
+def pick_victims(settings: Settings, size: int, channels: int) -> list[tuple[str, torch.Tensor, bool]]:
     """The batch as (name, tensor, bundled?) triples, padded from the gallery up to the batch size."""
     chosen: list[tuple[str, torch.Tensor, bool]] = []
     items = gallery_items()

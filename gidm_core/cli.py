@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from . import train_command
+from .training import command as train_command
 from .bench import command as bench_command
 from .config import (
     CLIENT_OPTIMIZERS,
@@ -57,17 +57,18 @@ def add_attack_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threat", default="paper", help=f"threat preset: {', '.join(THREAT_PRESETS)}")
     parser.add_argument("--size", type=int, default=None, help="image size in pixels (default: the model's)")
     parser.add_argument("--t", type=int, action="append", default=None,
-                        help="the client's timestep (repeat per image; default: drawn from --seed)")
-    parser.add_argument("--seed", type=int, default=0, help="the client's seed: its private eps and t, its "
-                        "defence's noise")
+                        help="the client's timestep (repeat per image; default: drawn from --client-seed)")
+    parser.add_argument("--client-seed", "--seed", dest="client_seed", type=int, default=0,
+                        help="the client's seed: its private eps and t, its defence's noise (--seed: old spelling)")
     parser.add_argument("--attack-seed", type=int, default=None, help="the attacker's own seed for its initial "
-                        "guesses (default: --seed; the two always draw from independent streams)")
+                        "guesses (default: --client-seed; the two always draw from independent streams)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<method>-<time>)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, or auto")
     parser.add_argument("--prior", default=None, help="prior model spec for GIDM (default: the attacked model)")
     hyper = parser.add_argument_group("hyperparameters (default: the method's own)")
-    hyper.add_argument("--iterations", type=int, help="pixel-phase iterations (GIDM+: its joint and residual stages together); "
-                       "one objective evaluation is one iteration")
+    hyper.add_argument("--pixel-iterations", "--iterations", dest="pixel_iterations", type=int,
+                       help="pixel-phase iterations (GIDM+: its joint and residual stages together); one objective "
+                       "evaluation is one iteration (--iterations: old spelling)")
     hyper.add_argument("--lr", type=float, help="pixel-phase learning rate")
     hyper.add_argument("--latent-iterations", type=int, help="GIDM phase-1 iterations")
     hyper.add_argument("--latent-lr", type=float, help="GIDM phase-1 learning rate")
@@ -107,12 +108,12 @@ def configs_from_args(args: argparse.Namespace) -> tuple[AttackConfig, ThreatMod
     if overrides:
         threat = replace(threat, defence=DefenceConfig(**{**threat.defence.__dict__, **overrides}))
     config = attack_config(
-        args.method, iterations=args.iterations, lr=args.lr, latent_iterations=args.latent_iterations,
+        args.method, pixel_iterations=args.pixel_iterations, lr=args.lr, latent_iterations=args.latent_iterations,
         latent_lr=args.latent_lr, ddim_steps=args.ddim_steps, distance=args.distance,
         layer_weights=args.layer_weights, tv_weight=args.tv_weight, optimizer=args.optimizer,
         lr_schedule=args.lr_schedule, restarts=args.restarts, residual_share=args.residual_share,
         report_every=args.report_every, seconds=args.seconds, separation=args.separation,
-        seed=args.seed if args.attack_seed is None else args.attack_seed)
+        attack_seed=args.client_seed if args.attack_seed is None else args.attack_seed)
     return config, threat
 
 
@@ -129,7 +130,7 @@ def training_from_args(args: argparse.Namespace) -> LocalTraining | None:
     return LocalTraining(steps=args.local_steps, lr=lr, optimizer=optimizer)
 
 
-def attack_argv(config: AttackConfig, threat: ThreatModel, *, model: str, images: list[str], seed: int,
+def attack_argv(config: AttackConfig, threat: ThreatModel, *, model: str, images: list[str], client_seed: int,
                 size: int | None = None, t: list[int] | None = None, out: str | None = None,
                 training: LocalTraining | None = None) -> list[str]:
     """The `attack` flags that `configs_from_args` reads back as `config` and `threat` (every hyperparameter spelled
@@ -138,13 +139,14 @@ def attack_argv(config: AttackConfig, threat: ThreatModel, *, model: str, images
         raise ConfigError("the command line's threat presets reveal eps and t together, or neither")
     argv = ["attack", "--model", model, *(a for image in images for a in ("--image", image)), "--method",
             config.method, "--threat", "paper" if threat.knows_eps else "private-eps-t",
-            *(["--size", str(size)] if size else []), "--seed", str(seed), "--attack-seed", str(config.seed),
+            *(["--size", str(size)] if size else []), "--client-seed", str(client_seed),
+            "--attack-seed", str(config.attack_seed),
             *(["--out", out] if out else [])]
     argv += [a for step in t or [] for a in ("--t", str(step))]
     argv += ["--prior", threat.prior] if threat.prior != "attacked" else []
     argv += ["--local-steps", str(training.steps), "--client-lr", str(training.lr),
              "--client-optimizer", training.optimizer] if training else []
-    for name in ("iterations", "lr", "latent_iterations", "latent_lr", "ddim_steps", "distance", "layer_weights",
+    for name in ("pixel_iterations", "lr", "latent_iterations", "latent_lr", "ddim_steps", "distance", "layer_weights",
                  "tv_weight", "optimizer", "lr_schedule", "restarts", "residual_share", "report_every", "seconds",
                  "separation"):
         argv += ["--" + name.replace("_", "-"), str(getattr(config, name))]
@@ -157,7 +159,7 @@ def _check_attack_args(args: argparse.Namespace) -> None:
     """Everything about the flags that can be checked before a model loads (one line, exit 2, on failure)."""
     from .models import check_image_size, check_spec
 
-    for flag, seed in (("--seed", args.seed), ("--attack-seed", args.attack_seed)):
+    for flag, seed in (("--client-seed", args.client_seed), ("--attack-seed", args.attack_seed)):
         if seed is not None and not 0 <= seed <= MAX_SEED:
             raise UsageError(f"{flag} must be in [0, 2**63 - 1], got {seed}")
     if len(args.image) > MAX_IMAGES:
@@ -176,7 +178,7 @@ def _check_attack_args(args: argparse.Namespace) -> None:
 
 
 def run_attack(args: argparse.Namespace) -> int:
-    from .data import grid, open_image, to_tensor
+    from .images import grid, open_image, to_tensor
     from .models import load_model, resolve_device
     from .protocol import play
 
@@ -191,7 +193,7 @@ def run_attack(args: argparse.Namespace) -> int:
     model.check_size(size)
     x0 = torch.cat([to_tensor(image, size, model.channels) for image in images])
     prior = None if threat.prior == "attacked" else load_model(threat.prior, device, allow_local=True)
-    played = play(model, x0, threat, config, client_seed=args.seed, t=args.t, prior=prior, training=training)
+    played = play(model, x0, threat, config, client_seed=args.client_seed, t=args.t, prior=prior, training=training)
     batch, run, evaluator = played.batch, played.run, played.evaluator
 
     progress = _progress_bar(None if config.seconds else config.total_iterations)
@@ -221,10 +223,10 @@ def run_attack(args: argparse.Namespace) -> int:
         **metrics, "method": config.method, "model": model.name, "threat": threat.describe(), "status": result.status,
         "message": result.message, "matching_loss": result.matching_loss, "iterations": result.iterations,
         "seconds": result.seconds, "seconds_per_iteration": result.seconds / max(result.iterations, 1),
-        "t_true": batch.t.tolist(), "t_est": list(result.t_estimate) if result.t_estimate else None,
-        "phase_starts": result.phase_starts, "config": config.__dict__, "client_seed": args.seed,
+        "t_true": batch.t.tolist(), "t_estimate": list(result.t_estimate) if result.t_estimate else None,
+        "phase_starts": result.phase_starts, "config": config.__dict__, "client_seed": args.client_seed,
         "update": {"kind": played.update.kind, **(training.__dict__ if training else {})},
-        "attack_seed": config.seed, "device": str(device), **result.details, **evaluator.per_image(result),
+        "attack_seed": config.attack_seed, "device": str(device), **result.details, **evaluator.per_image(result),
         "command": command_line(sys.argv[1:]),
     }
     (out / "metrics.json").write_text(json.dumps(report, indent=2))

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .errors import UserError
+from .methods import METHODS, spec
 from .seeds import MAX_SEED
 
-METHODS = ("dlg", "ig", "gidm", "gidm-latent", "gidm-plus")
 DISTANCES = ("l2", "cosine")
 LAYER_WEIGHTS = ("uniform", "normalized")
 OPTIMIZERS = ("lbfgs", "adam", "sgd")
@@ -39,9 +39,9 @@ def _check(condition: bool, message: str, field: str | None = None) -> None:
 def _finite(**values: tuple[str, float]) -> None:
     """inf and nan pass every `>` check (or fail it with a confusing message), so they are refused first.
     Each keyword is a field, its value (what the message calls it, the value)."""
-    for field, (label, value) in values.items():
+    for name, (label, value) in values.items():
         _check(isinstance(value, (int, float)) and math.isfinite(value),
-               f"{label} must be a finite number, got {value}", field)
+               f"{label} must be a finite number, got {value}", name)
 
 
 def _choice(name: str, value: str, options: tuple[str, ...], field: str | None = None) -> None:
@@ -157,7 +157,7 @@ class AttackConfig:
     `latent_lr` and `lr_schedule` apply to "adam" and "sgd". Every optimiser counts one objective evaluation as
     one iteration. Defaults were chosen by measurement on the bundled faces32 (README, Results): in 150 evaluations
     GIDM reaches 50.7 dB with L-BFGS and per-layer normalised L2 matching, 16.2 dB with Adam.
-    `seed` is the attacker's own: it seeds the attacker's stream (`seeds.stream`), never the client's.
+    `attack_seed` is the attacker's own: it seeds the attacker's stream (`seeds.stream`), never the client's.
     `restarts`: GIDM starts from the best of this many latents (by matching loss).
     `separation` "auto" splits a batch's update into per-sample parts through the time conditioning where it can
     (attacks/separation.py) and matches each image against its own; "off" matches the summed update only.
@@ -170,7 +170,7 @@ class AttackConfig:
     """
 
     method: str = "gidm"
-    iterations: int = 360
+    pixel_iterations: int = 360
     lr: float = 0.1
     latent_iterations: int = 40
     latent_lr: float = 0.05
@@ -183,7 +183,7 @@ class AttackConfig:
     restarts: int = 1
     residual_share: float = 0.3
     report_every: int = 10
-    seed: int = 0
+    attack_seed: int = 0
     seconds: float = 0.0
     clock: str = "wall"
     separation: str = "auto"
@@ -201,7 +201,8 @@ class AttackConfig:
         _check(self.seconds >= 0, f"time budget must be >= 0 seconds (0: none), got {self.seconds}", "seconds")
         _check(self.lr > 0, f"learning rate must be > 0, got {self.lr}", "lr")
         _check(self.latent_lr > 0, f"latent learning rate must be > 0, got {self.latent_lr}", "latent_lr")
-        _check(self.iterations >= 0, f"iterations must be >= 0, got {self.iterations}", "iterations")
+        _check(self.pixel_iterations >= 0, f"pixel iterations must be >= 0, got {self.pixel_iterations}",
+               "pixel_iterations")
         _check(self.latent_iterations >= 0, f"latent iterations must be >= 0, got {self.latent_iterations}",
                "latent_iterations")
         _check(self.ddim_steps >= 1, f"DDIM steps K must be >= 1, got {self.ddim_steps}", "ddim_steps")
@@ -210,32 +211,34 @@ class AttackConfig:
         _check(0 <= self.residual_share < 1, f"residual share must be in [0, 1), got {self.residual_share}",
                "residual_share")
         _check(self.report_every >= 1, f"report_every must be >= 1, got {self.report_every}", "report_every")
-        _check(0 <= self.seed <= MAX_SEED, f"attacker seed must be in [0, 2**63 - 1], got {self.seed}", "seed")
-        if self.method == "gidm-latent":
-            _check(self.latent_iterations >= 1, "gidm-latent needs latent iterations >= 1", "latent_iterations")
+        _check(0 <= self.attack_seed <= MAX_SEED, f"attacker seed must be in [0, 2**63 - 1], got {self.attack_seed}",
+               "attack_seed")
+        method = spec(self.method)
+        if not method.pixel_phase:
+            _check(self.latent_iterations >= 1, f"{self.method} needs latent iterations >= 1", "latent_iterations")
         _check(self.total_iterations >= 1, f"{self.method} would do nothing with 0 iterations: give it some"
-               + (" (latent or pixel)" if self.uses_latent_phase or self.method == "gidm" else ""), "iterations")
+               + (" (latent or pixel)" if method.latent_phase else ""), "pixel_iterations")
 
     @property
     def uses_latent_phase(self) -> bool:
-        return self.method in ("gidm", "gidm-latent", "gidm-plus") and self.latent_iterations > 0
+        return spec(self.method).latent_phase and self.latent_iterations > 0
 
     @property
     def residual_iterations(self) -> int:
         """GIDM+'s residual-stage share of its pixel-stage iterations (when eps is private); the joint stage keeps
         at least one, since the residual stage starts from its answer."""
-        if self.method != "gidm-plus":
+        if "residual" not in spec(self.method).phases:
             return 0
-        return min(round(self.iterations * self.residual_share), max(self.iterations - 1, 0))
+        return min(round(self.pixel_iterations * self.residual_share), max(self.pixel_iterations - 1, 0))
 
     @property
     def uses_pixel_phase(self) -> bool:
-        return self.method != "gidm-latent"
+        return spec(self.method).pixel_phase
 
     @property
     def total_iterations(self) -> int:
         latent = self.latent_iterations if self.uses_latent_phase else 0
-        pixel = self.iterations if self.uses_pixel_phase else 0
+        pixel = self.pixel_iterations if self.uses_pixel_phase else 0
         return latent + pixel
 
     def with_overrides(self, **overrides: Any) -> AttackConfig:
@@ -243,25 +246,8 @@ class AttackConfig:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 
-# Each method's own defaults: DLG matches squared L2 distance; Inverting Gradients uses cosine distance plus total
-# variation (Geiping et al. 2020); GIDM matches L2 in both phases, as the paper does. The pixel-space methods and
-# GIDM get 400 evaluations by default; GIDM+ 1000 (300 in GIDM's latent phase, then 490 joint pixel and 210
-# residual), which it needs to converge on eps as well as the image (docs/gidm_plus.md).
-METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
-    "dlg": dict(distance="l2", tv_weight=0.0, iterations=400),
-    "ig": dict(distance="cosine", tv_weight=1e-3, layer_weights="uniform", iterations=400),
-    "gidm": dict(distance="l2", tv_weight=0.0),
-    "gidm-latent": dict(distance="l2", tv_weight=0.0, latent_iterations=400),
-    "gidm-plus": dict(distance="l2", tv_weight=0.0, latent_iterations=300, iterations=700),
-}
-
-
 def attack_config(method: str, **overrides: Any) -> AttackConfig:
     """The config for `method`: its own defaults, then any explicit overrides (None means keep the default)."""
     _choice("method", method, METHODS)
-    base = AttackConfig(method=method, **METHOD_DEFAULTS[method])
+    base = AttackConfig(method=method, **spec(method).defaults)
     return base.with_overrides(**overrides)
-
-
-# Every method's display name, for tables, plots and the app; each front end orders them as it needs.
-METHOD_LABELS = {"dlg": "DLG", "ig": "IG", "gidm": "GIDM", "gidm-latent": "GIDM-latent", "gidm-plus": "GIDM+"}

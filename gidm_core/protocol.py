@@ -42,7 +42,7 @@ def play(model: DiffusionModel, images: torch.Tensor, threat: ThreatModel, confi
          training: LocalTraining | None = None) -> Round:
     """Set up one round: the client trains on `images` ((B, C, H, W) in [-1, 1]) with secrets drawn from
     `client_seed` (t fixed if given), shares its defended update (one FedSGD gradient, or with `training` a FedAvg
-    delta after its local SGD steps), and the attack of `config` (seeded by `config.seed`, the attacker's own seed)
+    delta after its local SGD steps), and the attack of `config` (seeded by `config.attack_seed`, the attacker's own seed)
     is ready to run. Bad input raises a one-line `ConfigError` or
     `ModelLoadError` before any work is done."""
     model.check_size(images.shape[-1])

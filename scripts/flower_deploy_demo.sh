@@ -13,7 +13,7 @@ set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 WORK="$(mktemp -d /tmp/gidm-flower-deploy.XXXXXX)"
 OUT="$(realpath -m "${1:-$WORK/out}")"  # absolute: a relative `out` lands in the SuperLink's working directory
-RUN_CONFIG="${RUN_CONFIG:-clients=2 rounds=1 attack='dlg' iterations=20 model_config='tiny-32'}"
+RUN_CONFIG="${RUN_CONFIG:-clients=2 rounds=1 method='dlg' pixel_iterations=20 model_config='tiny-32'}"
 SUPERLINK_PORT="${SUPERLINK_PORT:-8000}"
 NODE_PORTS=("${NODE_PORT_0:-9094}" "${NODE_PORT_1:-9095}")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from gidm_core.config import attack_config, threat_preset
-from gidm_core.data import load_image
+from gidm_core.images import load_image
 from gidm_core.models import load_model
 from gidm_core.protocol import play
 
@@ -28,7 +28,7 @@ def run_one(model_spec: str, t: int, seed: int, total: int, image: str) -> dict:
     model = load_model(model_spec)
     x0 = load_image(image, model.image_size, model.channels)
     threat = threat_preset("private-eps-t")
-    config = attack_config("gidm-plus", iterations=total, seed=seed, report_every=50)
+    config = attack_config("gidm-plus", pixel_iterations=total, attack_seed=seed, report_every=50)
     played = play(model, x0, threat, config, client_seed=seed, t=[t])
     result = played.run.run_to_end()
     abar = float(model.scheduler.alphas_cumprod[t])
@@ -77,7 +77,7 @@ def main() -> None:
                         help="bundled victim names or image paths")
     parser.add_argument("--t", type=int, nargs="+", default=[10, 50, 100, 250, 500, 750, 950])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--budget", type=int, default=attack_config("gidm-plus").iterations,
+    parser.add_argument("--budget", type=int, default=attack_config("gidm-plus").pixel_iterations,
                         help="total GIDM+ iterations (both stages; default: GIDM+'s own)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("outputs/gidm_plus_study"))

@@ -23,9 +23,9 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gidm_core.data import grid  # noqa: E402
-from gidm_core.datasets import HELD_OUT_FACES, held_out_faces, pixel_hash  # noqa: E402
-from gidm_core.federated import RECORD_FILE, sample  # noqa: E402
+from gidm_core.images import grid  # noqa: E402
+from gidm_core.faces import HELD_OUT_FACES, held_out_faces, pixel_hash  # noqa: E402
+from gidm_core.training.trainer import RECORD_FILE, sample  # noqa: E402
 from gidm_core.models import load_model  # noqa: E402
 
 IMAGES = ROOT / "assets" / "images"
@@ -80,7 +80,7 @@ def build_victims() -> None:
     manifest = {
         "about": "Victim images, held out of every bundled model's training set (tests/test_assets.py checks "
                  "pixels_sha256 against each model's training.json). Faces are stored at their native 25x25 and, "
-                 "like the training faces, are upscaled by gidm_core.data.load_image (centre crop + Lanczos) to "
+                 "like the training faces, are upscaled by gidm_core.images.load_image (centre crop + Lanczos) to "
                  "32, 64 or 128 px. pixels_sha256: sha256 of the decoded uint8 pixel array (C order); "
                  "sha256: of the file.",
         "held_out_lfw_indices": list(HELD_OUT_FACES),
@@ -134,7 +134,7 @@ def _card(name: str, records: dict, command: str, note: str) -> str:
 
 A small diffusers `UNet2DModel` ({params / 1e6:.2f} M parameters, `block_out_channels`
 {tuple(unet_cfg['block_out_channels'])}, no attention) with a `DDPMScheduler` (1000 steps, linear betas,
-epsilon prediction, `clip_sample=True`), trained by `gidm_core.federated` (FedAvg over simulated clients) for the
+epsilon prediction, `clip_sample=True`), trained by `gidm_core.training.trainer` (FedAvg over simulated clients) for the
 GIDM Explorer demo. Attack it with `python -m gidm_core attack --model {name} ...` (or `{name}@early`).
 
 | checkpoint | round | client steps, all clients | client loss (mean of last 5 rounds) | train wall time |
@@ -163,7 +163,7 @@ per-round loss and the training set's hashes.
 - {ts['source']}: the {ts['count']} faces whose index is not in `HELD_OUT_FACES`
   ({', '.join(map(str, sorted(set(range(100)) - set(ts['indices']))))}); those held-out faces are the bundled
   victims in `assets/images/`.
-- 25x25 grayscale, replicated to RGB, upscaled to {config['size']} px with Lanczos (`gidm_core.data.to_tensor`, the
+- 25x25 grayscale, replicated to RGB, upscaled to {config['size']} px with Lanczos (`gidm_core.images.to_tensor`, the
   victims' own path), augmented on the fly {'(random horizontal flip, zoom up to 12%, shifts up to 6%)' if config['augment'] else '(none)'}.
 - Identity of each training image: sha256 of its uint8 25x25 pixel array, listed in `*/training.json`
   (`training_set.sha256`); `tests/test_assets.py` checks that no victim is among them.

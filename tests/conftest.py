@@ -8,7 +8,7 @@ import pytest
 import torch
 from skimage import data as skdata
 
-from gidm_core.data import load_image
+from gidm_core.images import load_image
 from gidm_core.models import random_model
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))

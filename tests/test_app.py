@@ -26,7 +26,7 @@ from app import runner  # noqa: E402
 from app.session import Session  # noqa: E402
 from app.victims import gallery_items  # noqa: E402
 
-TINY = dict(model="random:tiny-32", uploads=None, webcam=None, iterations=30, latent_iterations=2, ddim_steps=1,
+TINY = dict(model="random:tiny-32", uploads=None, webcam=None, pixel_iterations=30, latent_iterations=2, ddim_steps=1,
             report_every=3, batch_size=1, source="Gallery")
 STATUS, ORIGINAL, RECON, DIFF, LOSS, METRICS, TPLOT, FILM, TABLE, PICK_A, PICK_B, EXPORT = range(12)
 
@@ -74,18 +74,18 @@ def test_streams_images_and_metrics_that_change(app_url):
         command = archive.read("command.txt").decode()
     assert _gallery()[0] in final[PICK_B]["value"], "run labels name the victim image"
     assert "-m gidm_core attack --model random:tiny-32" in command
-    assert "--iterations 30" in command and "--latent-iterations 2" in command
+    assert "--pixel-iterations 30" in command and "--latent-iterations 2" in command
 
 
 def test_rerun_command_runs_as_written_from_the_unzipped_folder(app_url, tmp_path):
     """command.txt's last line, run by a shell in the unzipped export (not the repository), reruns the attack."""
     client = _client(app_url)
-    outputs = _stream(client, defence="top-k pruning", keep=0.5, iterations=3, method="dlg", seed=3,
+    outputs = _stream(client, defence="top-k pruning", keep=0.5, pixel_iterations=3, method="dlg", client_seed=3,
                       attack_seed=4)
     with zipfile.ZipFile(outputs[-1][EXPORT]) as archive:
         archive.extractall(tmp_path)
     command = (tmp_path / "command.txt").read_text().strip().splitlines()[-1]
-    assert "--seed 3 --attack-seed 4" in command and "--keep 0.5" in command
+    assert "--client-seed 3 --attack-seed 4" in command and "--keep 0.5" in command
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     done = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=240)
@@ -97,7 +97,7 @@ def test_rerun_command_runs_as_written_from_the_unzipped_folder(app_url, tmp_pat
 
 def test_stop_ends_the_run_and_keeps_the_best(app_url):
     client = _client(app_url)
-    job = client.submit(api_name="/run", **{**TINY, "gallery": _gallery(), "iterations": 5000})
+    job = client.submit(api_name="/run", **{**TINY, "gallery": _gallery(), "pixel_iterations": 5000})
     deadline = time.time() + 60
     while time.time() < deadline:
         if any(isinstance(o[RECON], str) for o in job.outputs()):
@@ -117,20 +117,20 @@ def test_stop_ends_the_run_and_keeps_the_best(app_url):
         command = archive.read("command.txt").decode()
     assert f"stopped after {ran} iterations" in command, command
     latent = min(TINY["latent_iterations"], ran)  # the command reruns exactly the iterations the run did
-    assert f"--iterations {ran - latent} " in command and f"--latent-iterations {latent} " in command, command
+    assert f"--pixel-iterations {ran - latent} " in command and f"--latent-iterations {latent} " in command, command
 
 
 def test_bad_input_gets_a_message_and_the_app_keeps_serving(app_url, tmp_path):
     client = _client(app_url)
     for bad, where, why in ((dict(optimizer="adam", lr="2,5"), "Attack tab, Pixel learning rate", "has a comma"),
-                            (dict(seed="-1"), "Threat tab, Client's secret seed", "must be between 0"),
+                            (dict(client_seed="-1"), "Threat tab, Client's secret seed", "must be between 0"),
                             (dict(batch_size="0"), "Victim tab, Batch size", "must be between 1 and 8, got 0")):
         outputs = _stream(client, **bad)  # refused by the app's own validation, in the status line
         status = outputs[-1][STATUS]
         assert status.startswith(f"**Refused** ({where}): "), status  # the exact tab and control, nothing else
         assert why in status.split("): ", 1)[1], status
         assert outputs[-1][RECON] is None and outputs[-1][EXPORT] is None, "the last run's results are cleared"
-    assert _stream(client, optimizer="lbfgs", lr="2,5", iterations=2)[-1][STATUS].startswith("**Finished**"), \
+    assert _stream(client, optimizer="lbfgs", lr="2,5", pixel_iterations=2)[-1][STATUS].startswith("**Finished**"), \
         "a control that does not apply (L-BFGS has no learning rate) cannot refuse a run"
     corrupt = tmp_path / "photo.png"
     corrupt.write_bytes(b"this is not a png")
@@ -140,7 +140,7 @@ def test_bad_input_gets_a_message_and_the_app_keeps_serving(app_url, tmp_path):
     outputs = _stream(client, model="nobody/no-such-model")
     assert outputs[-1][STATUS].startswith("**Cannot start:** ") and "no-such-model" in outputs[-1][STATUS], \
         outputs[-1][STATUS]
-    outputs = _stream(client, iterations=6)  # still serving
+    outputs = _stream(client, pixel_iterations=6)  # still serving
     assert outputs[-1][STATUS].startswith("**Finished**")
 
 
@@ -149,7 +149,7 @@ def test_two_clients_get_their_own_results(app_url):
 
     def go(name: str, index: int, seed: int) -> None:
         client = _client(app_url)
-        results[name] = _stream(client, gallery=_gallery(index), seed=seed, iterations=20)
+        results[name] = _stream(client, gallery=_gallery(index), client_seed=seed, pixel_iterations=20)
 
     threads = [threading.Thread(target=go, args=("a", 0, 1)), threading.Thread(target=go, args=("b", 1, 2))]
     for t in threads:
@@ -166,7 +166,7 @@ def test_two_clients_get_their_own_results(app_url):
 
 def test_a_surprising_combination_gets_a_visible_hint(app_url):
     client = _client(app_url)
-    outputs = _stream(client, method="gidm-plus", secrets="known", iterations=2)
+    outputs = _stream(client, method="gidm-plus", secrets="known", pixel_iterations=2)
     assert any("GIDM+ is built for private eps and t" in o[STATUS] for o in outputs), [o[STATUS] for o in outputs]
 
 
@@ -187,7 +187,7 @@ def test_a_sweep_fills_its_grid_cell_by_cell_and_a_cell_loads_into_the_main_view
     from app.settings import CELL_FIELDS
     from app.sweep_view import load_cell
 
-    grid = sweep.Grid(Cell(method="dlg", model="random:tiny-32", images=(_gallery()[0],), iterations=3, t=None),
+    grid = sweep.Grid(Cell(method="dlg", model="random:tiny-32", images=(_gallery()[0],), total_iterations=3, t=None),
                       "iterations (total)", ("2", "3"), sweep.NONE, ("",))
     frames = list(sweep.run(grid, lambda: False))
     assert frames[0][0][0][1] is None and frames[0][0][0][0] is not None, "the first cell shows before the second"
@@ -195,9 +195,9 @@ def test_a_sweep_fills_its_grid_cell_by_cell_and_a_cell_loads_into_the_main_view
     assert all(c is not None and c["psnr"] > 0 for c in table[0])
     assert sweep.heatmap(grid, table).data[0].z[0][1] == table[0][1]["psnr"]
     loaded = dict(zip(CELL_FIELDS, load_cell(grid, SimpleNamespace(index=[0, 2]))))
-    assert loaded["method"] == "dlg" and loaded["iterations"] == "3" and loaded["client_t"] == "-1"
+    assert loaded["method"] == "dlg" and loaded["pixel_iterations"] == "3" and loaded["client_t"] == "-1"
     assert loaded["secrets"] == "known" and loaded["prior"] == "attacked" and loaded["defence"] == "none"
-    assert (loaded["seed"], loaded["attack_seed"]) == ("0", "1000"), "the seeds the cell ran with, attacker's apart"
+    assert (loaded["client_seed"], loaded["attack_seed"]) == ("0", "1000"), "the seeds the cell ran with, attacker's apart"
     with pytest.raises(ValueError, match="comma"):
         sweep.values("0,5 1", "noise sigma (clip 1)")
 
@@ -206,7 +206,7 @@ def test_the_status_moves_every_second_between_rare_snapshots():
     """With snapshots far apart (slow steps, or a long report interval) the status still updates once a second."""
     from app.settings import Settings
 
-    settings = Settings(model="random:tiny-32", gallery=_gallery(), method="dlg", iterations=60, report_every=1000)
+    settings = Settings(model="random:tiny-32", gallery=_gallery(), method="dlg", pixel_iterations=60, report_every=1000)
     session = Session()
     stamps, texts = [], []
     for frame in runner.stream(session, settings):
@@ -216,3 +216,20 @@ def test_the_status_moves_every_second_between_rare_snapshots():
     gaps = [b - a for a, b in zip(stamps[1:], stamps[2:-1])]
     assert working, f"no heartbeat frames: {texts}"
     assert max(gaps) < 1.5, gaps
+
+
+@pytest.mark.parametrize("method,ran,expected", [
+    ("gidm-plus", 450, (300, 150)),  # its latent phase counts: once exported as 0 latent + 450 pixel
+    ("gidm", 30, (30, 0)),
+    ("gidm-latent", 12, (12, 0)),
+    ("dlg", 7, (0, 7)),
+])
+def test_a_stopped_run_exports_the_iterations_each_phase_did(method, ran, expected):
+    from types import SimpleNamespace
+
+    from app.export import iterations_run
+    from gidm_core.config import attack_config
+
+    config = attack_config(method, latent_iterations=300 if method == "gidm-plus" else 40)
+    record = SimpleNamespace(config=config.__dict__, status="stopped", iterations=ran)
+    assert iterations_run(record) == expected

@@ -21,7 +21,7 @@ from app.victims import gallery_items  # noqa: E402
 from tests.conftest import serve_app  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = dict(model="random:tiny-32", uploads=None, webcam=None, iterations=20, latent_iterations=2, ddim_steps=1,
+TINY = dict(model="random:tiny-32", uploads=None, webcam=None, pixel_iterations=20, latent_iterations=2, ddim_steps=1,
             report_every=3, batch_size=1, source="Gallery", method="gidm")
 STATUS = 0
 
@@ -31,16 +31,16 @@ CASES = [
     ("lr negative", dict(lr=-1, optimizer="sgd"), "lr"),
     ("lr huge", dict(lr=1e9, optimizer="adam"), "lr"),
     ("latent lr 0", dict(latent_lr=0, optimizer="adam"), "latent_lr"),
-    ("iterations negative", dict(iterations=-5), "iterations"),
-    ("iterations huge", dict(iterations=10**9), "iterations"),
+    ("iterations negative", dict(pixel_iterations=-5), "pixel_iterations"),
+    ("iterations huge", dict(pixel_iterations=10**9), "pixel_iterations"),
     ("latent iterations negative", dict(latent_iterations=-1), "latent_iterations"),
     ("zero iterations in all", dict(iterations=0, latent_iterations=0), "iterations"),
     ("gidm-latent without latent iterations", dict(method="gidm-latent", latent_iterations=0), "latent_iterations"),
     ("DDIM K 0", dict(ddim_steps=0), "ddim_steps"),
     ("DDIM K huge", dict(ddim_steps=1000), "ddim_steps"),
     ("TV weight negative", dict(tv_weight=-1), "tv_weight"),
-    ("seed negative", dict(seed=-1), "seed"),
-    ("seed huge", dict(seed=2**40), "seed"),
+    ("seed negative", dict(client_seed=-1), "client_seed"),
+    ("seed huge", dict(client_seed=2**40), "client_seed"),
     ("report every 0", dict(report_every=0), "report_every"),
     ("batch 0", dict(batch_size=0), "batch_size"),
     ("batch too large", dict(batch_size=99), "batch_size"),
@@ -161,11 +161,11 @@ def test_stop_while_queued_cancels_the_run(served):
     """With one attack slot busy, a second session's run waits in the queue; Stop there must cancel it (it used to
     run all its iterations once the slot freed)."""
     busy, waiting = Client(served[0], verbose=False), Client(served[0], verbose=False)
-    long_run = busy.submit(api_name="/run", **_args(iterations=5000, latent_iterations=0))
+    long_run = busy.submit(api_name="/run", **_args(pixel_iterations=5000, latent_iterations=0))
     deadline = time.time() + 60
     while not any("Iteration" in o[STATUS] for o in long_run.outputs()) and time.time() < deadline:
         time.sleep(0.2)
-    queued = waiting.submit(api_name="/run", **_args(iterations=5000, latent_iterations=0))
+    queued = waiting.submit(api_name="/run", **_args(pixel_iterations=5000, latent_iterations=0))
     time.sleep(1.0)
     assert not queued.outputs(), "the second run should still be waiting for the slot"
     assert "queued run will not start" in waiting.predict(api_name="/stop")
@@ -176,11 +176,11 @@ def test_stop_while_queued_cancels_the_run(served):
     assert final[STATUS].startswith("**Stopped** before it started"), final[STATUS]
     assert time.time() - started < 10
     # A Stop pressed with nothing queued must not cancel the next run.
-    assert list(waiting.submit(api_name="/run", **_args(iterations=4)))[-1][STATUS].startswith("**Finished**")
+    assert list(waiting.submit(api_name="/run", **_args(pixel_iterations=4)))[-1][STATUS].startswith("**Finished**")
 
 
 def test_the_app_keeps_serving_after_the_battery(client):
-    outputs = list(client.submit(api_name="/run", **_args(iterations=6)))
+    outputs = list(client.submit(api_name="/run", **_args(pixel_iterations=6)))
     assert outputs[-1][STATUS].startswith("**Finished**"), outputs[-1][STATUS]
 
 

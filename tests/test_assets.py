@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 
 from gidm_core.config import attack_config, threat_preset
-from gidm_core.data import IMAGES_DIR, MANIFEST, load_image, victims
-from gidm_core.datasets import held_out_faces, load_dataset, pixel_hash
+from gidm_core.images import IMAGES_DIR, MANIFEST, load_image, victims
+from gidm_core.faces import held_out_faces, load_dataset, pixel_hash
 from gidm_core.models import BUNDLED_DIR, bundled_models, bundled_specs, load_model
 from gidm_core.protocol import play
 
@@ -59,7 +59,7 @@ def test_every_bundled_model_loads_and_runs_one_attack_step(spec):
     assert model.prediction_type == "epsilon" and model.num_train_timesteps == 1000
     assert 0.5e6 < sum(p.numel() for p in model.unet.parameters()) < 2e6  # interactive on a CPU
     x0 = load_image("face-05", model.image_size)
-    run = play(model, x0, threat_preset("paper"), attack_config("dlg", iterations=1, report_every=1), t=[300]).run
+    run = play(model, x0, threat_preset("paper"), attack_config("dlg", pixel_iterations=1, report_every=1), t=[300]).run
     events = list(run)
     assert run.result is not None and run.result.iterations == 1, events[-1].message
     assert np.isfinite(run.result.matching_loss)

@@ -11,6 +11,7 @@ from gidm_core.attacks import ATTACKS
 from gidm_core.attacks.base import AttackContext
 from gidm_core.config import OPTIMIZERS, attack_config, threat_preset
 from gidm_core.matching import GradientMatcher
+from gidm_core.methods import REGISTRY
 from gidm_core.protocol import play
 
 PRIVATE = threat_preset("private-eps-t")
@@ -19,9 +20,9 @@ assert {optimizer for _, optimizer in CASES} < set(OPTIMIZERS)
 
 
 def _config(method: str, optimizer: str, budget: int, **overrides):
-    iterations = dict(latent_iterations=budget) if method == "gidm-latent" else dict(iterations=budget)
+    iterations = dict(latent_iterations=budget) if method == "gidm-latent" else dict(pixel_iterations=budget)
     if method in ("gidm", "gidm-plus"):  # both phases (GIDM+: the latent phase, then its joint and residual stages)
-        iterations = dict(latent_iterations=budget // 2, iterations=budget - budget // 2)
+        iterations = dict(latent_iterations=budget // 2, pixel_iterations=budget - budget // 2)
     return attack_config(method, optimizer=optimizer, ddim_steps=1, report_every=1, **iterations, **overrides)
 
 
@@ -91,3 +92,10 @@ def test_answer_is_the_lowest_matching_loss_and_iterations_count_up(tiny_model, 
     assert result.matching_loss == min(row["matching"] for row in result.history)
     seen = [e.iteration for e in events]
     assert seen == sorted(seen) and seen[-1] == 12
+    # The phases it ran are its registry entry's, in order (with eps private, GIDM+ runs all three).
+    phases = list(dict.fromkeys(row["phase"] for row in result.history))
+    assert tuple(phases) == REGISTRY[method].phases
+
+
+def test_every_registered_method_has_an_attack_and_every_attack_a_registry_entry():
+    assert list(ATTACKS) == list(REGISTRY)

@@ -26,13 +26,13 @@ def _psnr(result, x0) -> float:
 
 
 def test_dlg_reconstructs_a_photo(tiny_model, photo32):
-    result, _, _ = _attack(tiny_model, photo32, "dlg", iterations=150, report_every=50)
+    result, _, _ = _attack(tiny_model, photo32, "dlg", pixel_iterations=150, report_every=50)
     assert _psnr(result, photo32) >= 30
 
 
 def test_gidm_reconstructs_and_switches_phase_where_configured(tiny_model, photo32):
     result, events, _ = _attack(tiny_model, photo32, "gidm", latent_iterations=12, ddim_steps=2,
-                                iterations=150, report_every=4)
+                                pixel_iterations=150, report_every=4)
     assert _psnr(result, photo32) >= 30
     assert result.phase_starts == {"latent": 0, "pixel": 12}
     first_pixel = next(e for e in events if e.phase == "pixel")
@@ -51,7 +51,7 @@ def test_gidm_latent_runs_phase_one_only(tiny_model, photo32):
 
 
 def test_events_arrive_at_the_configured_interval(tiny_model, photo32):
-    _, events, _ = _attack(tiny_model, photo32, "dlg", iterations=23, report_every=5)
+    _, events, _ = _attack(tiny_model, photo32, "dlg", pixel_iterations=23, report_every=5)
     assert [e.iteration for e in events] == [0, 5, 10, 15, 20, 23]
     assert [e.kind for e in events] == ["phase"] + ["progress"] * 4 + ["done"]
     assert all(e.reconstruction.shape == photo32.shape for e in events)
@@ -59,7 +59,7 @@ def test_events_arrive_at_the_configured_interval(tiny_model, photo32):
 
 
 def test_result_is_the_lowest_matching_loss_seen(tiny_model, photo32):
-    played = play(tiny_model, photo32, PAPER, attack_config("ig", iterations=30, optimizer="adam", lr=0.3,
+    played = play(tiny_model, photo32, PAPER, attack_config("ig", pixel_iterations=30, optimizer="adam", lr=0.3,
                                                             lr_schedule="constant"), t=[500])
     result, batch = played.run.run_to_end(), played.batch
     losses = [row["matching"] for row in result.history]
@@ -71,18 +71,18 @@ def test_result_is_the_lowest_matching_loss_seen(tiny_model, photo32):
 
 
 def test_same_seed_same_numbers(tiny_model, photo32):
-    a, _, _ = _attack(tiny_model, photo32, "gidm", latent_iterations=3, ddim_steps=2, iterations=5)
-    b, _, _ = _attack(tiny_model, photo32, "gidm", latent_iterations=3, ddim_steps=2, iterations=5)
+    a, _, _ = _attack(tiny_model, photo32, "gidm", latent_iterations=3, ddim_steps=2, pixel_iterations=5)
+    b, _, _ = _attack(tiny_model, photo32, "gidm", latent_iterations=3, ddim_steps=2, pixel_iterations=5)
     assert [r["matching"] for r in a.history] == [r["matching"] for r in b.history]
     assert torch.equal(a.reconstruction, b.reconstruction)
-    c, _, _ = _attack(tiny_model, photo32, "gidm", latent_iterations=3, ddim_steps=2, iterations=5, seed=1)
+    c, _, _ = _attack(tiny_model, photo32, "gidm", latent_iterations=3, ddim_steps=2, pixel_iterations=5, seed=1)
     assert not torch.equal(a.reconstruction, c.reconstruction)
 
 
 def test_stop_from_the_event_consumer_ends_the_run_and_keeps_the_best(tiny_model, photo32):
     # Adam steps once per evaluation, so its events reach the consumer at once (L-BFGS hands them over after each
     # line search; the contract tests check that Stop ends every optimiser within one evaluation).
-    config = attack_config("dlg", iterations=500, report_every=2, optimizer="adam")
+    config = attack_config("dlg", pixel_iterations=500, report_every=2, optimizer="adam")
     run = play(tiny_model, photo32, PAPER, config, t=[500], stop=threading.Event()).run
     events = []
     for event in run:
@@ -105,7 +105,7 @@ def test_nan_ends_the_run_with_a_message(tiny_model, photo32, monkeypatch):
         return value * float("nan") if calls["n"] > 4 else value
 
     monkeypatch.setattr(GradientMatcher, "distance_to", poisoned)
-    result, events, _ = _attack(tiny_model, photo32, "dlg", iterations=20, report_every=1)
+    result, events, _ = _attack(tiny_model, photo32, "dlg", pixel_iterations=20, report_every=1)
     assert events[-1].kind == "error" and "nan" in events[-1].message.lower()
     assert result.status == "error" and result.iterations == 4
     assert torch.isfinite(result.reconstruction).all()
@@ -113,7 +113,7 @@ def test_nan_ends_the_run_with_a_message(tiny_model, photo32, monkeypatch):
 
 def test_private_t_is_recovered_inside_attacks(tiny_model, photo32):
     threat = threat_preset("private-eps-t")
-    result, events, batch = _attack(tiny_model, photo32, "dlg", threat=threat, t=321, iterations=3)
+    result, events, batch = _attack(tiny_model, photo32, "dlg", threat=threat, t=321, pixel_iterations=3)
     assert result.t_estimate == (321,)
     assert events[0].phase == "timestep" and "321" in events[0].message
     assert result.eps_estimate is not None and result.eps_estimate.shape == photo32.shape
@@ -126,7 +126,7 @@ def test_timestep_search_fallback_when_the_layer_is_unreadable(tiny_model, photo
     monkeypatch.setattr(secrets, "SEARCH_CANDIDATES", 5)
     monkeypatch.setattr(secrets, "SEARCH_STEPS", 4)
     threat = threat_preset("private-eps-t")
-    result, events, _ = _attack(tiny_model, photo32, "dlg", threat=threat, t=999, iterations=2)
+    result, events, _ = _attack(tiny_model, photo32, "dlg", threat=threat, t=999, pixel_iterations=2)
     assert "matching-loss search" in events[0].message
     grid = torch.linspace(0, 999, 5).round().long().tolist()  # the search ranks these candidates, nothing else
     assert len(result.t_estimate) == 1 and result.t_estimate[0] in grid
@@ -143,7 +143,7 @@ def test_restarts_start_from_the_best_scoring_latent(tiny_model, photo32):
 def test_time_spent_by_the_consumer_is_not_the_attacks(tiny_model, photo32):
     import time
 
-    run = play(tiny_model, photo32, PAPER, attack_config("dlg", iterations=4, report_every=1), t=[500]).run
+    run = play(tiny_model, photo32, PAPER, attack_config("dlg", pixel_iterations=4, report_every=1), t=[500]).run
     started = time.perf_counter()
     events = []
     for event in run:
@@ -170,7 +170,7 @@ def test_stop_during_the_timestep_search_ends_the_run_at_once(tiny_model, photo3
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(GradientMatcher, "__call__", counting)
-    played = play(tiny_model, photo32, threat_preset("private-eps-t"), attack_config("dlg", iterations=5))
+    played = play(tiny_model, photo32, threat_preset("private-eps-t"), attack_config("dlg", pixel_iterations=5))
     holder["run"] = played.run
     events = list(played.run)
     assert calls["n"] == 3  # the search (12 candidates x 15 steps) did not go on

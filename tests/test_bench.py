@@ -48,7 +48,7 @@ def test_cell_json_holds_every_metric(tiny_out):
             assert summary[key]["n"] == len(cell["runs"]) and summary[key]["mean"] is not None, key
         assert 0 < summary["psnr"]["mean"] < 100
         assert 0 <= summary["lpips"]["mean"] <= 1.5
-        assert summary["iterations"]["mean"] == config.iterations  # the whole budget, whatever the method
+        assert summary["iterations"]["mean"] == config.total_iterations  # the whole budget, whatever the method
         assert cell["fwd_bwd_seconds"] > 0 and cell["step_ratio"] > 0.5
         assert cell["peak_memory_mb"] >= cell["base_memory_mb"] > 0
         assert cell["device"] == "cpu"
@@ -192,19 +192,19 @@ def test_aggregate_writes_json_markdown_and_plots(tiny_out):
 
 
 def test_cell_is_a_pure_function_of_its_config():
-    cell = bench.Cell(method="dlg", model="random:tiny-32", images=("skimage:coffee",), iterations=3,
+    cell = bench.Cell(method="dlg", model="random:tiny-32", images=("skimage:coffee",), total_iterations=3,
                       report_every=1, device="cpu")
     first, second = bench.run_cell(cell), bench.run_cell(cell)
     assert first["summary"]["psnr"]["mean"] == second["summary"]["psnr"]["mean"]
     assert [p[2] for p in first["runs"][0]["curve"]] == [p[2] for p in second["runs"][0]["curve"]]
     assert bench.Cell.from_dict(json.loads(json.dumps(first["config"]))) == cell
-    assert replace(cell, iterations=4).id != cell.id and replace(cell).id == cell.id
+    assert replace(cell, total_iterations=4).id != cell.id and replace(cell).id == cell.id
 
 
 def test_budget_is_shared_across_methods():
     for method in bench.METHOD_ORDER:
         for budget in (12, 100, 201):
-            cell = bench.Cell(method=method, model="random:tiny-32", images=("skimage:coffee",), iterations=budget)
+            cell = bench.Cell(method=method, model="random:tiny-32", images=("skimage:coffee",), total_iterations=budget)
             from gidm_core.config import attack_config
 
             assert attack_config(method, **cell.budget_split()).total_iterations in (budget, budget + 1)
@@ -231,7 +231,7 @@ def test_sampler_image_update_is_the_clients_update(tiny_model):
 
 
 def test_a_time_budget_stops_a_cell_within_one_step_of_it(one_thread):
-    cell = bench.Cell(method="gidm", model="random:tiny-32", images=("skimage:coffee",), iterations=1000,
+    cell = bench.Cell(method="gidm", model="random:tiny-32", images=("skimage:coffee",), total_iterations=1000,
                       ddim_steps=1, seconds=1.0, report_every=1, device="cpu")
     run = bench.run_cell(cell)["runs"][0]
     longest = max(run["phase_step_seconds"].values())

@@ -21,6 +21,8 @@ from gidm_core.bench.grid import Row
 from gidm_core.bench.runners import error_path, run_serial
 from gidm_core.cli import main
 
+pytestmark = pytest.mark.ray
+
 ROWS = bench.build_suite("tiny")[0][:1]
 TIMING = {"seconds", "iterations_per_second", "step_seconds", "phase_step_seconds", "seconds_to_25db",
           "seconds_to_30db"}
@@ -95,7 +97,7 @@ def test_ray_runs_only_the_cells_not_on_disk(serial_and_ray):
 
 @pytest.mark.parametrize("executor", ["serial", "ray"])
 def test_failing_cell_is_reported_and_the_other_completes(tmp_path, ray_local, executor):
-    good = replace(ROWS[0].cells[0], iterations=3)
+    good = replace(ROWS[0].cells[0], total_iterations=3)
     bad = replace(good, model="random:nope-32")  # no such architecture: the cell raises when it loads its model
     logged: list[str] = []
     results = _run([Row("one good, one bad", "setting", (good, bad))], tmp_path,
@@ -112,7 +114,7 @@ def test_failing_cell_is_reported_and_the_other_completes(tmp_path, ray_local, e
 def test_dead_ray_worker_is_reported(tmp_path, ray_local, monkeypatch):
     # A worker killed mid-task (out of memory, a segfault). A lambda, so that Ray ships it by value, not by name.
     monkeypatch.setattr(ray_runner, "run_job", lambda job, threads: os._exit(1))
-    cell = replace(ROWS[0].cells[0], iterations=1, device="cpu")
+    cell = replace(ROWS[0].cells[0], total_iterations=1, device="cpu")
     [(job, outcome)] = list(ray_runner.run_on_ray([cell], workers=1, threads=1))
     assert job == cell and outcome.data is None
     assert outcome.error.startswith("WorkerCrashedError: The worker died unexpectedly")

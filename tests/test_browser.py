@@ -33,8 +33,9 @@ TARGET_PSNR = 30.0
 PATIENCE_S = float(os.environ.get("GIDM_BROWSER_PATIENCE", "90"))  # the default run's length on a busy 2-core CPU
 ENDED = ("Finished", "Stopped", "Refused", "Cannot", "Ended")
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is absent: "
-                                "apt-get install -y chromium (scripts/test.sh does it when run as root)")
+pytestmark = [pytest.mark.browser, pytest.mark.slow,
+              pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is absent: apt-get install -y "
+                                 "chromium (scripts/test.sh does it when run as root)")]
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +101,7 @@ def test_default_preset_shows_the_face_then_a_refused_run_says_where(browser, ap
 
     # A bad value on a tab that is not showing: the Run is refused, and says so where the user looks.
     page.get_by_role("tab", name="Threat").click()
-    _type(page, "seed", "2,5")
+    _type(page, "client_seed", "2,5")
     page.get_by_role("tab", name="Victim").click()
     page.locator("#run-btn").click()
     refused = _wait_for_end(page, 30_000)
@@ -138,7 +139,7 @@ def test_a_gallery_click_picks_the_image_the_next_run_attacks(browser, app_url):
     page = _open(browser, app_url)
     page.get_by_role("tab", name="Attack").click()
     _type(page, "latent_iterations", "1")
-    _type(page, "iterations", "2")
+    _type(page, "pixel_iterations", "2")
     page.locator("#run-btn").click()
     assert _wait_for_end(page).startswith("Finished")
     first = page.locator("#original img").first.get_attribute("src")
@@ -169,7 +170,7 @@ def test_phone_layout_puts_the_view_first_and_shows_every_tab(browser, app_url):
         assert box["x"] >= 0 and box["x"] + box["width"] <= 390, (name, box)
     # A refused Run on the phone brings the settings (far below the images) into view.
     page.get_by_role("tab", name="Attack").click()
-    _type(page, "iterations", "-5")
+    _type(page, "pixel_iterations", "-5")
     page.evaluate("window.scrollTo(0, 0)")
     page.locator("#run-btn").click()
     assert _wait_for_end(page, 30_000).startswith("Refused")

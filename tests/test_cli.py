@@ -21,13 +21,13 @@ def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 def test_attack_writes_every_output(tmp_path):
     out = tmp_path / "run"
     done = cli("attack", "--model", "random:tiny-32", "--image", str(PHOTO), "--method", "gidm",
-               "--latent-iterations", "3", "--ddim-steps", "2", "--iterations", "5", "--t", "77", "--seed", "4",
+               "--latent-iterations", "3", "--ddim-steps", "2", "--pixel-iterations", "5", "--t", "77", "--client-seed", "4",
                "--out", str(out))
     assert done.returncode == 0, done.stderr
     metrics = json.loads((out / "metrics.json").read_text())
-    for key in ("psnr", "ssim", "lpips", "mse", "iterations", "seconds", "t_true", "t_est"):
+    for key in ("psnr", "ssim", "lpips", "mse", "iterations", "seconds", "t_true", "t_estimate"):
         assert key in metrics
-    assert metrics["iterations"] == 8 and metrics["t_true"] == [77] == metrics["t_est"]
+    assert metrics["iterations"] == 8 and metrics["t_true"] == [77] == metrics["t_estimate"]
     for name in ("reconstruction.png", "original.png", "snapshot-latent.png", "snapshot-pixel.png", "loss.csv"):
         assert (out / name).is_file(), name
     rows = (out / "loss.csv").read_text().splitlines()
@@ -38,7 +38,7 @@ def test_attack_writes_every_output(tmp_path):
 
 def test_attack_on_a_fedavg_update_records_its_local_training(tmp_path):
     out = tmp_path / "run"
-    done = cli("attack", "--model", "random:tiny-32", "--image", str(PHOTO), "--method", "dlg", "--iterations", "2",
+    done = cli("attack", "--model", "random:tiny-32", "--image", str(PHOTO), "--method", "dlg", "--pixel-iterations", "2",
                "--t", "300", "--local-steps", "2", "--client-lr", "0.01", "--out", str(out))
     assert done.returncode == 0, done.stderr
     assert json.loads((out / "metrics.json").read_text())["update"] == {"kind": "fedavg", "steps": 2, "lr": 0.01,
@@ -61,8 +61,8 @@ def test_attack_on_a_fedavg_update_records_its_local_training(tmp_path):
     (["--image", str(PHOTO), "--local-steps", "2", "--client-optimizer", "rmsprop"], "invalid choice: 'rmsprop'"),
 ])
 def test_bad_input_gets_one_line_and_exit_2(args, message, tmp_path):
-    base = ["attack", "--model", "random:tiny-32", "--iterations", "1", "--out", str(tmp_path / "x")]
-    done = cli(*base, *args) if "--model" not in args else cli("attack", "--iterations", "1", *args)
+    base = ["attack", "--model", "random:tiny-32", "--pixel-iterations", "1", "--out", str(tmp_path / "x")]
+    done = cli(*base, *args) if "--model" not in args else cli("attack", "--pixel-iterations", "1", *args)
     assert done.returncode == 2, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0], done.stderr
@@ -77,7 +77,7 @@ def test_models_lists_random_architectures():
 def test_the_attackers_first_guess_at_private_eps_is_chance(tmp_path):
     """Client and attacker both at seed 0: the attacker's first eps guess must be as far from the client's eps as
     any independent draw (relative error ~sqrt(2)); the shared-stream bug made it 0."""
-    out = tmp_path / "first"
+    out = tmp_path / "first"  # --iterations and --seed: the old spellings still work
     done = cli("attack", "--model", "random:tiny-32", "--image", str(PHOTO), "--method", "dlg", "--threat",
                "private-eps-t", "--iterations", "1", "--seed", "0", "--out", str(out))
     assert done.returncode == 0, done.stderr
@@ -95,14 +95,14 @@ def test_attack_argv_reads_back_as_the_same_configs(threat):
     from gidm_core.cli import attack_argv, build_parser, configs_from_args, training_from_args
     from gidm_core.config import DefenceConfig, LocalTraining, ThreatModel, attack_config
 
-    config = attack_config("ig", iterations=7, lr=3e-05, latent_iterations=3, latent_lr=0.125, ddim_steps=4,
+    config = attack_config("ig", pixel_iterations=7, lr=3e-05, latent_iterations=3, latent_lr=0.125, ddim_steps=4,
                            layer_weights="normalized", tv_weight=0.5, optimizer="adam", lr_schedule="cosine",
-                           restarts=2, report_every=3, seed=11)
+                           restarts=2, report_every=3, attack_seed=11)
     threat = ThreatModel(**{**threat, "defence": DefenceConfig(**threat["defence"])})
     for training in (None, LocalTraining(steps=3, lr=0.0123), LocalTraining(2, 0.5, optimizer="adam")):
-        argv = attack_argv(config, threat, model="random:tiny-32", images=["a.png", "face-05"], seed=9, size=32,
+        argv = attack_argv(config, threat, model="random:tiny-32", images=["a.png", "face-05"], client_seed=9, size=32,
                            t=[400, 12], out="rerun", training=training)
         args = build_parser().parse_args(argv)
         assert configs_from_args(args) == (config, threat) and training_from_args(args) == training
-    assert (args.image, args.seed, args.size, args.t, str(args.out)) == (["a.png", "face-05"], 9, 32, [400, 12],
+    assert (args.image, args.client_seed, args.size, args.t, str(args.out)) == (["a.png", "face-05"], 9, 32, [400, 12],
                                                                           "rerun")

@@ -38,7 +38,7 @@ def test_several_steps_are_not_one_step_scaled(tiny_model, photo32):
 
 
 def test_one_step_fedavg_reconstructs_exactly_as_fedsgd(tiny_model, photo32):
-    config = attack_config("dlg", iterations=40, report_every=40)
+    config = attack_config("dlg", pixel_iterations=40, report_every=40)
     fedsgd = play(tiny_model, photo32, PAPER, config, client_seed=2, t=[500]).run.run_to_end()
     fedavg = play(tiny_model, photo32, PAPER, config, client_seed=2, t=[500],
                   training=LocalTraining(steps=1, lr=1e-3)).run.run_to_end()
@@ -50,7 +50,7 @@ def test_one_step_fedavg_reconstructs_exactly_as_fedsgd(tiny_model, photo32):
 
 def test_attackers_simulation_of_the_steps_is_the_clients(tiny_model, photo32):
     """The matcher's update for the true secrets, built differentiably from tensors, is the delta the client sent."""
-    played = play(tiny_model, photo32, threat_preset("private-eps-t"), attack_config("dlg", iterations=1),
+    played = play(tiny_model, photo32, threat_preset("private-eps-t"), attack_config("dlg", pixel_iterations=1),
                   client_seed=5, t=[200], training=THREE_STEPS)
     batch, update = played.batch, played.update
     assert update.eps is None and update.t is None and update.training == THREE_STEPS
@@ -67,14 +67,14 @@ def test_attackers_simulation_of_the_steps_is_the_clients(tiny_model, photo32):
 
 def test_dlg_reconstructs_from_a_three_step_delta(tiny_model, photo32):
     """Measured: 8.4 dB at the start, 27.2 dB after 60 evaluations, 32.8 dB after 80, 41.0 dB after 120."""
-    played = play(tiny_model, photo32, PAPER, attack_config("dlg", iterations=80, report_every=80), client_seed=0,
+    played = play(tiny_model, photo32, PAPER, attack_config("dlg", pixel_iterations=80, report_every=80), client_seed=0,
                   t=[500], training=THREE_STEPS)
     assert _psnr(played.run.run_to_end(), photo32) >= 28
 
 
 @pytest.mark.parametrize("steps, optimizer, residual", [(1, "sgd", True), (2, "sgd", False), (1, "adam", False)])
 def test_gidm_plus_runs_its_residual_stage_only_where_it_is_exact(tiny_model, photo32, steps, optimizer, residual):
-    config = attack_config("gidm-plus", latent_iterations=0, iterations=6, report_every=6)
+    config = attack_config("gidm-plus", latent_iterations=0, pixel_iterations=6, report_every=6)
     played = play(tiny_model, photo32, threat_preset("private-eps-t"), config, client_seed=1, t=[100],
                   training=LocalTraining(steps=steps, lr=0.01, optimizer=optimizer))
     result = played.run.run_to_end()
@@ -129,7 +129,7 @@ def test_the_attackers_simulated_adam_delta_is_the_clients(tiny_model, photo32):
     matcher's mode, whose backward rounds each gradient differently (5e-7 relative). Adam divides each entry by its
     own magnitude, so on the ~75 of 165k entries whose gradient is below 1e-7 that rounding becomes a delta-sized
     difference: it is the arithmetic, not the simulation (the step-for-step test above is exact to 1e-6)."""
-    played = play(tiny_model, photo32, threat_preset("private-eps-t"), attack_config("dlg", iterations=1),
+    played = play(tiny_model, photo32, threat_preset("private-eps-t"), attack_config("dlg", pixel_iterations=1),
                   client_seed=5, t=[200], training=ADAM)
     batch, update = played.batch, played.update
     assert update.training == ADAM and update.t is None
@@ -151,7 +151,7 @@ def test_dlg_gets_no_signal_from_an_adam_delta(tiny_model, photo32):
     constant function of the image, so the exact simulated delta gives L2 matching almost no slope. Measured (E = 2,
     lr 1e-3, t 500): DLG stays at 8.4-8.5 dB over 160 evaluations where the same SGD delta reaches 47 dB. When an
     attack learns to invert Adam updates, replace this with the floor it reaches."""
-    config = attack_config("dlg", iterations=40, report_every=40)
+    config = attack_config("dlg", pixel_iterations=40, report_every=40)
     adam = play(tiny_model, photo32, PAPER, config, client_seed=0, t=[500],
                 training=LocalTraining(steps=2, lr=1e-3, optimizer="adam")).run.run_to_end()
     sgd = play(tiny_model, photo32, PAPER, config, client_seed=0, t=[500],

@@ -10,10 +10,11 @@ import pytest
 import torch
 from diffusers import DDPMPipeline, UNet2DModel
 
-from gidm_core import client, diffusion, federated
+from gidm_core import client, diffusion
+from gidm_core.training import trainer as trainer_module
 from gidm_core.cli import main
-from gidm_core.datasets import HELD_OUT_FACES, Augmenter, held_out_faces, load_dataset, pixel_hash
-from gidm_core.federated import FedAvgTrainer, TrainConfig, shards
+from gidm_core.faces import HELD_OUT_FACES, Augmenter, held_out_faces, load_dataset, pixel_hash
+from gidm_core.training.trainer import FedAvgTrainer, TrainConfig, shards
 from gidm_core.models import load_model
 
 TINY = dict(arch="tiny", size=16, clients=3, local_steps=4, batch_size=8, lr=3e-3, rounds=8, checkpoint_every=4)
@@ -35,7 +36,7 @@ def test_trainer_lowers_the_diffusion_loss():
 
 def test_clients_train_with_the_attacked_clients_loss(monkeypatch):
     # One code path: the trainer, the attacked client and the attacks share diffusion.diffusion_loss.
-    assert federated.diffusion_loss is diffusion.diffusion_loss is client.diffusion_loss
+    assert trainer_module.diffusion_loss is diffusion.diffusion_loss is client.diffusion_loss
     calls = []
 
     def counting(model, x0, eps, t, weights=None):
@@ -165,7 +166,7 @@ def test_resume_never_executes_a_pickled_payload(tmp_path):
     folder = tmp_path / "round-0001"
     folder.mkdir()
     marker = tmp_path / "pwned"
-    torch.save({"round": 1, "config": _Payload(str(marker))}, folder / federated.STATE_FILE)
+    torch.save({"round": 1, "config": _Payload(str(marker))}, folder / trainer_module.STATE_FILE)
     with pytest.raises(Exception):
         FedAvgTrainer.resume(folder, tmp_path / "out")
     assert not marker.exists()

@@ -10,7 +10,8 @@ import sys
 import pytest
 import torch
 
-from gidm_core import client, federated
+from gidm_core import client
+from gidm_core.training import trainer
 from gidm_core.cli import main
 from gidm_core.client import client_update
 from gidm_core.config import ConfigError
@@ -23,8 +24,8 @@ pytest.importorskip("flwr")
 from gidm_core.federation import client_app  # noqa: E402  (needs flwr)
 from gidm_core.federation.model import build_model, initial_state  # noqa: E402
 
-TINY = FederationConfig(model_config="tiny-32", clients=2, rounds=2, local_steps=1, client_lr=0.01, attack="dlg",
-                        iterations=120)
+TINY = FederationConfig(model_config="tiny-32", clients=2, rounds=2, local_steps=1, client_lr=0.01, method="dlg",
+                        pixel_iterations=120)
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +33,12 @@ def federation(tmp_path_factory):
     """One federation through the CLI: (exit code, its output folder)."""
     out = tmp_path_factory.mktemp("federation")
     argv = ["federate", "--out", str(out), "--model-config", "tiny-32", "--clients", "2", "--rounds", "2",
-            "--local-steps", "1", "--client-lr", "0.01", "--attack", "dlg", "--iterations", "120", "--cpus", "2"]
+            "--local-steps", "1", "--client-lr", "0.01", "--method", "dlg", "--pixel-iterations", "120", "--cpus", "2"]
     return main(argv), out
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_the_curious_server_reconstructs_a_clients_image(federation):
     code, out = federation
     records = json.loads((out / "leakage.json").read_text())["records"]
@@ -43,6 +46,8 @@ def test_the_curious_server_reconstructs_a_clients_image(federation):
     assert max(r["psnr"] for r in records) >= 30, [round(r["psnr"], 1) for r in records]
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_leakage_has_one_scored_record_per_round_and_client(federation):
     _, out = federation
     summary = json.loads((out / "leakage.json").read_text())
@@ -56,6 +61,8 @@ def test_leakage_has_one_scored_record_per_round_and_client(federation):
     assert (out / "leakage_vs_round.png").is_file() and (out / "reconstructions_by_round.png").is_file()
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_each_rounds_checkpoint_is_a_model_the_attack_loads(federation):
     _, out = federation
     model = load_model(str(out / "round-0002"), allow_local=True)
@@ -87,7 +94,7 @@ def test_private_eps_and_t_stay_on_the_client():
 
 
 def test_trainer_and_flower_clients_run_one_loop():
-    assert federated.train_locally is client.train_locally is client_app.train_locally
+    assert trainer.train_locally is client.train_locally is client_app.train_locally
 
 
 def test_batches_are_the_clients_own_and_repeatable():
@@ -108,7 +115,7 @@ def test_the_attackers_stream_is_independent_of_the_clients(attack_seed):
     assert abs(float(correlation)) < 0.1
 
 
-@pytest.mark.parametrize("argv", [["--clients", "0"], ["--attack", "magic"], ["--model-config", "huge-32"],
+@pytest.mark.parametrize("argv", [["--clients", "0"], ["--method", "magic"], ["--attack", "magic"], ["--model-config", "huge-32"],
                                   ["--local-steps", "0"], ["--clients", "60", "--batch-size", "4"],
                                   ["--client-optimizer", "rmsprop"]])
 def test_bad_input_is_one_line_exit_2(argv, tmp_path, capsys):
@@ -130,3 +137,16 @@ def test_without_flower_the_command_says_how_to_install_it(tmp_path, capsys, mon
     monkeypatch.setitem(sys.modules, "flwr.simulation", None)  # import fails as if flwr were missing
     assert main(["federate", "--out", str(tmp_path / "f")]) == 2
     assert "pip install -r requirements-scale.txt" in capsys.readouterr().err
+
+
+def test_the_deployments_run_config_lists_every_federation_field_with_its_default():
+    """`flwr run` refuses a --run-config key that deploy/flower/pyproject.toml does not list: a FederationConfig field
+    missing there could never be set on a deployment, and a stale one would be refused by the ServerApp."""
+    import tomllib
+    from dataclasses import asdict
+    from pathlib import Path
+
+    deploy = Path(__file__).resolve().parent.parent / "deploy" / "flower" / "pyproject.toml"
+    listed = tomllib.loads(deploy.read_text())["tool"]["flwr"]["app"]["config"]
+    assert listed.pop("out")  # the ServerApp's output folder, the one key that is not the federation's
+    assert listed == asdict(FederationConfig())

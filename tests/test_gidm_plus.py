@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gidm_core.config import attack_config, threat_preset
-from gidm_core.data import load_image
+from gidm_core.images import load_image
 from gidm_core.diffusion import q_sample, split_target, training_target
 from gidm_core.models import bundled_specs, load_model, random_model
 from gidm_core.protocol import play
@@ -34,7 +34,7 @@ def test_gidm_plus_recovers_image_noise_and_timestep_from_the_trained_model() ->
     as for any guess uncorrelated with eps."""
     model = load_model("faces32")
     x0 = load_image("face-05", 32)
-    config = attack_config("gidm-plus", seed=1)
+    config = attack_config("gidm-plus", attack_seed=1)
     played = play(model, x0, threat_preset("private-eps-t"), config, client_seed=1, t=[100])
     assert played.update.eps is None and played.update.t is None
     events = list(played.events())
@@ -52,7 +52,7 @@ def test_gidm_plus_recovers_image_noise_and_timestep_from_the_trained_model() ->
 def test_residual_stage_starts_where_the_joint_stage_ended(small_model, photo32: torch.Tensor) -> None:
     """The residual stage takes the joint stage's best (x0, eps) as its start: mapped to (x_t, r) and back, it is the
     same guess, so the budget split loses nothing at the switch."""
-    config = attack_config("gidm-plus", latent_iterations=0, iterations=20, report_every=1)
+    config = attack_config("gidm-plus", latent_iterations=0, pixel_iterations=20, report_every=1)
     played = play(small_model, photo32, threat_preset("private-eps-t"), config, client_seed=2, t=[300])
     events = list(played.run)
     result = played.run.result
@@ -65,7 +65,7 @@ def test_residual_stage_starts_where_the_joint_stage_ended(small_model, photo32:
 
 
 def test_revealed_eps_leaves_no_residual_stage(small_model, photo32: torch.Tensor) -> None:
-    config = attack_config("gidm-plus", latent_iterations=0, iterations=10)
+    config = attack_config("gidm-plus", latent_iterations=0, pixel_iterations=10)
     played = play(small_model, photo32, threat_preset("paper"), config, client_seed=2, t=[300])
     result = played.run.run_to_end()
     assert set(result.phase_starts) == {"pixel"} and result.iterations == 10
@@ -73,4 +73,4 @@ def test_revealed_eps_leaves_no_residual_stage(small_model, photo32: torch.Tenso
 
 @pytest.mark.parametrize("iterations, share, residual", [(1000, 0.3, 300), (1, 0.99, 0), (2, 0.99, 1), (10, 0.0, 0)])
 def test_the_joint_stage_keeps_at_least_one_iteration(iterations: int, share: float, residual: int) -> None:
-    assert attack_config("gidm-plus", iterations=iterations, residual_share=share).residual_iterations == residual
+    assert attack_config("gidm-plus", pixel_iterations=iterations, residual_share=share).residual_iterations == residual

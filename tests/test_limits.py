@@ -15,9 +15,9 @@ import pytest
 import torch
 from PIL import Image
 
-from gidm_core import data, models
+from gidm_core import images, models
 from gidm_core.cli import main
-from gidm_core.data import load_image
+from gidm_core.images import load_image
 
 ROOT = Path(__file__).resolve().parent.parent
 PHOTO = str(ROOT / "tests" / "data" / "lpips" / "ex_ref.png")
@@ -27,15 +27,15 @@ CASES = [
     ("t at T", ["--t", "1000"], "timesteps must be in [0, 999]"),
     ("negative t", ["--t", "-1"], "--t must be >= 0"),
     ("two t for one image", ["--t", "5", "--t", "6"], "--t given 2 times for 1 image"),
-    ("dlg with 0 iterations", ["--method", "dlg", "--iterations", "0"], "dlg would do nothing"),
-    ("gidm-plus with 0 + 0 iterations", ["--method", "gidm-plus", "--iterations", "0", "--latent-iterations", "0"],
+    ("dlg with 0 iterations", ["--method", "dlg", "--pixel-iterations", "0"], "dlg would do nothing"),
+    ("gidm-plus with 0 + 0 iterations", ["--method", "gidm-plus", "--pixel-iterations", "0", "--latent-iterations", "0"],
      "gidm-plus would do nothing"),
-    ("gidm with 0 + 0 iterations", ["--method", "gidm", "--iterations", "0", "--latent-iterations", "0"],
+    ("gidm with 0 + 0 iterations", ["--method", "gidm", "--pixel-iterations", "0", "--latent-iterations", "0"],
      "gidm would do nothing"),
     ("DDIM K above T", ["--ddim-steps", "5000"], "at most the prior's 1000 training timesteps"),
-    ("seed beyond 64 bits", ["--seed", str(2**70)], "--seed must be in [0, 2**63 - 1]"),
-    ("seed at 2**63", ["--seed", str(2**63)], "--seed must be in [0, 2**63 - 1]"),
-    ("negative seed", ["--seed", "-1"], "--seed must be in"),
+    ("seed beyond 64 bits", ["--client-seed", str(2**70)], "--client-seed must be in [0, 2**63 - 1]"),
+    ("seed at 2**63", ["--client-seed", str(2**63)], "--client-seed must be in [0, 2**63 - 1]"),
+    ("negative seed", ["--client-seed", "-1"], "--client-seed must be in"),
     ("negative attack seed", ["--attack-seed", "-5"], "--attack-seed must be in"),
     ("cuda without a GPU", ["--device", "cuda"], "no CUDA GPU"),
     ("unknown device", ["--device", "tpu"], "choose cpu, cuda"),
@@ -103,7 +103,7 @@ def test_each_bad_input_gets_one_line_exit_2_and_no_folder(kind, flags, message,
     real_load = models.load_model
     monkeypatch.setattr(models, "load_model", lambda spec, *a, **k: loads.append(spec) or real_load(spec, *a, **k))
     out = tmp_path / "run"
-    argv = ["attack", "--model", "random:tiny-32", "--image", PHOTO, "--iterations", "1", "--out", str(out), *flags]
+    argv = ["attack", "--model", "random:tiny-32", "--image", PHOTO, "--pixel-iterations", "1", "--out", str(out), *flags]
     code, lines = _run(argv, capsys)
     assert code == 2 and len(lines) == 1, lines
     assert lines[0].startswith("error: ") and message in lines[0], lines
@@ -125,7 +125,7 @@ def test_a_run_that_ends_without_a_result_leaves_no_folder(tmp_path, capsys, mon
 
     monkeypatch.setattr(protocol.Round, "events", lambda self: iter(()))  # the attack never produces a guess
     out = tmp_path / "run"
-    code, _ = _run(["attack", "--model", "random:tiny-32", "--image", PHOTO, "--method", "dlg", "--iterations",
+    code, _ = _run(["attack", "--model", "random:tiny-32", "--image", PHOTO, "--method", "dlg", "--pixel-iterations",
                     "1", "--out", str(out)], capsys)
     assert code == 1 and not out.exists()
 
@@ -139,7 +139,7 @@ def test_out_of_memory_becomes_one_line_naming_the_size(tmp_path, capsys, monkey
         yield  # pragma: no cover
 
     monkeypatch.setattr(protocol.Round, "events", exhausted)
-    code, lines = _run(["attack", "--model", "random:tiny-32", "--image", PHOTO, "--size", "64", "--iterations",
+    code, lines = _run(["attack", "--model", "random:tiny-32", "--image", PHOTO, "--size", "64", "--pixel-iterations",
                         "1", "--out", str(tmp_path / "run")], capsys)
     assert code == 2 and "out of memory at image size 64 px" in lines[-1], lines  # after the progress bar
     assert not any("Traceback" in line for line in lines)
@@ -148,10 +148,10 @@ def test_out_of_memory_becomes_one_line_naming_the_size(tmp_path, capsys, monkey
 
 def test_an_image_between_the_limit_and_twice_it_is_refused(tmp_path, monkeypatch):
     """Pillow raises its bomb error only above twice MAX_IMAGE_PIXELS; between 1x and 2x it merely warned."""
-    monkeypatch.setattr(data, "MAX_PIXELS", 10_000)
+    monkeypatch.setattr(images, "MAX_PIXELS", 10_000)
     path = tmp_path / "big.png"
     Image.new("L", (150, 100)).save(path)  # 15,000 pixels: over the limit, under twice it
-    with pytest.raises(data.ImageLoadError, match="too large"):
+    with pytest.raises(images.ImageLoadError, match="too large"):
         load_image(path, 32)
 
 
@@ -255,13 +255,13 @@ def test_prior_attacked_still_names_the_attacked_model(tmp_path, capsys):
     """The pre-load spec check must not treat the threat model's own word "attacked" as a model spec."""
     out = tmp_path / "run"
     code, lines = _run(["attack", "--model", "random:tiny-32", "--image", PHOTO, "--prior", "attacked", "--method",
-                        "dlg", "--iterations", "1", "--out", str(out)], capsys)
+                        "dlg", "--pixel-iterations", "1", "--out", str(out)], capsys)
     assert code == 0 and (out / "metrics.json").is_file(), lines
 
 
 @pytest.mark.parametrize("overrides, field", [
     (dict(lr=-1.0), "lr"), (dict(latent_lr=float("nan")), "latent_lr"), (dict(ddim_steps=0), "ddim_steps"),
-    (dict(distance="manhattan"), "distance"), (dict(seed=-3), "seed"), (dict(iterations=0), "iterations"),
+    (dict(distance="manhattan"), "distance"), (dict(attack_seed=-3), "attack_seed"), (dict(pixel_iterations=0), "pixel_iterations"),
 ])
 def test_a_config_error_names_its_field(overrides, field):
     """A front end points at the control from `err.field`, never by parsing the message."""

@@ -80,7 +80,7 @@ def test_a_noisy_update_fails_the_residual_test(tiny_model, photos4):
 
 
 def _run(model, x0, separation, iterations):
-    config = attack_config("dlg", iterations=iterations, separation=separation, report_every=1000)
+    config = attack_config("dlg", pixel_iterations=iterations, separation=separation, report_every=1000)
     played = play(model, x0, PAPER, config, client_seed=3, t=DISTINCT_T)
     events = list(played.run)
     return played, events

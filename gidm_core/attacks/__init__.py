@@ -12,11 +12,11 @@ from .gidm import gidm_attack
 from .gidm_plus import gidm_plus_attack
 from .pixel import pixel_attack
 
-ATTACKS: dict[str, AttackFn] = {
+ATTACKS: dict[str, AttackFn] = {  # the code of each method in `methods.REGISTRY`, in its order (tested)
     "dlg": pixel_attack,
     "ig": pixel_attack,
-    "gidm": gidm_attack,
     "gidm-latent": gidm_attack,
+    "gidm": gidm_attack,
     "gidm-plus": gidm_plus_attack,
 }
 

@@ -108,7 +108,7 @@ class AttackContext:
         self.config = config
         self.stop = stop or threading.Event()
         self.device = model.device
-        self.generator = stream(config.seed, "attacker")  # never the client's stream
+        self.generator = stream(config.attack_seed, "attacker")  # never the client's stream
         self.iteration = 0
         self.total_iterations = config.total_iterations
         self.now = time.perf_counter if config.clock == "wall" else time.process_time

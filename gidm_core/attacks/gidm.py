@@ -64,7 +64,7 @@ def gidm_attack(ctx: AttackContext) -> Generator[Event, None, None]:
     t = yield from resolve_timesteps(ctx, matcher)
     matcher = yield from separated_matcher(ctx, matcher, t)
     eps, extra = noise_variable(ctx)
-    yield from image_phases(ctx, matcher, eps, extra, t, ctx.config.iterations)
+    yield from image_phases(ctx, matcher, eps, extra, t, ctx.config.pixel_iterations)
 
 
 def image_phases(ctx: AttackContext, matcher: GradientMatcher, eps: torch.Tensor, extra: list[torch.Tensor],

@@ -63,7 +63,7 @@ def gidm_plus_attack(ctx: AttackContext) -> Generator[Event, None, None]:
     # A revealed eps leaves nothing for the residual stage; several local steps, or Adam's elementwise
     # normalisation, leave it no linear model.
     residual = cfg.residual_iterations if extra and (training is None or training.is_one_sgd_step) else 0
-    guess = yield from image_phases(ctx, matcher, eps, extra, t, cfg.iterations - residual)
+    guess = yield from image_phases(ctx, matcher, eps, extra, t, cfg.pixel_iterations - residual)
     if residual > 0:
         yield from residual_phase(ctx, matcher, guess, t, residual)
 

@@ -1,7 +1,7 @@
 """Pixel-space gradient matching: the baselines DLG and Inverting Gradients, and GIDM's phase 2.
 
 DLG (Zhu et al. 2019) and IG (Geiping et al. 2020) are the same search with different defaults (see
-`config.METHOD_DEFAULTS`): DLG matches squared L2 distance, IG cosine distance with a total-variation prior. Pixels
+`methods.SPECS`): DLG matches squared L2 distance, IG cosine distance with a total-variation prior. Pixels
 are kept inside the image range [-1, 1] after every step.
 """
 
@@ -47,7 +47,7 @@ def pixel_phase(ctx: AttackContext, matcher: GradientMatcher, start: torch.Tenso
     cfg = ctx.config
     x = start.detach().clone().clamp(-1, 1).requires_grad_(True)
     objective = image_objective(ctx, matcher, lambda: x, eps, t, secret_eps=bool(extra))
-    steps = cfg.iterations if iterations is None else iterations
+    steps = cfg.pixel_iterations if iterations is None else iterations
     return (yield from ctx.optimise(phase, [x, *extra], objective, steps, cfg.lr,
                                     project=lambda: x.clamp_(-1, 1), per_sample=True))
 
@@ -59,7 +59,7 @@ def pixel_attack(ctx: AttackContext) -> Generator[Event, None, None]:
     t = yield from resolve_timesteps(ctx, matcher)
     matcher = yield from separated_matcher(ctx, matcher, t)
     eps, extra = noise_variable(ctx)
-    start, iterations = yield from pixel_start(ctx, matcher, ctx.randn() * 0.5, eps, extra, t, ctx.config.iterations)
+    start, iterations = yield from pixel_start(ctx, matcher, ctx.randn() * 0.5, eps, extra, t, ctx.config.pixel_iterations)
     if sweeps_apply(ctx, matcher, extra):
         yield from sample_sweeps(ctx, matcher, start, eps, t, iterations)
     else:

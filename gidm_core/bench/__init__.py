@@ -16,7 +16,7 @@ The command line is in `command.py`, which only `cli.py` imports.
 from __future__ import annotations
 
 from .aggregate import aggregate
-from .cells import load_victims, run_cell
+from .cells import run_cell
 from .grid import SUITES, Row, build_suite, pick_images, pick_models
 from .jobs import ATTACKER_SEED_OFFSET, BENCH_VERSION, METHOD_ORDER, THRESHOLDS_DB, Cell, SpeedProbe, cell_path
 from .machine import PeakMemory, device_name, time_forward_backward
@@ -25,6 +25,6 @@ from .speed import SPEED_CASES, run_speed
 from .suite import run_suite
 
 __all__ = ["ATTACKER_SEED_OFFSET", "BENCH_VERSION", "METHOD_ORDER", "SPEED_CASES", "SUITES", "THRESHOLDS_DB", "Cell", "PeakMemory", "Row",
-           "SpeedProbe", "aggregate", "build_suite", "cell_path", "device_name", "load_victims", "markdown",
+           "SpeedProbe", "aggregate", "build_suite", "cell_path", "device_name", "markdown",
            "pick_images", "pick_models", "readme_section", "run_cell", "run_speed", "run_suite",
            "time_forward_backward"]

@@ -12,29 +12,14 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Iterable
 from dataclasses import asdict
 from typing import Any
 
 import torch
 
+from ..images import load_named_images
 from .jobs import ATTACKER_SEED_OFFSET, BENCH_VERSION, THRESHOLDS_DB, Cell
 from .machine import PeakMemory, budget_clock, device_name, time_forward_backward
-
-
-def load_victims(names: Iterable[str], size: int, channels: int) -> torch.Tensor:
-    """A batch from bundled victim names or `skimage:<photo>` names."""
-    from ..data import load_image
-
-    images = []
-    for name in names:
-        if name.startswith("skimage:"):
-            from skimage import data as skdata
-
-            images.append(load_image(getattr(skdata, name.split(":", 1)[1])(), size, channels))
-        else:
-            images.append(load_image(name, size, channels))
-    return torch.cat(images)
 
 
 def _threat(cell: Cell):
@@ -45,16 +30,16 @@ def _threat(cell: Cell):
                        defence=DefenceConfig(clip=clip, sigma=sigma, keep=keep))
 
 
-def _run_group(cell: Cell, model, prior, names: tuple[str, ...], seed: int, device: str) -> dict[str, Any]:
+def _run_group(cell: Cell, model, prior, names: tuple[str, ...], client_seed: int, device: str) -> dict[str, Any]:
     from ..config import attack_config
     from ..protocol import play
 
     threat = _threat(cell)
-    x0 = load_victims(names, cell.size, model.channels)
+    x0 = load_named_images(names, cell.size, model.channels)
     config = attack_config(cell.method, ddim_steps=max(1, cell.ddim_steps), report_every=cell.report_every,
-                           seed=seed + ATTACKER_SEED_OFFSET, optimizer=cell.optimizer, seconds=cell.seconds,
+                           attack_seed=client_seed + ATTACKER_SEED_OFFSET, optimizer=cell.optimizer, seconds=cell.seconds,
                            clock=budget_clock(device), **cell.budget_split())
-    played = play(model, x0, threat, config, client_seed=seed, t=None if cell.t is None else [cell.t], prior=prior)
+    played = play(model, x0, threat, config, client_seed=client_seed, t=None if cell.t is None else [cell.t], prior=prior)
     batch, run, evaluator = played.batch, played.run, played.evaluator
     curve: list[list[float]] = []  # [iteration, attack seconds, PSNR, SSIM, LPIPS]
     phases: dict[str, list[float]] = {}  # phase -> [first iteration, attack seconds at its start]
@@ -72,7 +57,7 @@ def _run_group(cell: Cell, model, prior, names: tuple[str, ...], seed: int, devi
                       round(scores["lpips"], 4)])
     result = run.result
     if result is None:
-        return {"images": list(names), "seed": seed, "status": "error", "message": messages[-1:] or "no result"}
+        return {"images": list(names), "client_seed": client_seed, "status": "error", "message": messages[-1:] or "no result"}
     seconds = result.seconds
     metrics = evaluator.score_result(result)
     reach = {}
@@ -87,7 +72,7 @@ def _run_group(cell: Cell, model, prior, names: tuple[str, ...], seed: int, devi
         if last > first:
             phase_steps[name] = (ended - began) / (last - first)
     return {
-        "images": list(names), "seed": seed, "attacker_seed": config.seed, "clock": config.clock,
+        "images": list(names), "client_seed": client_seed, "attack_seed": config.attack_seed, "clock": config.clock,
         "status": result.status, "message": result.message,
         "t_true": batch.t.tolist(), "t_estimate": list(result.t_estimate) if result.t_estimate else None,
         "mse": metrics["mse"], "psnr": metrics["psnr"], "ssim": metrics["ssim"], "lpips": metrics["lpips"],
@@ -122,8 +107,8 @@ def run_cell(cell: Cell) -> dict[str, Any]:
         # times taken under the same machine load (others' jobs come and go on a shared CPU).
         references = [time_forward_backward(model, cell.batch, cell.size, device)]
         runs = []
-        for names, seed in cell.groups():
-            runs.append(_run_group(cell, model, prior, names, seed, device))
+        for names, client_seed in cell.groups():
+            runs.append(_run_group(cell, model, prior, names, client_seed, device))
             references.append(time_forward_backward(model, cell.batch, cell.size, device, reps=3))
         fwd_bwd = statistics.median(references)
     ok = [r for r in runs if r.get("status") in ("done", "stopped")]

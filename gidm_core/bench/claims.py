@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..config import METHOD_LABELS
+from ..methods import METHOD_LABELS
 
 MARGIN_DB = 1.0  # a method "beats" another by more than this; closer is a tie
 NEAR_IDENTICAL = (30.0, 0.05)  # PSNR (dB) at least, LPIPS at most

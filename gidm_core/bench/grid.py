@@ -12,12 +12,12 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from ..datasets import SKIMAGE_PHOTOS
+from ..faces import SKIMAGE_PHOTOS
+from ..methods import KNOWN_SECRET_METHODS
 from .jobs import METHOD_ORDER, Cell, SpeedProbe
 
 SUITES = ("quick", "full", "tiny")
 SETTINGS = {"released": "(a) released code", "federated": "(b) federated"}
-KNOWN_METHODS = tuple(m for m in METHOD_ORDER if m != "gidm-plus")  # GIDM+ is the attack for private eps and t
 RELEASED_T = 10  # "a very small t": the released code's setting
 
 
@@ -57,7 +57,7 @@ def training_round(spec: str) -> int | None:
 
 def pick_images(count: int) -> tuple[str, ...]:
     """Bundled held-out victims when present, else scikit-image photos."""
-    from ..data import victims
+    from ..images import victims
 
     bundled = [v.name for v in sorted(victims(), key=lambda v: v.kind != "face")]  # faces first: what models learn
     names = bundled if len(bundled) >= count else [f"skimage:{n}" for n in SKIMAGE_PHOTOS]
@@ -86,7 +86,7 @@ FULL_SECONDS = 60.0
 
 def _tiny() -> tuple[list[Row], list[SpeedProbe]]:
     """Seconds on a tiny random UNet, iteration budgets (deterministic): for tests."""
-    base = Cell(method="dlg", model="random:tiny-32", images=pick_images(1), iterations=12, ddim_steps=1,
+    base = Cell(method="dlg", model="random:tiny-32", images=pick_images(1), total_iterations=12, ddim_steps=1,
                 report_every=3)
     rows = [_row("32 px, eps and t known", "setting", base, ("dlg", "gidm")),
             _row("32 px, private eps and t", "setting", replace(base, knows_eps=False, knows_t=False),
@@ -99,10 +99,10 @@ def _tiny() -> tuple[list[Row], list[SpeedProbe]]:
 def _quick() -> tuple[list[Row], list[SpeedProbe]]:
     """32 px on a 2-core CPU in <= 15 minutes: both settings, known and private, B = 1 and 4, one defence."""
     late, early = pick_models(32)
-    base = Cell(method="dlg", model=late, images=pick_images(2), iterations=1000, t=100, report_every=5,
+    base = Cell(method="dlg", model=late, images=pick_images(2), total_iterations=1000, t=100, report_every=5,
                 seconds=QUICK_SECONDS)
     private = replace(base, knows_eps=False, knows_t=False, seconds=3 * QUICK_SECONDS)
-    rows = [_row("eps and t known", "setting", base, KNOWN_METHODS),
+    rows = [_row("eps and t known", "setting", base, KNOWN_SECRET_METHODS),
             _row("eps and t known, Adam", "optimizer", replace(base, optimizer="adam"), ("dlg", "gidm")),
             _row("private eps and t", "setting", private, METHOD_ORDER),
             # t = 100 for all four, so that the row isolates the batch (the full suite draws each sample's t).
@@ -114,7 +114,7 @@ def _quick() -> tuple[list[Row], list[SpeedProbe]]:
         rows.append(_row("early-round model, eps and t known", "model", replace(base, model=early), ("dlg", "gidm")))
     if not late.startswith("random:"):
         released = replace(base, model="random:small-32", prior=late, t=RELEASED_T)
-        rows.append(_row(f"random-init UNet, prior {late}, t = {RELEASED_T}", "setting", released, KNOWN_METHODS,
+        rows.append(_row(f"random-init UNet, prior {late}, t = {RELEASED_T}", "setting", released, KNOWN_SECRET_METHODS,
                          setting="released"))
     return rows, [SpeedProbe(late, optimizer="adam"), SpeedProbe(late, optimizer="lbfgs")]
 
@@ -127,15 +127,15 @@ def _full(device: str) -> tuple[list[Row], list[SpeedProbe]]:
         late, early = pick_models(size)
         seconds = FULL_SECONDS * (size // 32) ** 2
         px = f"{size} px"
-        base = Cell(method="dlg", model=late, images=pick_images(4), seeds=(0, 1), size=size, iterations=1000,
+        base = Cell(method="dlg", model=late, images=pick_images(4), client_seeds=(0, 1), size=size, total_iterations=1000,
                     t=100, report_every=5, seconds=seconds)
         private = replace(base, knows_eps=False, knows_t=False, seconds=3 * seconds)
         batch = replace(base, batch=4, t=None, seconds=3 * seconds)
-        rows += [_row(f"{px}, eps and t known", "size", base, KNOWN_METHODS),
-                 _row(f"{px}, eps and t known, Adam", "optimizer", replace(base, optimizer="adam"), KNOWN_METHODS),
+        rows += [_row(f"{px}, eps and t known", "size", base, KNOWN_SECRET_METHODS),
+                 _row(f"{px}, eps and t known, Adam", "optimizer", replace(base, optimizer="adam"), KNOWN_SECRET_METHODS),
                  _row(f"{px}, private eps and t", "setting", private, METHOD_ORDER),
                  _row(f"{px}, private eps and t, Adam", "optimizer", replace(private, optimizer="adam"), METHOD_ORDER),
-                 _row(f"{px}, batch 4, eps and t known", "batch", batch, KNOWN_METHODS),
+                 _row(f"{px}, batch 4, eps and t known", "batch", batch, KNOWN_SECRET_METHODS),
                  _row(f"{px}, batch 4, private eps and t", "batch", replace(batch, knows_eps=False, knows_t=False),
                       ("dlg", "gidm-plus"))]
         for t in (10, 400, 800):
@@ -143,13 +143,13 @@ def _full(device: str) -> tuple[list[Row], list[SpeedProbe]]:
                      _row(f"{px}, private eps and t, t = {t}", "t", replace(private, t=t), ("dlg", "gidm-plus"))]
         if early:
             rows += [_row(f"{px}, early-round model, eps and t known", "model", replace(base, model=early),
-                          KNOWN_METHODS),
+                          KNOWN_SECRET_METHODS),
                      _row(f"{px}, early-round model, private eps and t", "model", replace(private, model=early),
                           ("dlg", "gidm-plus"))]
         if not late.startswith("random:"):
             released = replace(base, model=f"random:small-{size}", prior=late, t=RELEASED_T)
             rows.append(_row(f"{px}, random-init UNet, prior {late}, t = {RELEASED_T}", "setting", released,
-                             KNOWN_METHODS, setting="released"))
+                             KNOWN_SECRET_METHODS, setting="released"))
         for s in NOISE_LEVELS:
             rows.append(_row(f"{px}, clip 1 + noise {s:g}", "defence", replace(base, defence=(1.0, s, 1.0)),
                              ("dlg", "ig", "gidm"), strength=s, defence_kind="noise"))
@@ -161,10 +161,10 @@ def _full(device: str) -> tuple[list[Row], list[SpeedProbe]]:
         # The paper's scale: a full-size random-init UNet attacked at 128 px, K = 16 DDIM steps as in the released
         # code; the prior is the largest trained model we ship (fully convolutional, so it draws 128 px images).
         prior, _ = pick_models(64)
-        big = Cell(method="dlg", model="random:ddpm-128", images=pick_images(4), seeds=(0, 1), size=128,
-                   iterations=1000, t=RELEASED_T, ddim_steps=16, report_every=5, seconds=300.0, prior=prior)
+        big = Cell(method="dlg", model="random:ddpm-128", images=pick_images(4), client_seeds=(0, 1), size=128,
+                   total_iterations=1000, t=RELEASED_T, ddim_steps=16, report_every=5, seconds=300.0, prior=prior)
         rows.append(_row(f"128 px, random-init DDPM UNet, prior {prior}, t = {RELEASED_T}", "size", big,
-                         KNOWN_METHODS, setting="released"))
+                         KNOWN_SECRET_METHODS, setting="released"))
         probes.append(SpeedProbe("random:ddpm-128", size=128, ddim_steps=16, optimizer="lbfgs"))
     return rows, probes
 

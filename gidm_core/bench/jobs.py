@@ -8,8 +8,10 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from ..methods import METHODS, spec
+
 BENCH_VERSION = 3  # 2: equal time per cell, attacker seeds apart from the client's; 3: step ratios on the budget clock
-METHOD_ORDER = ("dlg", "ig", "gidm-latent", "gidm", "gidm-plus")  # column order in every table
+METHOD_ORDER = METHODS  # column order in every table: the registry's
 THRESHOLDS_DB = (25.0, 30.0)  # a run records the seconds and iterations it took to reach each PSNR
 ATTACKER_SEED_OFFSET = 1000  # the attacker's seed is the client's + this: two numbers, drawn into two streams
 
@@ -20,22 +22,22 @@ class Cell:
 
     `images` are bundled victim names or `skimage:<name>`; with `batch` B they are attacked in consecutive groups of
     B. `seconds` > 0 is each run's budget of attack time (CPU seconds on a CPU, wall seconds on a GPU): every method
-    in a row gets the same, and `iterations` then only splits it between phases (`budget_split`). With `seconds`
-    0, `iterations` is the budget itself. `t` fixes the client's timestep (None: drawn from the seed). `defence` is
-    (clip, sigma, keep). Each seed s is the client's; the attacker's is s + `ATTACKER_SEED_OFFSET`.
+    in a row gets the same, and `total_iterations` then only splits it between phases (`budget_split`). With `seconds`
+    0, `total_iterations` is the budget itself. `t` fixes the client's timestep (None: drawn from the seed). `defence` is
+    (clip, sigma, keep). Each client seed s is the client's; the attacker's is s + `ATTACKER_SEED_OFFSET`.
     """
 
     method: str
     model: str
     images: tuple[str, ...]
-    seeds: tuple[int, ...] = (0,)
+    client_seeds: tuple[int, ...] = (0,)
     size: int = 32
     batch: int = 1
     knows_eps: bool = True
     knows_t: bool = True
     prior: str = "attacked"
     defence: tuple[float, float, float] = (0.0, 0.0, 1.0)
-    iterations: int = 100
+    total_iterations: int = 100
     latent_share: float = 0.3
     ddim_steps: int = 2
     t: int | None = 100
@@ -50,28 +52,28 @@ class Cell:
         return f"{self.method}-{self.size}px-" + hashlib.sha1(payload.encode()).hexdigest()[:12]
 
     def budget_split(self) -> dict[str, int]:
-        """AttackConfig iteration fields giving this method a total of `iterations`: GIDM and GIDM+ give
+        """AttackConfig iteration fields giving this method a total of `total_iterations`: GIDM and GIDM+ give
         `latent_share` of it to the latent phase (GIDM+ splits the rest into its joint and residual stages)."""
-        n = self.iterations
-        if self.method == "gidm-latent":
-            return dict(latent_iterations=n, iterations=0)
-        if self.method in ("gidm", "gidm-plus"):
+        n, method = self.total_iterations, spec(self.method)
+        if not method.pixel_phase:
+            return dict(latent_iterations=n, pixel_iterations=0)
+        if method.latent_phase:
             latent = max(1, round(n * self.latent_share))
-            return dict(latent_iterations=latent, iterations=n - latent)
-        return dict(iterations=n, latent_iterations=0)
+            return dict(latent_iterations=latent, pixel_iterations=n - latent)
+        return dict(pixel_iterations=n, latent_iterations=0)
 
     def groups(self) -> list[tuple[tuple[str, ...], int]]:
         """(image group, seed) pairs this cell runs."""
         groups = [self.images[i:i + self.batch] for i in range(0, len(self.images) - self.batch + 1, self.batch)]
-        return [(g, s) for g in groups for s in self.seeds]
+        return [(g, s) for g in groups for s in self.client_seeds]
 
     def cost(self) -> float:
         """Rough relative cost, for ordering work (largest first)."""
         if self.seconds > 0:
             return self.seconds * 10 * len(self.groups())  # ~10 evaluations a second: the same scale as below
         split = self.budget_split()
-        units = split.get("iterations", 0) + split.get("latent_iterations", 0) * (self.ddim_steps + 1.5)
-        if self.method == "gidm-plus":
+        units = split.get("pixel_iterations", 0) + split.get("latent_iterations", 0) * (self.ddim_steps + 1.5)
+        if spec(self.method).for_private_secrets:  # eps is searched too
             units *= 1.5
         return units * (self.size / 32) ** 2 * self.batch * len(self.groups())
 
@@ -79,7 +81,7 @@ class Cell:
     def from_dict(cls, data: dict) -> Cell:
         names = {f.name for f in fields(cls)}
         data = {k: v for k, v in data.items() if k in names}
-        for key in ("images", "seeds", "defence"):
+        for key in ("images", "client_seeds", "defence"):
             if key in data:
                 data[key] = tuple(data[key])
         return cls(**data)

@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from ..config import METHOD_LABELS
+from ..methods import METHOD_LABELS
 from .claims import claims
 from .grid import SETTINGS
 from .jobs import METHOD_ORDER, THRESHOLDS_DB
@@ -26,7 +26,7 @@ def _pm(stat: dict, spec: str = ".1f") -> str:
 
 
 def _budget(config: dict) -> str:
-    return f"{config['seconds']:g} s" if config.get("seconds") else f"{config['iterations']} it."
+    return f"{config['seconds']:g} s" if config.get("seconds") else f"{config['total_iterations']} it."
 
 
 def _reach(entry: dict, db: float) -> str:

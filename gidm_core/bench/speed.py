@@ -9,19 +9,19 @@ from typing import Any
 
 import torch
 
-from ..datasets import SKIMAGE_PHOTOS
-from .cells import load_victims
+from ..faces import SKIMAGE_PHOTOS
+from ..images import load_named_images
 from .jobs import BENCH_VERSION, SpeedProbe
 from .machine import budget_clock, device_name, now, time_forward_backward
 
 SPEED_CASES = (  # (label, method, private eps/t, AttackConfig iteration fields for n steps of the one phase)
-    ("DLG pixel step (L2)", "dlg", False, lambda n: dict(iterations=n)),
-    ("IG pixel step (cosine + TV)", "ig", False, lambda n: dict(iterations=n)),
-    ("GIDM latent step (DDIM K)", "gidm-latent", False, lambda n: dict(latent_iterations=n, iterations=0)),
-    ("GIDM pixel step", "gidm", False, lambda n: dict(latent_iterations=0, iterations=n)),
-    ("DLG pixel+eps step (private eps)", "dlg", True, lambda n: dict(iterations=n)),
+    ("DLG pixel step (L2)", "dlg", False, lambda n: dict(pixel_iterations=n)),
+    ("IG pixel step (cosine + TV)", "ig", False, lambda n: dict(pixel_iterations=n)),
+    ("GIDM latent step (DDIM K)", "gidm-latent", False, lambda n: dict(latent_iterations=n, pixel_iterations=0)),
+    ("GIDM pixel step", "gidm", False, lambda n: dict(latent_iterations=0, pixel_iterations=n)),
+    ("DLG pixel+eps step (private eps)", "dlg", True, lambda n: dict(pixel_iterations=n)),
     ("GIDM+ pixel step (70 % joint x0, eps; 30 % residual x_t, r)", "gidm-plus", True,
-     lambda n: dict(latent_iterations=0, iterations=n)),
+     lambda n: dict(latent_iterations=0, pixel_iterations=n)),
 )
 
 # A separated batch's matching step (distinct t, per-sample terms on), against the B = 1 DLG step: the bound
@@ -39,7 +39,7 @@ def run_speed(probe: SpeedProbe) -> dict[str, Any]:
     cpu_started = time.process_time()
     model = load_model(probe.model, device)
     photos = [f"skimage:{SKIMAGE_PHOTOS[i % len(SKIMAGE_PHOTOS)]}" for i in range(probe.batch)]
-    x0 = load_victims(photos, probe.size, model.channels)
+    x0 = load_named_images(photos, probe.size, model.channels)
     threats = {False: ThreatModel(), True: ThreatModel(knows_eps=False, knows_t=False)}
 
     batch_label, batch_size = BATCH_CASE
@@ -67,8 +67,8 @@ def run_speed(probe: SpeedProbe) -> dict[str, Any]:
             short, short_steps = attack_seconds(method, private, split(warm))
             long, long_steps = attack_seconds(method, private, split(warm + probe.steps))
             raw[label].append(max(long - short, 0.0) / (long_steps - short_steps))
-        short, short_steps = attack_seconds("dlg", False, dict(iterations=warm), batch_size)
-        long, long_steps = attack_seconds("dlg", False, dict(iterations=warm + probe.steps), batch_size)
+        short, short_steps = attack_seconds("dlg", False, dict(pixel_iterations=warm), batch_size)
+        long, long_steps = attack_seconds("dlg", False, dict(pixel_iterations=warm + probe.steps), batch_size)
         raw[batch_label].append(max(long - short, 0.0) / (long_steps - short_steps))
     base = statistics.median(fwd_bwd)
     cpu_seconds = time.process_time() - cpu_started

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from ..client import PrivateBatch
-from ..datasets import load_dataset
-from ..federated import shards
+from ..faces import load_dataset
+from ..training.trainer import shards
 from ..seeds import derive, stream
 from .config import FederationConfig
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from ..config import CLIENT_OPTIMIZERS, METHODS, THREAT_PRESETS, ConfigError
-from ..datasets import load_dataset
+from ..faces import load_dataset
 from ..errors import UsageError
 from ..outputs import check_out_folder
 from .config import FederationConfig
@@ -36,9 +36,11 @@ def add_federate_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--client-optimizer", default=defaults.client_optimizer, choices=CLIENT_OPTIMIZERS,
                         help="the clients' local optimiser: sgd, or adam (torch defaults, fresh state each round)")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="images per client per round")
-    parser.add_argument("--attack", default=defaults.attack, help=f"attack method: {', '.join(METHODS)}")
+    parser.add_argument("--method", "--attack", dest="method", default=defaults.method,
+                        help=f"attack method: {', '.join(METHODS)} (--attack: old spelling)")
     parser.add_argument("--threat", default=defaults.threat, help=f"threat preset: {', '.join(THREAT_PRESETS)}")
-    parser.add_argument("--iterations", type=int, default=defaults.iterations, help="the attack's pixel-phase "
+    parser.add_argument("--pixel-iterations", "--iterations", dest="pixel_iterations", type=int,
+                        default=defaults.pixel_iterations, help="the attack's pixel-phase "
                         "budget per update, in objective evaluations (0: the method's default)")
     parser.add_argument("--seconds", type=float, default=defaults.seconds, help="the attack's time budget per "
                         "update in wall seconds (0: none; the iterations then only split it between phases)")
@@ -56,8 +58,8 @@ def _config(args: argparse.Namespace) -> FederationConfig:
     try:
         config = FederationConfig(
             model_config=args.model_config, clients=args.clients, rounds=args.rounds, local_steps=args.local_steps,
-            client_lr=args.client_lr, client_optimizer=args.client_optimizer, batch_size=args.batch_size, attack=args.attack, threat=args.threat,
-            iterations=args.iterations, seconds=args.seconds, seed=args.seed, attack_seed=args.attack_seed)
+            client_lr=args.client_lr, client_optimizer=args.client_optimizer, batch_size=args.batch_size, method=args.method,
+            threat=args.threat, pixel_iterations=args.pixel_iterations, seconds=args.seconds, seed=args.seed, attack_seed=args.attack_seed)
         config.check_data(len(load_dataset(config.dataset)))
     except ConfigError as err:
         raise UsageError(str(err)) from None
@@ -92,7 +94,7 @@ def run_federate(args: argparse.Namespace) -> int:
     logging.getLogger("flwr").setLevel(logging.ERROR)  # Flower's per-round INFO lines and deprecation notices
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # CPU clients: no GPU-variable warning
     print(f"federation: {config.clients} clients x {config.rounds} rounds, {config.training.describe()}, batch "
-          f"{config.batch_size}, {config.model_config} UNet; attack {config.attack} "
+          f"{config.batch_size}, {config.model_config} UNet; attack {config.method} "
           f"({f'{config.seconds:g} s' if config.seconds else f'{config.attack_config.total_iterations} evaluations'} "
           f"per update), threat {config.threat}", flush=True)
     start = time.perf_counter()

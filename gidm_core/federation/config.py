@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from ..config import METHODS, THREAT_PRESETS, AttackConfig, ConfigError, LocalTraining, ThreatModel, attack_config
-from ..datasets import DATASETS
-from ..federated import ARCHITECTURES, TrainConfig
+from ..faces import DATASETS
+from ..training.trainer import ARCHITECTURES, TrainConfig
 from ..seeds import MAX_SEED
 
 # LocalTraining's field names -> ours, so a refusal names the field a user set
@@ -30,7 +30,7 @@ class FederationConfig:
     from its shard (eps and t drawn once, from its own stream): exactly the update `client.client_update` with
     `LocalTraining(local_steps, client_lr, client_optimizer)` computes, so the attacker's re-simulation is exact.
     The server sets E, lr and the optimiser, so the attack knows them; it knows eps and t only under a `threat` that says so.
-    `iterations` 0 keeps the attack method's default budget; `seconds` > 0 gives each attack a time budget instead
+    `pixel_iterations` 0 keeps the attack method's default budget; `seconds` > 0 gives each attack a time budget instead
     (the iterations then only split it between the method's phases).
     """
 
@@ -42,9 +42,9 @@ class FederationConfig:
     client_lr: float = 1e-3
     client_optimizer: str = "sgd"
     batch_size: int = 1
-    attack: str = "dlg"
+    method: str = "dlg"
     threat: str = "paper"
-    iterations: int = 0
+    pixel_iterations: int = 0
     seconds: float = 0.0
     seed: int = 0
     attack_seed: int = 0
@@ -60,11 +60,12 @@ class FederationConfig:
             (self.clients >= 1, f"clients must be >= 1, got {self.clients}", "clients"),
             (self.rounds >= 1, f"rounds must be >= 1, got {self.rounds}", "rounds"),
             (self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}", "batch_size"),
-            (self.attack in METHODS, f"unknown attack method {self.attack!r}: choose one of {', '.join(METHODS)}",
-             "attack"),
+            (self.method in METHODS, f"unknown attack method {self.method!r}: choose one of {', '.join(METHODS)}",
+             "method"),
             (self.threat in THREAT_PRESETS, f"unknown threat preset {self.threat!r}: choose one of "
              f"{', '.join(THREAT_PRESETS)}", "threat"),
-            (self.iterations >= 0, f"attack iterations must be >= 0, got {self.iterations}", "iterations"),
+            (self.pixel_iterations >= 0, f"attack pixel iterations must be >= 0, got {self.pixel_iterations}",
+             "pixel_iterations"),
             (0 <= self.seed <= MAX_SEED, f"seed must be in [0, 2**63 - 1], got {self.seed}", "seed"),
             (0 <= self.attack_seed <= MAX_SEED, f"attack seed must be in [0, 2**63 - 1], got {self.attack_seed}",
              "attack_seed"),
@@ -97,8 +98,8 @@ class FederationConfig:
 
     @property
     def attack_config(self) -> AttackConfig:
-        return attack_config(self.attack, iterations=self.iterations or None, seconds=self.seconds,
-                             seed=self.attack_seed)
+        return attack_config(self.method, pixel_iterations=self.pixel_iterations or None, seconds=self.seconds,
+                             attack_seed=self.attack_seed)
 
     @property
     def threat_model(self) -> ThreatModel:

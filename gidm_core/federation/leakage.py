@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 
 from ..attacks import Result
-from ..bench.plots import line_plot
+from ..plots import line_plot
 from ..client import SharedUpdate
-from ..config import METHOD_LABELS
-from ..data import grid
+from ..methods import METHOD_LABELS
+from ..images import grid
 from ..evaluation import Evaluator
 from .batches import private_batch
 from .config import FederationConfig
@@ -50,7 +50,7 @@ class LeakageRecorder:
                  "client_lr": update.training.lr if update.training else None,
                  "client_optimizer": update.training.optimizer if update.training else None,
                  "batch_size": update.batch_size,
-                 "method": self.config.attack, "threat": self.config.threat_model.describe(),
+                 "method": self.config.method, "threat": self.config.threat_model.describe(),
                  "global_loss": self.global_losses.get(server_round - 1),
                  "t_true": truth.t.tolist()}  # the evaluator's: how hard the client's draw was (large t amplifies)
         if result is None:  # the attack produced no finite guess
@@ -71,7 +71,7 @@ class LeakageRecorder:
     def _write(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         summary = {"config": self.config.to_record(), "update": self.config.training.describe(),
-                   "attack": METHOD_LABELS[self.config.attack], "threat": self.config.threat_model.describe(),
+                   "attack": METHOD_LABELS[self.config.method], "threat": self.config.threat_model.describe(),
                    "global_loss_after_round": {str(k): v for k, v in sorted(self.global_losses.items())},
                    "records": self.records}
         (self.out / LEAKAGE_FILE).write_text(json.dumps(summary, indent=1))
@@ -83,7 +83,7 @@ class LeakageRecorder:
         for entry in self.records:
             if "psnr" in entry:
                 series.setdefault(f"client {entry['client']}", []).append((entry["round"], entry["psnr"]))
-        line_plot(series, f"{METHOD_LABELS[self.config.attack]} on each client's update, by round", "round",
+        line_plot(series, f"{METHOD_LABELS[self.config.method]} on each client's update, by round", "round",
                   "PSNR (dB)", self.out / PLOT_FILE)
         written = [LEAKAGE_FILE, PLOT_FILE]
         if self._images:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ..federated import make_scheduler, make_unet
+from ..training.trainer import make_scheduler, make_unet
 from ..models import DiffusionModel, prepare_for_inversion
 from .config import FederationConfig
 

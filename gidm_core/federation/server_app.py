@@ -11,7 +11,7 @@ from pathlib import Path
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
-from ..federated import eval_loss, save_pipeline
+from ..training.trainer import eval_loss, save_pipeline
 from .batches import training_images
 from .config import FederationConfig
 from .leakage import LeakageRecorder

@@ -42,7 +42,7 @@ def shared_update(reply: RecordDict, model: DiffusionModel, config: FederationCo
 
 class CuriousFedAvg(FedAvg):
     """FedAvg over every client each round (no federated evaluation: the server evaluates centrally), attacking
-    each client's update with `config.attack` within `config.iterations` before it averages them."""
+    each client's update with `config.method` within `config.pixel_iterations` before it averages them."""
 
     def __init__(self, config: FederationConfig, recorder: LeakageRecorder) -> None:
         super().__init__(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=config.clients,

@@ -7,6 +7,7 @@ clean (1, C, H, W) tensor or raises `ImageLoadError` with one line that says why
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,11 +119,17 @@ def load_image(source: str | Path | Image.Image | np.ndarray, size: int, channel
     return to_tensor(open_image(source), size, channels)
 
 
-def load_batch(sources: list, size: int, channels: int = 3) -> torch.Tensor:
-    """Several victims as one batch (B, C, size, size)."""
-    if not sources:
-        raise ImageLoadError("no images given")
-    return torch.cat([load_image(s, size, channels) for s in sources])
+def load_named_images(names: Iterable[str], size: int, channels: int = 3) -> torch.Tensor:
+    """A batch (B, C, size, size) from bundled victim names or `skimage:<photo>` names (the benchmark's victims)."""
+    images = []
+    for name in names:
+        if name.startswith("skimage:"):
+            from skimage import data as skdata
+
+            images.append(load_image(getattr(skdata, name.split(":", 1)[1])(), size, channels))
+        else:
+            images.append(load_image(name, size, channels))
+    return torch.cat(images)
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:

@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel
 
-from .client import train_locally
-from .datasets import DATASETS, Augmenter, ImageSet, load_dataset, training_record
-from .diffusion import diffusion_loss
-from .models import RANDOM_ARCHITECTURES, DiffusionModel
+from ..client import train_locally
+from ..diffusion import diffusion_loss
+from ..faces import DATASETS, Augmenter, ImageSet, load_dataset, training_record
+from ..models import RANDOM_ARCHITECTURES, DiffusionModel
 
 # The bundled models' architectures: the random-init ones plus a 4-level UNet whose full-resolution level is narrow,
 # so that a ~1 M-parameter model trains and is attacked at 64 px about as fast as "small" at 32 px.

@@ -1,4 +1,4 @@
-"""`python -m gidm_core train`: the command line of the FedAvg trainer in `federated.py`.
+"""`python -m gidm_core train`: the command line of the FedAvg trainer in `training/trainer.py`.
 
 It lives apart from the trainer so that the engine carries no argparse code and imports nothing from the CLI
 (`cli.py` imports this module, never the other way round).
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from .errors import UsageError
-from .datasets import DATASETS
-from .federated import ARCHITECTURES, FedAvgTrainer, TrainConfig
+from ..errors import UsageError
+from ..faces import DATASETS
+from .trainer import ARCHITECTURES, FedAvgTrainer, TrainConfig
 
 
 def add_train_command(subparsers: argparse._SubParsersAction) -> None:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .data import to_tensor
+from .images import to_tensor
 
 LFW_FACES = 100  # lfw_subset: the first 100 images are faces, the next 100 non-faces
 # Every 12th face from index 5: held out of every training set, shipped as victims in assets/images/.
