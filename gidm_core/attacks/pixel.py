@@ -14,7 +14,6 @@ import torch
 from ..matching import GradientMatcher, total_variation
 from .base import AttackContext, Event, Guess, Objective
 from .per_sample import pixel_start, separated_matcher
-from .sweeps import sample_sweeps, sweeps_apply
 from .secrets import noise_variable, resolve_timesteps
 
 
@@ -60,7 +59,4 @@ def pixel_attack(ctx: AttackContext) -> Generator[Event, None, None]:
     matcher = yield from separated_matcher(ctx, matcher, t)
     eps, extra = noise_variable(ctx)
     start, iterations = yield from pixel_start(ctx, matcher, ctx.randn() * 0.5, eps, extra, t, ctx.config.pixel_iterations)
-    if sweeps_apply(ctx, matcher, extra):
-        yield from sample_sweeps(ctx, matcher, start, eps, t, iterations)
-    else:
-        yield from pixel_phase(ctx, matcher, start, eps, extra, t, iterations)
+    yield from pixel_phase(ctx, matcher, start, eps, extra, t, iterations)
