@@ -10,7 +10,7 @@ from skimage import data as skdata
 from gidm_core.attacks.separation import separate
 from gidm_core.client import PrivateBatch, client_update, share
 from gidm_core.config import DefenceConfig, LocalTraining, ThreatModel, attack_config
-from gidm_core.data import load_batch
+from gidm_core.images import load_image
 from gidm_core.metrics import psnr, to_unit
 from gidm_core.protocol import play
 
@@ -21,7 +21,8 @@ DISTINCT_T = [40, 310, 620, 880]
 @pytest.fixture(scope="module")
 def photos4() -> torch.Tensor:
     """Four different photos at 32 px, (4, 3, 32, 32) in [-1, 1]."""
-    return load_batch([skdata.astronaut(), skdata.coffee(), skdata.chelsea(), skdata.rocket()], 32)
+    return torch.cat([load_image(photo(), 32) for photo in (skdata.astronaut, skdata.coffee, skdata.chelsea,
+                                                            skdata.rocket)])
 
 
 def _update(model, x0, t, threat=PAPER, training=None):

@@ -45,7 +45,7 @@ def run_speed(probe: SpeedProbe) -> dict[str, Any]:
     batch_label, batch_size = BATCH_CASE
     photos16 = [f"skimage:{SKIMAGE_PHOTOS[i % len(SKIMAGE_PHOTOS)]}" for i in range(batch_size)]
     batches = {probe.batch: (x0, [100]),
-               batch_size: (load_victims(photos16, probe.size, model.channels),
+               batch_size: (load_named_images(photos16, probe.size, model.channels),
                             torch.linspace(20, model.num_train_timesteps - 20, batch_size).long().tolist())}
 
     def attack_seconds(method: str, private: bool, split: dict, batch: int = probe.batch) -> tuple[float, int]:
