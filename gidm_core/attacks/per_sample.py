@@ -146,12 +146,14 @@ def separated_matcher(ctx: AttackContext, matcher: GradientMatcher, t: torch.Ten
                         "batch's summed update only")
         return matcher
     result = separate(ctx.model, ctx.update, t, ctx.threat)
-    ctx.details.update(separation="separated" if result.ok else "not separated",
-                       separation_residual=result.residual)
+    ctx.details["separation"] = "separated" if result.ok else "not separated"
+    if result.residual == result.residual:  # a fit was made (not NaN)
+        ctx.details["separation_residual"] = result.residual
     yield ctx.event("phase", "separation", {}, torch.zeros(ctx.shape), result.message)
     if not result.ok:
         return matcher
-    return SeparatedMatcher(ctx.model, ctx.update, result, cfg.distance, cfg.layer_weights, ctx.threat.defence)
+    return SeparatedMatcher(ctx.model, ctx.update, result, cfg.distance, cfg.layer_weights, ctx.threat.defence,
+                            PER_SAMPLE_WEIGHT)
 
 
 def pixel_start(ctx: AttackContext, matcher: GradientMatcher, start: torch.Tensor, eps: torch.Tensor,
