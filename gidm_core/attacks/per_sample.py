@@ -1,11 +1,14 @@
 """Matching a batch with per-sample targets: each image against its own separated parts (`separation.py`).
 
 The batch's summed update couples its B images into one badly conditioned problem (L-BFGS on the eight held-out
-faces of faces32 stalls near 12 dB). The per-sample parts d_b of the time-conditioned layers depend on image b
+faces of faces32 stalls near 11 dB). The per-sample parts d_b of the time-conditioned layers depend on image b
 alone (GroupNorm and attention act per sample), so matching them is B independent small problems: the attack first
 fits every image to its own parts (the per-sample start), then matches the summed update with the per-sample terms
 kept beside it (the joint stage). Sample b's d_b(x) on a guess is the gradient of the guess's loss w.r.t. that
 layer's output row b (a forward hook), so both come out of the one backward pass the summed update needs.
+
+What it buys is measured in docs/batches.md: the parts are few (864 numbers per image on faces32 against 3072
+pixels), so the start alone does not find the images, and the gain over the summed update is small.
 
 Each slot b keeps the client's timestep t_b, so the reconstruction in slot b is sample b's: the t's fix the
 pairing, with no assignment step.
@@ -26,8 +29,8 @@ from ..models import DiffusionModel
 from .base import AttackContext, Event, Guess, Objective
 from .separation import Separation, separate
 
-# Weight of the per-sample terms beside the summed update's normalised L2 in the joint stage (measured on faces32,
-# docs/batches.md).
+# Weight of the per-sample terms beside the summed update's normalised L2 in the joint stage (on faces32 at B = 8,
+# 1 and 10 gave the same PSNR in the first measurement, shared/NOTES.md).
 PER_SAMPLE_WEIGHT = 1.0
 # Share of the pixel iterations spent on the per-sample start before the joint stage (methods with no latent phase).
 START_SHARE = 0.3
