@@ -153,19 +153,17 @@ class AttackContext:
             self.best = (matching, guess)
 
     def optimise(self, phase: str, variables: list[torch.Tensor], objective: Callable[[], Objective],
-                 iterations: int, lr: float, project: Callable[[], None] | None = None, per_sample: bool = False,
+                 iterations: int, lr: float, project: Callable[[], None] | None = None,
                  ) -> Generator[Event, None, Guess]:
         """Descend `objective` w.r.t. `variables` only, yielding events; return this phase's best guess.
 
         One objective evaluation is one iteration, for every optimiser, so budgets compare across them. The gradient
         is taken with `torch.autograd.grad` w.r.t. the attack's own variables, so no gradient ever accumulates in
-        the model's weights (that alone made the latent phase ~20x slower in our measurements). With `per_sample`
-        (every variable's first dimension is the batch), L-BFGS scales each sample's block on its own.
+        the model's weights (that alone made the latent phase ~20x slower in our measurements).
         """
         self.phase_starts[phase] = self.iteration
         tracker = _PhaseTracker(self, phase, variables, objective, *self._phase_budget(iterations))
-        blocks = _sample_blocks(variables) if per_sample and self.shape[0] > 1 else None
-        steps = (_lbfgs_steps(tracker, variables, project, blocks) if self.config.optimizer == "lbfgs"
+        steps = (_lbfgs_steps(tracker, variables, project) if self.config.optimizer == "lbfgs"
                  else _first_order_steps(tracker, variables, lr, project))
         try:
             yield from steps
@@ -280,15 +278,8 @@ LBFGS_FIRST_STEP = 0.1  # largest change of any variable in a fresh start's firs
 LBFGS_PROJECT_EVERY = 20  # iterations between projections onto the feasible set (each one perturbs the history)
 
 
-def _sample_blocks(variables: list[torch.Tensor]) -> torch.Tensor:
-    """The sample each entry of the flattened variables belongs to (every variable's first dimension is it)."""
-    return torch.cat([torch.arange(v.shape[0], device=v.device).repeat_interleave(v[0].numel())
-                      for v in variables])
-
-
 def _lbfgs_steps(tracker: _PhaseTracker, variables: list[torch.Tensor],
-                 project: Callable[[], None] | None,
-                 blocks: torch.Tensor | None = None) -> Generator[Event, None, None]:
+                 project: Callable[[], None] | None) -> Generator[Event, None, None]:
     """L-BFGS (two-loop recursion) with a strong-Wolfe line search; every evaluation counts as one iteration.
 
     Gradient matching on a trained UNet is smooth but badly conditioned: Adam crawls where a quasi-Newton step
@@ -296,11 +287,6 @@ def _lbfgs_steps(tracker: _PhaseTracker, variables: list[torch.Tensor],
     loss is divided by its first value, a fresh start's trial step moves no variable by more than
     `LBFGS_FIRST_STEP`, and curvature pairs are kept by a relative test (torch's `LBFGS` uses absolute thresholds
     that stop its history from updating once the loss is small, which stalled it near 25 dB on faces32).
-
-    With `blocks` (a batch's sample index per entry) the initial inverse Hessian is diagonal per sample, each
-    sample's scaled by its own curvature pair, and a fresh start moves every sample by `LBFGS_FIRST_STEP`: in a
-    batch at distinct t the samples' gradients span orders of magnitude (four on the held-out faces, t = 7 ...
-    964), which one scalar cannot serve.
     """
     ctx = tracker.ctx
     sizes = [v.numel() for v in variables]
@@ -327,17 +313,12 @@ def _lbfgs_steps(tracker: _PhaseTracker, variables: list[torch.Tensor],
     since_projection = ctx.iteration
     while True:
         yield from tracker.flush()
-        d = _two_loop(g, history, blocks)
+        d = _two_loop(g, history)
         gtd = float(g @ d)
         if not history or gtd >= 0:  # fresh start, or a history that no longer gives a descent direction
             history.clear()
-            if blocks is None:
-                d, first_step = -g, LBFGS_FIRST_STEP / max(float(g.abs().max()), 1e-30)
-            else:
-                largest = torch.zeros(int(blocks.max()) + 1, dtype=g.dtype, device=g.device)
-                largest = largest.scatter_reduce(0, blocks, g.abs(), "amax").clamp_min(1e-30)
-                d, first_step = -g * (LBFGS_FIRST_STEP / largest)[blocks], 1.0
-            gtd = float(g @ d)
+            d, gtd = -g, -float(g @ g)
+            first_step = LBFGS_FIRST_STEP / max(float(g.abs().max()), 1e-30)
         else:
             first_step = 1.0
         f_new, g_new, t, _ = _strong_wolfe(directional, x, first_step, d, f, g, gtd)
@@ -356,10 +337,8 @@ def _lbfgs_steps(tracker: _PhaseTracker, variables: list[torch.Tensor],
             since_projection = ctx.iteration
 
 
-def _two_loop(g: torch.Tensor, history: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
-              blocks: torch.Tensor | None = None) -> torch.Tensor:
-    """-H g for the L-BFGS inverse-Hessian estimate H built from the (s, y) pairs (Nocedal & Wright, Alg. 7.4);
-    its starting diagonal is one scalar, or one per block."""
+def _two_loop(g: torch.Tensor, history: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """-H g for the L-BFGS inverse-Hessian estimate H built from the (s, y) pairs (Nocedal & Wright, Alg. 7.4)."""
     q = -g.clone()
     alphas = []
     for s, y, rho in reversed(history):
@@ -368,14 +347,7 @@ def _two_loop(g: torch.Tensor, history: list[tuple[torch.Tensor, torch.Tensor, t
         alphas.append(alpha)
     if history:
         s, y, _ = history[-1]
-        gamma = (s @ y) / (y @ y)
-        if blocks is None:
-            q *= gamma
-        else:
-            count = int(blocks.max()) + 1
-            sy = torch.zeros(count, dtype=s.dtype, device=s.device).index_add_(0, blocks, s * y)
-            yy = torch.zeros(count, dtype=s.dtype, device=s.device).index_add_(0, blocks, y * y)
-            q *= torch.where((sy > 0) & (yy > 0), sy / yy.clamp_min(1e-300), gamma)[blocks]
+        q *= (s @ y) / (y @ y)
     for (s, y, rho), alpha in zip(history, reversed(alphas)):
         q += (alpha - rho * (y @ q)) * s
     return q

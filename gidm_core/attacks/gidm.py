@@ -35,8 +35,7 @@ def latent_phase(ctx: AttackContext, matcher: GradientMatcher, eps: torch.Tensor
         objective = start_objective(matcher, lambda: sampler(z), eps, t, secret_eps=bool(extra))
     else:
         objective = image_objective(ctx, matcher, lambda: sampler(z), eps, t, secret_eps=bool(extra))
-    return (yield from ctx.optimise("latent", [z, *extra], objective, cfg.latent_iterations, cfg.latent_lr,
-                                    per_sample=True))
+    return (yield from ctx.optimise("latent", [z, *extra], objective, cfg.latent_iterations, cfg.latent_lr))
 
 
 def check_prior(prior: DiffusionModel, channels: int, size: int) -> None:

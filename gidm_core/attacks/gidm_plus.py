@@ -97,4 +97,4 @@ def residual_phase(ctx: AttackContext, matcher: GradientMatcher, start: Guess, t
         x0, eps = split_target(model, x_t.detach(), (r + prediction).detach(), t)
         return Objective(matching, matching, {}, Guess(x0, eps, t))
 
-    return (yield from ctx.optimise("residual", [x_t, u], objective, iterations, ctx.config.lr, per_sample=True))
+    return (yield from ctx.optimise("residual", [x_t, u], objective, iterations, ctx.config.lr))

@@ -170,7 +170,7 @@ def pixel_start(ctx: AttackContext, matcher: GradientMatcher, start: torch.Tenso
     x = start.detach().clone().clamp(-1, 1).requires_grad_(True)
     objective = start_objective(matcher, lambda: x, eps, t, secret_eps=bool(extra))
     guess = yield from ctx.optimise("per-sample", [x, *extra], objective, steps, ctx.config.lr,
-                                    project=lambda: x.clamp_(-1, 1), per_sample=True)
+                                    project=lambda: x.clamp_(-1, 1))
     if guess.eps is not None:
         with torch.no_grad():
             eps.copy_(guess.eps)

@@ -48,7 +48,7 @@ def pixel_phase(ctx: AttackContext, matcher: GradientMatcher, start: torch.Tenso
     objective = image_objective(ctx, matcher, lambda: x, eps, t, secret_eps=bool(extra))
     steps = cfg.pixel_iterations if iterations is None else iterations
     return (yield from ctx.optimise(phase, [x, *extra], objective, steps, cfg.lr,
-                                    project=lambda: x.clamp_(-1, 1), per_sample=True))
+                                    project=lambda: x.clamp_(-1, 1)))
 
 
 def pixel_attack(ctx: AttackContext) -> Generator[Event, None, None]:
