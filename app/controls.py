@@ -109,8 +109,11 @@ def settings_column(s: Settings, items: list[GalleryItem], shown: dict[str, bool
                     c["layer_weights"] = gr.Radio(["normalized", "uniform"], value=s.layer_weights,
                                                   label=label["layer_weights"],
                                                   info="normalized: every layer's gradient counts alike")
-                c["attack_seed"] = _number(s, "attack_seed", info="the attacker's own first guess; "
-                                           "independent of the client's secret seed")
+                with gr.Row():
+                    c["attack_seed"] = _number(s, "attack_seed", info="the attacker's own first guess; "
+                                               "independent of the client's secret seed")
+                    c["plateau"] = _number(s, "plateau", info="end once the matching loss has stopped improving "
+                                           "for this many evaluations (0: run the whole budget)")
 
     parts = dict(preset=preset, hints=hint_md, tabs=tabs, gallery_view=gallery_view, upload_row=upload_row,
                  upload_preview=upload_preview)

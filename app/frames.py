@@ -76,7 +76,7 @@ def final_frame(record: RunRecord, original_img: Image.Image, knows_t: bool, tot
             f"LPIPS {metrics['lpips']:.3f}"
             + (f" · t {record.t_estimate} (true {record.t_true})" if not knows_t else "")
             + (f" · eps error {metrics['eps_error']:.3f}" if "eps_error" in metrics else "")
-            + (f"  \n{record.message}" if record.status != "done" and record.message else "")
+            + (f"  \n{record.message}" if record.message not in ("", "finished") else "")  # e.g. converged
             + (f"  \nFirst image after {record.first_image_s:.1f} s" if record.first_image_s is not None else "")
             + (f"; 30 dB after {record.time_to_30db_s:.1f} s." if record.time_to_30db_s is not None else "."))
     recon, truth = record.reconstruction, record.original

@@ -19,7 +19,7 @@ from .export import export_zip
 from .images import show
 from .model_cache import model_choices
 from .runner import stream
-from .session import RunRecord, Session
+from .session import QueueFull, RunRecord, Session, queue_size
 from .settings import METHOD_FIELDS, PRESET_FIELDS, PRESETS, SETTING_FIELDS, Refusal, Settings, applies, as_typed, \
     hints, number, parse
 from .victims import gallery_items, previews
@@ -27,8 +27,12 @@ from .victims import gallery_items, previews
 
 def submit(session: Session, *values: Any) -> list:
     """Run's validator: it runs at submission, before the queue holds the run, so from now on Stop can cancel the
-    run while it waits. The values themselves are checked in `run`, which names the control and switches tab."""
-    session.submit()
+    run while it waits, and refused in one line when the queue is full. The values themselves are checked in `run`,
+    which names the control and switches tab."""
+    try:
+        session.submit(queue_size())
+    except QueueFull as full:
+        raise gr.Error(str(full), title="Queue full") from None
     return [gr.validate(True, "")] * (1 + len(values))
 
 

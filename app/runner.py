@@ -29,6 +29,7 @@ from .model_cache import get_model, run_device
 from .session import RunRecord, Session
 from .settings import APP_MAX_SIZE, RESOLUTIONS, Settings, configs, hints
 from .victims import pick_victims
+from .zerogpu import fit_run
 
 ORPHAN_S = 60.0  # a run whose page stopped pulling updates for this long (tab closed) stops itself
 HEARTBEAT_S = 0.75  # the status line updates at least this often, however slow the attack's steps
@@ -49,6 +50,8 @@ def stream(session: Session, settings: Settings, min_interval: float = 0.4) -> I
         yield Frame(f"Loading {settings.model} ..." + notes)
         try:
             config, threat = configs(settings)
+            config, budget_note = fit_run(config, settings)  # ZeroGPU: a run too long for its call gets a budget
+            notes += f"  \n*Note:* {budget_note}" if budget_note else ""
             device = run_device()
             model = get_model(settings.model, device)
             size = model.image_size if settings.resolution == RESOLUTIONS[0] else int(settings.resolution)

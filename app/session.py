@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import shutil
 import tempfile
 import threading
 import time
+import weakref
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,13 +63,29 @@ class RunRecord:
             f", {psnr:.1f} dB" if psnr is not None else "")
 
 
+def queue_size() -> int:
+    """How many runs may wait for a slot (GIDM_QUEUE_SIZE, default 16): Gradio's queue and `Session.admit` both."""
+    return int(os.environ.get("GIDM_QUEUE_SIZE", "16"))
+
+
+class QueueFull(Exception):
+    """Every waiting place is taken; the message says so, and how many wait."""
+
+
 TABLE_HEADERS = ["#", "method", "model", "px", "batch", "threat", "iters", "PSNR", "SSIM", "LPIPS", "t acc",
                  "eps err", "seconds", "status"]
 
 
 class Session:
     """One user's runs, their current run's stop flag, and the runs waiting in the queue. Created per browser
-    session by gr.State, which calls `close` when the session ends."""
+    session by gr.State, which calls `close` when the session ends.
+
+    The live sessions are known process-wide (weakly) so that admission can count every waiting run: Gradio checks
+    its queue's size before a run's validator and adds the run after it, so runs submitted together all passed
+    its check (20 at once left 18 waiting with room for 16)."""
+
+    _live: weakref.WeakSet[Session] = weakref.WeakSet()
+    _admission = threading.Lock()
 
     def __init__(self) -> None:
         self.runs: list[RunRecord] = []
@@ -80,10 +98,15 @@ class Session:
     def __deepcopy__(self, memo: dict) -> Session:  # gr.State deep-copies its initial value once per session
         return Session()
 
-    def submit(self) -> None:
+    def submit(self, limit: int | None = None) -> None:
         """Note a run entering the queue (called outside the queue, at the click), so that Stop pressed while it
-        waits can cancel it."""
-        self.queued.append(time.monotonic())
+        waits can cancel it; raise `QueueFull` when `limit` runs of all sessions already wait."""
+        with Session._admission:
+            waiting = sum(len(s.queued) for s in list(Session._live))
+            if limit is not None and waiting >= limit:
+                raise QueueFull(f"The queue is full: {waiting} runs are waiting for a slot. Try again in a minute.")
+            self.queued.append(time.monotonic())
+            Session._live.add(self)
 
     def cancelled_while_queued(self) -> bool:
         """Called when a run leaves the queue: True if Stop was pressed after it was submitted."""
@@ -118,6 +141,7 @@ class Session:
     def close(self) -> None:
         """End of the session (gr.State's delete_callback): stop its run and delete its files."""
         self.stop()
+        self.queued.clear()  # its waiting runs no longer hold places
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None

@@ -4,7 +4,6 @@ and wires each event to its handler (handlers.py, sweep_view.py). No work is don
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
@@ -13,10 +12,11 @@ from . import handlers, sweep_view
 from .controls import settings_column
 from .model_cache import default_model
 from .panels import compare_section, sweep_section, view_column
-from .session import Session
+from .session import Session, queue_size
 from .settings import CELL_FIELDS, DEFAULT_PRESET, METHOD_FIELDS, PRESET_FIELDS, SETTING_FIELDS, Settings, applies
 from .texts import CSS, INTRO, SHOW_REFUSED_TAB
 from .victims import gallery_items
+from .zerogpu import gpu, run_duration, sweep_duration
 
 # The controls whose value changes which other controls apply (and the hints); the number boxes among them update
 # when the user leaves them rather than on every keystroke.
@@ -49,11 +49,11 @@ def _wire(demo: gr.Blocks, session: gr.State, c: dict[str, Any], w: dict[str, An
                                         "t_plot", "filmstrip", "table", "pick_a", "pick_b", "export_file", "tabs")]
     compare_io = ([session, w["pick_a"], w["pick_b"]], [w["view_a"], w["view_b"], w["compare_md"]])
     # The validator runs at submission, before the queue holds the run (API calls too): Stop can then cancel it.
-    w["run_btn"].click(_gpu(handlers.run), [session, *inputs], run_outputs, api_name="run", show_progress="minimal",
-                       validator=handlers.submit, **attacks).then(handlers.compare, *compare_io, **private).then(
-        None, js=SHOW_REFUSED_TAB)
-    w["stop_btn"].click(handlers.stop, [session], [w["status"]], api_name="stop", concurrency_limit=None,
-                        concurrency_id="stop", show_progress="hidden")
+    w["run_btn"].click(gpu(handlers.run, run_duration), [session, *inputs], run_outputs, api_name="run",
+                       show_progress="minimal", validator=handlers.submit, **attacks).then(
+        handlers.compare, *compare_io, **private).then(None, js=SHOW_REFUSED_TAB)
+    # Stop bypasses the queue: it must work when every waiting place is taken (it only sets a flag).
+    w["stop_btn"].click(handlers.stop, [session], [w["status"]], api_name="stop", queue=False, show_progress="hidden")
 
     w["preset"].input(handlers.apply_preset, [w["preset"]], [c[name] for name in PRESET_FIELDS], **private)
     c["method"].input(handlers.method_defaults, [c["method"]], [c[name] for name in METHOD_FIELDS], **private)
@@ -74,22 +74,13 @@ def _wire(demo: gr.Blocks, session: gr.State, c: dict[str, Any], w: dict[str, An
     w["export_a"].click(handlers.export_pick, [session, w["pick_a"]], [w["export_file"]], **private)
 
     sweep_inputs = [w[name] for name in ("x_axis", "x_values", "y_axis", "y_values", "cell_iterations")]
-    w["sweep_btn"].click(_gpu(sweep_view.run_sweep), [session, *sweep_inputs, *inputs],
-                         [w["sweep_plot"], w["sweep_table"], w["sweep_status"], w["grid_state"]], **private,
-                         **attacks)
+    w["sweep_btn"].click(gpu(sweep_view.run_sweep, sweep_duration), [session, *sweep_inputs, *inputs],
+                         [w["sweep_plot"], w["sweep_table"], w["sweep_status"], w["grid_state"]], api_name="sweep",
+                         api_visibility="undocumented", validator=handlers.submit, **attacks)
     w["sweep_table"].select(sweep_view.load_cell, [w["grid_state"]], [c[name] for name in CELL_FIELDS] + [w["status"]],
-                            **private).then(_gpu(handlers.run), [session, *inputs], run_outputs, **private,
+                            **private).then(gpu(handlers.run, run_duration), [session, *inputs], run_outputs, **private,
                                             validator=handlers.submit, concurrency_id="attack")
     demo.load(handlers.refresh_choices, None, [c["model"], c["prior"]], **private)
-
-
-def _gpu(fn: Callable) -> Callable:
-    """On Hugging Face Spaces with ZeroGPU, run on the GPU; everywhere else the function is unchanged."""
-    try:
-        import spaces  # noqa: PLC0415
-    except ImportError:
-        return fn
-    return spaces.GPU(duration=300)(fn)
 
 
 def launch_kwargs() -> dict[str, Any]:
@@ -99,6 +90,12 @@ def launch_kwargs() -> dict[str, Any]:
     return dict(css=CSS, theme=theme, max_file_size="25mb", show_error=True)
 
 
+# Places in Gradio's own queue beyond the waiting runs: for Stop and the light events (presets, comparisons), which
+# then never meet a full queue. The runs' own limit is `Session.submit`'s (Gradio's size check races with it).
+QUEUE_HEADROOM = 64
+
+
 def queue(demo: gr.Blocks) -> gr.Blocks:
-    """The app's queue: GIDM_QUEUE_SIZE waiting runs at most, two events at once unless an event says otherwise."""
-    return demo.queue(max_size=int(os.environ.get("GIDM_QUEUE_SIZE", "16")), default_concurrency_limit=2)
+    """The app's queue: GIDM_QUEUE_SIZE waiting runs and sweeps at most (admitted by their validator), two events
+    at once unless an event says otherwise."""
+    return demo.queue(max_size=queue_size() + QUEUE_HEADROOM, default_concurrency_limit=2)

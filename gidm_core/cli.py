@@ -84,6 +84,8 @@ def add_attack_arguments(parser: argparse.ArgumentParser) -> None:
     hyper.add_argument("--separation", help="auto (default: split a batch's update into per-sample parts through "
                        "the time conditioning where it can) or off")
     hyper.add_argument("--report-every", type=int, help="iterations between events")
+    hyper.add_argument("--plateau", type=int, help="end the run once its matching loss has stopped improving for "
+                       "this many evaluations (0: off, the default: the whole budget runs)")
     hyper.add_argument("--seconds", type=float, help="time budget in wall seconds: stop there, with the "
                        "iteration counts only splitting the time between phases (default: none)")
     client = parser.add_argument_group("the client's update (default: one FedSGD gradient)")
@@ -112,7 +114,7 @@ def configs_from_args(args: argparse.Namespace) -> tuple[AttackConfig, ThreatMod
         latent_lr=args.latent_lr, ddim_steps=args.ddim_steps, distance=args.distance,
         layer_weights=args.layer_weights, tv_weight=args.tv_weight, optimizer=args.optimizer,
         lr_schedule=args.lr_schedule, restarts=args.restarts, residual_share=args.residual_share,
-        report_every=args.report_every, seconds=args.seconds, separation=args.separation,
+        report_every=args.report_every, seconds=args.seconds, plateau=args.plateau, separation=args.separation,
         attack_seed=args.client_seed if args.attack_seed is None else args.attack_seed)
     return config, threat
 
@@ -148,7 +150,7 @@ def attack_argv(config: AttackConfig, threat: ThreatModel, *, model: str, images
              "--client-optimizer", training.optimizer] if training else []
     for name in ("pixel_iterations", "lr", "latent_iterations", "latent_lr", "ddim_steps", "distance", "layer_weights",
                  "tv_weight", "optimizer", "lr_schedule", "restarts", "residual_share", "report_every", "seconds",
-                 "separation"):
+                 "plateau", "separation"):
         argv += ["--" + name.replace("_", "-"), str(getattr(config, name))]
     defence = threat.defence
     argv += ["--clip", str(defence.clip), "--sigma", str(defence.sigma)] if defence.clip or defence.sigma else []

@@ -167,6 +167,10 @@ class AttackConfig:
     remaining iterations), so methods compare at equal time. `clock` is what a second is: "wall" (what a user
     waits; the consumer's time between events is left out) or "cpu" (the process's CPU time, which a busy shared
     machine does not inflate; the benchmark's choice with one torch thread).
+
+    `plateau` > 0 ends a run whose best matching loss has improved by less than a small fraction of its first
+    matching loss over that many evaluations (`attacks.plateau`): the run is "done" and its message says it
+    converged. 0 (the default) runs the whole budget.
     """
 
     method: str = "gidm"
@@ -186,6 +190,7 @@ class AttackConfig:
     attack_seed: int = 0
     seconds: float = 0.0
     clock: str = "wall"
+    plateau: int = 0
     separation: str = "auto"
 
     def __post_init__(self) -> None:
@@ -210,6 +215,7 @@ class AttackConfig:
         _check(self.restarts >= 1, f"restarts must be >= 1, got {self.restarts}", "restarts")
         _check(0 <= self.residual_share < 1, f"residual share must be in [0, 1), got {self.residual_share}",
                "residual_share")
+        _check(self.plateau >= 0, f"plateau window must be >= 0 evaluations (0: off), got {self.plateau}", "plateau")
         _check(self.report_every >= 1, f"report_every must be >= 1, got {self.report_every}", "report_every")
         _check(0 <= self.attack_seed <= MAX_SEED, f"attacker seed must be in [0, 2**63 - 1], got {self.attack_seed}",
                "attack_seed")

@@ -27,7 +27,7 @@ from app.session import Session  # noqa: E402
 from app.victims import gallery_items  # noqa: E402
 
 TINY = dict(model="random:tiny-32", uploads=None, webcam=None, pixel_iterations=30, latent_iterations=2, ddim_steps=1,
-            report_every=3, batch_size=1, source="Gallery")
+            report_every=3, batch_size=1, source="Gallery", plateau=0)
 STATUS, ORIGINAL, RECON, DIFF, LOSS, METRICS, TPLOT, FILM, TABLE, PICK_A, PICK_B, EXPORT = range(12)
 
 
@@ -189,7 +189,7 @@ def test_a_sweep_fills_its_grid_cell_by_cell_and_a_cell_loads_into_the_main_view
 
     grid = sweep.Grid(Cell(method="dlg", model="random:tiny-32", images=(_gallery()[0],), total_iterations=3, t=None),
                       "iterations (total)", ("2", "3"), sweep.NONE, ("",))
-    frames = list(sweep.run(grid, lambda: False))
+    frames = list(sweep.run(grid, threading.Event()))
     assert frames[0][0][0][1] is None and frames[0][0][0][0] is not None, "the first cell shows before the second"
     table = frames[-1][0]
     assert all(c is not None and c["psnr"] > 0 for c in table[0])

@@ -22,7 +22,7 @@ from tests.conftest import serve_app  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = dict(model="random:tiny-32", uploads=None, webcam=None, pixel_iterations=20, latent_iterations=2, ddim_steps=1,
-            report_every=3, batch_size=1, source="Gallery", method="gidm")
+            report_every=3, batch_size=1, source="Gallery", method="gidm", plateau=0)
 STATUS = 0
 
 # (kind, overrides, the control the message must name). Each is a different way to get an input wrong.
@@ -34,7 +34,7 @@ CASES = [
     ("iterations negative", dict(pixel_iterations=-5), "pixel_iterations"),
     ("iterations huge", dict(pixel_iterations=10**9), "pixel_iterations"),
     ("latent iterations negative", dict(latent_iterations=-1), "latent_iterations"),
-    ("zero iterations in all", dict(iterations=0, latent_iterations=0), "iterations"),
+    ("zero iterations in all", dict(pixel_iterations=0, latent_iterations=0), "pixel_iterations"),
     ("gidm-latent without latent iterations", dict(method="gidm-latent", latent_iterations=0), "latent_iterations"),
     ("DDIM K 0", dict(ddim_steps=0), "ddim_steps"),
     ("DDIM K huge", dict(ddim_steps=1000), "ddim_steps"),

@@ -72,7 +72,7 @@ def test_gidm_with_its_defaults_recovers_a_held_out_face_from_the_trained_model(
     34.5-109 dB (README, Results)."""
     model = load_model("faces32")
     x0 = load_image("face-29", 32)
-    played = play(model, x0, threat_preset("paper"), attack_config("gidm", seed=1), client_seed=1, t=[100])
+    played = play(model, x0, threat_preset("paper"), attack_config("gidm", attack_seed=1), client_seed=1, t=[100])
     result = played.run.run_to_end()
     assert played.evaluator.score_result(result)["psnr"] >= 35
 

@@ -75,7 +75,7 @@ def test_same_seed_same_numbers(tiny_model, photo32):
     b, _, _ = _attack(tiny_model, photo32, "gidm", latent_iterations=3, ddim_steps=2, pixel_iterations=5)
     assert [r["matching"] for r in a.history] == [r["matching"] for r in b.history]
     assert torch.equal(a.reconstruction, b.reconstruction)
-    c, _, _ = _attack(tiny_model, photo32, "gidm", latent_iterations=3, ddim_steps=2, pixel_iterations=5, seed=1)
+    c, _, _ = _attack(tiny_model, photo32, "gidm", latent_iterations=3, ddim_steps=2, pixel_iterations=5, attack_seed=1)
     assert not torch.equal(a.reconstruction, c.reconstruction)
 
 

@@ -247,7 +247,7 @@ def test_under_a_time_budget_each_phase_gets_its_iterations_share_of_the_time(ti
     from gidm_core.config import ThreatModel, attack_config
     from gidm_core.protocol import play
 
-    config = attack_config("gidm", latent_iterations=300, iterations=700, seconds=1.5, clock="cpu", report_every=1)
+    config = attack_config("gidm", latent_iterations=300, pixel_iterations=700, seconds=1.5, clock="cpu", report_every=1)
     played = play(tiny_model, torch.zeros(1, 3, 32, 32), ThreatModel(), config, client_seed=0, t=[100])
     events = list(played.run)
     switch = next(e.elapsed for e in events if e.phase == "pixel")

@@ -20,6 +20,7 @@ from ..client import SharedUpdate
 from ..config import AttackConfig, ThreatModel
 from ..models import DiffusionModel
 from ..seeds import stream
+from .plateau import Plateau
 
 EventKind = str  # "phase" (a phase starts), "progress", "done", "stopped" (by the user), "error" (NaN/inf)
 
@@ -107,6 +108,7 @@ class AttackContext:
         self.threat = threat
         self.config = config
         self.stop = stop or threading.Event()
+        self.plateau = Plateau(config.plateau)  # a converged run stops as at the user's Stop, but "done"
         self.device = model.device
         self.generator = stream(config.attack_seed, "attacker")  # never the client's stream
         self.iteration = 0
@@ -123,8 +125,8 @@ class AttackContext:
         self.details: dict[str, float | str] = {}
 
     def check_stop(self) -> None:
-        """End the run here if the user asked to stop (every loop that evaluates the model calls this)."""
-        if self.stop.is_set():
+        """End the run here at the user's Stop, or once it converged (every loop that evaluates calls this)."""
+        if self.stop.is_set() or self.plateau.check(self.iteration, self.best):
             raise _StopRequested
 
     def clock(self) -> float:
@@ -382,7 +384,7 @@ class Run:
                 yield event
                 ctx.paused += ctx.now() - suspended
         except _StopRequested:
-            status, message = "stopped", f"stopped by the user at iteration {ctx.iteration}"
+            status, message = ctx.plateau.ending(ctx.iteration)
         except Diverged as err:
             status, message = "error", str(err)
         if ctx.best is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import threading
 import time
 from dataclasses import asdict
 from typing import Any
@@ -30,7 +31,8 @@ def _threat(cell: Cell):
                        defence=DefenceConfig(clip=clip, sigma=sigma, keep=keep))
 
 
-def _run_group(cell: Cell, model, prior, names: tuple[str, ...], client_seed: int, device: str) -> dict[str, Any]:
+def _run_group(cell: Cell, model, prior, names: tuple[str, ...], client_seed: int, device: str,
+               stop: threading.Event | None = None) -> dict[str, Any]:
     from ..config import attack_config
     from ..protocol import play
 
@@ -39,7 +41,8 @@ def _run_group(cell: Cell, model, prior, names: tuple[str, ...], client_seed: in
     config = attack_config(cell.method, ddim_steps=max(1, cell.ddim_steps), report_every=cell.report_every,
                            attack_seed=client_seed + ATTACKER_SEED_OFFSET, optimizer=cell.optimizer, seconds=cell.seconds,
                            clock=budget_clock(device), **cell.budget_split())
-    played = play(model, x0, threat, config, client_seed=client_seed, t=None if cell.t is None else [cell.t], prior=prior)
+    played = play(model, x0, threat, config, client_seed=client_seed, t=None if cell.t is None else [cell.t],
+                  prior=prior, stop=stop)
     batch, run, evaluator = played.batch, played.run, played.evaluator
     curve: list[list[float]] = []  # [iteration, attack seconds, PSNR, SSIM, LPIPS]
     phases: dict[str, list[float]] = {}  # phase -> [first iteration, attack seconds at its start]
@@ -93,8 +96,10 @@ def _spread(values: list[float | None]) -> dict[str, float | None]:
             "min": min(values), "max": max(values), "n": len(values)}
 
 
-def run_cell(cell: Cell) -> dict[str, Any]:
-    """The cell's JSON: its config, per-run results and their mean/spread. Depends on nothing but `cell`."""
+def run_cell(cell: Cell, stop: threading.Event | None = None) -> dict[str, Any]:
+    """The cell's JSON: its config, per-run results and their mean/spread. Depends on nothing but `cell`.
+    `stop` (set from another thread, e.g. the app's Stop) ends the running attack within one evaluation and skips
+    the cell's remaining runs."""
     from ..models import load_model, resolve_device
 
     device = resolve_device(cell.device)
@@ -108,7 +113,9 @@ def run_cell(cell: Cell) -> dict[str, Any]:
         references = [time_forward_backward(model, cell.batch, cell.size, device)]
         runs = []
         for names, client_seed in cell.groups():
-            runs.append(_run_group(cell, model, prior, names, client_seed, device))
+            if stop is not None and stop.is_set():
+                break
+            runs.append(_run_group(cell, model, prior, names, client_seed, device, stop))
             references.append(time_forward_backward(model, cell.batch, cell.size, device, reps=3))
         fwd_bwd = statistics.median(references)
     ok = [r for r in runs if r.get("status") in ("done", "stopped")]

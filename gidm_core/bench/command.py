@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 
 from ..errors import UsageError
+from ..flags import check_cores
+from ..outputs import check_out_folder
 from .grid import SUITES, build_suite
 from .report import replace_readme_section
 from .suite import run_suite
@@ -37,6 +39,9 @@ def bench_command(args: argparse.Namespace) -> int:
     """List or run the suite; exit code 1 when a cell is missing from the aggregate."""
     if args.address and not args.ray:
         raise UsageError("--address needs --ray: it names the Ray cluster that runs the cells")
+    address = args.address or (os.environ.get("RAY_ADDRESS") if args.ray else None)
+    if not args.list:
+        _check_run_args(args, address)
     if args.list:
         rows, _ = build_suite(args.suite, args.device)
         cells = [cell for row in rows for cell in row.cells]
@@ -59,7 +64,7 @@ def bench_command(args: argparse.Namespace) -> int:
         executor = ray_executor(args.address)
     from ..models import resolve_device  # torch and diffusers load only when the suite runs
 
-    on_cluster = args.ray and bool(args.address or os.environ.get("RAY_ADDRESS"))
+    on_cluster = bool(address)
     device = args.device if on_cluster else resolve_device(args.device)  # a cluster's GPUs are on its nodes
     rows, probes = build_suite(args.suite, device)
     workers = args.workers or (1 if device.startswith("cuda") else max(1, min(os.cpu_count() or 1, 4)))
@@ -71,3 +76,17 @@ def bench_command(args: argparse.Namespace) -> int:
         args.readme.write_text(replace_readme_section(args.readme.read_text(), section))
         print(f"updated the results section of {args.readme}")
     return 0 if not results["missing_cells"] else 1
+
+
+def _check_run_args(args: argparse.Namespace, address: str | None) -> None:
+    """The flags of a run, before Ray, torch or a model loads: the output folder, worker and thread counts within
+    this machine's cores (a cluster's tasks run on its nodes, so there only >= 1), and a cluster that answers."""
+    check_out_folder(args.out)
+    cap = 1 << 16 if address else None
+    if args.workers is not None:
+        check_cores("--workers", args.workers, cap=cap)
+    check_cores("--threads", args.threads, zero="torch's default", cap=cap)
+    if address:
+        from .ray_runner import check_address  # a socket probe; ray itself is not imported for it
+
+        check_address(address)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +27,24 @@ def import_ray() -> ModuleType:
     except ImportError:
         raise UserError("--ray needs ray: pip install -r requirements-scale.txt") from None
     return ray
+
+
+ADDRESS_TIMEOUT_S = 3.0
+
+
+def check_address(address: str, timeout: float = ADDRESS_TIMEOUT_S) -> None:
+    """Refuse a cluster address where nothing answers within `timeout` seconds, in one line, before Ray starts
+    (`ray.init` would otherwise retry for minutes with warnings). "auto" and "local" are Ray's own words."""
+    if address in ("auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UserError(f"--address {address}: give the Ray head as HOST:PORT, e.g. 10.0.0.5:6379")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as err:
+        reason = "no answer" if isinstance(err, TimeoutError) else (err.strerror or str(err)).lower()
+        raise UserError(f"--address {address}: no Ray head answers there ({reason} within {timeout:g} s)") from None
 
 
 @contextmanager

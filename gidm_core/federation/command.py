@@ -15,6 +15,7 @@ from pathlib import Path
 from ..config import CLIENT_OPTIMIZERS, METHODS, THREAT_PRESETS, ConfigError
 from ..faces import load_dataset
 from ..errors import UsageError
+from ..flags import check_cores
 from ..outputs import check_out_folder
 from .config import FederationConfig
 
@@ -55,6 +56,8 @@ def add_federate_command(commands: argparse._SubParsersAction) -> None:
 
 
 def _config(args: argparse.Namespace) -> FederationConfig:
+    check_cores("--cpus", args.cpus, zero="min(clients, this machine's cores)")
+    check_cores("--threads", args.threads)
     try:
         config = FederationConfig(
             model_config=args.model_config, clients=args.clients, rounds=args.rounds, local_steps=args.local_steps,
@@ -63,8 +66,6 @@ def _config(args: argparse.Namespace) -> FederationConfig:
         config.check_data(len(load_dataset(config.dataset)))
     except ConfigError as err:
         raise UsageError(str(err)) from None
-    if args.cpus < 0 or args.threads < 1:
-        raise UsageError("--cpus must be >= 0 and --threads >= 1")
     return config
 
 

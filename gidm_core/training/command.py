@@ -14,6 +14,8 @@ import torch
 
 from ..errors import UsageError
 from ..faces import DATASETS
+from ..flags import check_cores
+from ..outputs import check_out_folder
 from .trainer import ARCHITECTURES, FedAvgTrainer, TrainConfig
 
 
@@ -47,7 +49,12 @@ def add_train_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _trainer(args: argparse.Namespace) -> FedAvgTrainer:
-    """A new or resumed trainer; a bad setting or a folder that is no checkpoint becomes a one-line user error."""
+    """A new or resumed trainer; a bad setting or a folder that is no checkpoint becomes a one-line user error.
+    The flags that need no data are checked first, so a bad one loads nothing and leaves no folder."""
+    check_out_folder(args.out)
+    check_cores("--threads", args.threads, zero="torch's default")
+    if args.rounds is not None and args.rounds < 1:
+        raise UsageError(f"--rounds must be >= 1, got {args.rounds}")
     try:
         if args.resume:
             return FedAvgTrainer.resume(args.resume, args.out, args.rounds)
@@ -64,9 +71,9 @@ def _trainer(args: argparse.Namespace) -> FedAvgTrainer:
 
 def run_train(args: argparse.Namespace) -> int:
     """Train (or resume) with progress on stdout and OUT/history.jsonl; exit code 0."""
+    trainer = _trainer(args)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    trainer = _trainer(args)
     config = trainer.config
     params = sum(p.numel() for p in trainer.unet.parameters())
     per_round = config.clients_per_round or config.clients

@@ -14,6 +14,8 @@ leave a client. Checkpoints are diffusers pipeline folders (model_index.json, un
 from __future__ import annotations
 
 import json
+import math
+import pickle
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,7 +27,7 @@ from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel
 from ..client import train_locally
 from ..diffusion import diffusion_loss
 from ..faces import DATASETS, Augmenter, ImageSet, load_dataset, training_record
-from ..models import RANDOM_ARCHITECTURES, DiffusionModel
+from ..models import MAX_IMAGE_SIZE, RANDOM_ARCHITECTURES, DiffusionModel
 
 # The bundled models' architectures: the random-init ones plus a 4-level UNet whose full-resolution level is narrow,
 # so that a ~1 M-parameter model trains and is attacked at 64 px about as fast as "small" at 32 px.
@@ -41,6 +43,7 @@ ARCHITECTURES: dict[str, dict] = {
 }
 STATE_FILE = "training_state.pt"
 RECORD_FILE = "training.json"
+_STATE_KEYS = {"config", "global", "ema", "client_optim", "generator", "round", "history", "seconds"}
 
 
 @dataclass
@@ -71,9 +74,12 @@ class TrainConfig:
              "clients, rounds, local steps and batch size must all be >= 1"),
             (0 <= self.clients_per_round <= self.clients,
              f"clients per round must be in [0, {self.clients}], got {self.clients_per_round}"),
-            (self.lr > 0, f"learning rate must be > 0, got {self.lr}"),
+            (math.isfinite(self.lr) and self.lr > 0, f"learning rate must be a finite number > 0, got {self.lr}"),
+            (math.isfinite(self.grad_clip) and self.grad_clip >= 0,
+             f"gradient clip must be a finite number >= 0 (0: off), got {self.grad_clip}"),
             (0 <= self.ema_decay < 1, f"EMA decay must be in [0, 1), got {self.ema_decay}"),
-            (self.size >= 8, f"image size must be >= 8, got {self.size}"),
+            (8 <= self.size <= MAX_IMAGE_SIZE, f"image size must be in [8, {MAX_IMAGE_SIZE}] px, got {self.size}"),
+            (self.checkpoint_every >= 1, f"checkpoint interval must be >= 1 round, got {self.checkpoint_every}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -233,9 +239,16 @@ class FedAvgTrainer:
         state_path = Path(folder) / STATE_FILE
         if not state_path.is_file():
             raise FileNotFoundError(f"{folder} has no {STATE_FILE}: not a trainer checkpoint")
-        # weights_only: tensors, numbers, strings and containers only; a crafted file cannot run code on load.
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        config = TrainConfig(**{**state["config"], **({"rounds": rounds} if rounds else {})})
+        # weights_only: tensors, numbers, strings and containers only; a crafted file cannot run code on load. A file
+        # it refuses, or one that is not a state this trainer saved, is a user's error in one line.
+        try:
+            state = torch.load(state_path, map_location="cpu", weights_only=True)
+            if not isinstance(state, dict) or not _STATE_KEYS <= set(state):
+                raise KeyError("missing parts")
+            config = TrainConfig(**{**state["config"], **({"rounds": rounds} if rounds else {})})
+        except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, TypeError, AttributeError) as err:
+            raise ValueError(f"{state_path}: refused, not a training state saved by this trainer "
+                             f"({type(err).__name__}); nothing in it was run") from None
         trainer = cls(config, out, log)
         trainer.global_state, trainer.ema_state = state["global"], state["ema"]
         trainer.client_optim = state["client_optim"]
