@@ -84,6 +84,8 @@ def add_attack_arguments(parser: argparse.ArgumentParser) -> None:
                        "at checkpoints (successive halving); --seconds covers them all")
     hyper.add_argument("--residual-share", type=float, help="GIDM+: fraction of its iterations for the residual "
                        "stage (default 0.3)")
+    hyper.add_argument("--separation", help="auto (default: split a batch's update into per-sample parts through "
+                       "the time conditioning where it can) or off")
     hyper.add_argument("--report-every", type=int, help="iterations between events")
     hyper.add_argument("--plateau", type=int, help="end the run once its matching loss has stopped improving for "
                        "this many evaluations (0: off, the default: the whole budget runs)")
@@ -127,7 +129,7 @@ def configs_from_args(args: argparse.Namespace) -> tuple[AttackConfig, ThreatMod
         layer_weights=args.layer_weights, tv_weight=args.tv_weight, optimizer=args.optimizer,
         lr_schedule=args.lr_schedule, restarts=args.restarts, starts=args.starts,
         residual_share=args.residual_share, report_every=args.report_every, seconds=args.seconds,
-        plateau=args.plateau,
+        plateau=args.plateau, separation=args.separation,
         attack_seed=args.client_seed if args.attack_seed is None else args.attack_seed)
     return config, threat
 
@@ -177,7 +179,7 @@ def attack_argv(config: AttackConfig, threat: ThreatModel, *, model: str, images
     argv += _training_argv(training) if training else []
     for name in ("pixel_iterations", "lr", "latent_iterations", "latent_lr", "ddim_steps", "distance", "layer_weights",
                  "tv_weight", "optimizer", "lr_schedule", "restarts", "starts", "residual_share", "report_every",
-                 "seconds", "plateau"):
+                 "seconds", "plateau", "separation"):
         argv += ["--" + name.replace("_", "-"), str(getattr(config, name))]
     defence = threat.defence
     argv += ["--clip", str(defence.clip), "--sigma", str(defence.sigma)] if defence.clip or defence.sigma else []
@@ -271,8 +273,7 @@ def run_attack(args: argparse.Namespace) -> int:
         "t_true": batch.t.tolist(), "t_estimate": list(result.t_estimate) if result.t_estimate else None,
         "phase_starts": result.phase_starts, "config": config.__dict__, "client_seed": args.client_seed,
         "update": {"kind": played.update.kind, **(training.__dict__ if training else {})},
-        "psnr_per_image": evaluator.psnr_per_image(result.reconstruction),
-        "attack_seed": config.attack_seed, "device": str(device),
+        "attack_seed": config.attack_seed, "device": str(device), **result.details, **evaluator.per_image(result),
         "command": command_line(sys.argv[1:]),
     }
     (out / "metrics.json").write_text(json.dumps(report, indent=2))

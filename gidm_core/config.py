@@ -19,6 +19,7 @@ LAYER_WEIGHTS = ("uniform", "normalized")
 OPTIMIZERS = ("lbfgs", "adam", "sgd")
 LR_SCHEDULES = ("constant", "cosine")
 CLOCKS = ("wall", "cpu")
+SEPARATIONS = ("auto", "off")
 MAX_STARTS = 64  # each start holds its own optimiser state (L-BFGS: 200 pairs of its variables' size)
 
 
@@ -219,6 +220,8 @@ class AttackConfig:
     `restarts`: GIDM starts from the best of this many latents (by matching loss, one sampler pass each).
     `starts`: run this many starts of the whole attack and drop the worse half by matching loss at checkpoints
     (successive halving, `attacks/starts.py`); a time budget covers all of them.
+    `separation` "auto" splits a batch's update into per-sample parts through the time conditioning where it can
+    (attacks/separation.py) and matches each image against its own; "off" matches the summed update only.
 
     `seconds` > 0 is a time budget: the run stops at the first evaluation past it, and the iteration counts only
     split the time between phases (a phase gets the share of the remaining time that its iterations are of the
@@ -250,6 +253,7 @@ class AttackConfig:
     seconds: float = 0.0
     clock: str = "wall"
     plateau: int = 0
+    separation: str = "auto"
 
     def __post_init__(self) -> None:
         _choice("method", self.method, METHODS, "method")
@@ -258,6 +262,7 @@ class AttackConfig:
         _choice("optimizer", self.optimizer, OPTIMIZERS, "optimizer")
         _choice("lr schedule", self.lr_schedule, LR_SCHEDULES, "lr_schedule")
         _choice("clock", self.clock, CLOCKS, "clock")
+        _choice("separation", self.separation, SEPARATIONS, "separation")
         _finite(lr=("learning rate", self.lr), latent_lr=("latent learning rate", self.latent_lr),
                 tv_weight=("TV weight", self.tv_weight), seconds=("time budget", self.seconds))
         _check(self.seconds >= 0, f"time budget must be >= 0 seconds (0: none), got {self.seconds}", "seconds")

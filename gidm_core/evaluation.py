@@ -13,7 +13,7 @@ import torch
 
 from .attacks.base import Event, Result
 from .client import PrivateBatch
-from .metrics import pair_images, psnr, score, to_unit
+from .metrics import pair_images, psnr_per_sample, score, to_unit
 
 
 def set_accuracy(estimate: list[int], truth: list[int]) -> float:
@@ -58,8 +58,7 @@ class Evaluator:
     def psnr_per_image(self, reconstruction: torch.Tensor) -> list[float]:
         """Each local image's PSNR (dB), in the client's order, against its paired reconstruction."""
         recon = to_unit(reconstruction.detach().cpu().float())
-        recon = recon[pair_images(recon, self.truth)]
-        return [psnr(r[None], x[None]) for r, x in zip(recon, self.truth)]
+        return psnr_per_sample(recon[pair_images(recon, self.truth)], self.truth)
 
     def score_event(self, event: Event) -> Event:
         if not event.losses:  # the timestep event and a run that never produced a guess carry no image
@@ -77,3 +76,24 @@ class Evaluator:
 
     def score_result(self, result: Result) -> dict[str, float]:
         return self.metrics(result.reconstruction, result.t_estimate, result.eps_estimate)
+
+    def per_image(self, result: Result) -> dict[str, list[float] | list[int] | bool | None]:
+        """Each original's PSNR against its reconstruction after the Hungarian pairing, and whether the attack's
+        timesteps alone pair them the same way (slot b holds the guess made at t_estimate[b]; None when the
+        timesteps repeat, so they cannot tell the samples apart)."""
+        recon = to_unit(result.reconstruction.detach().cpu().float())
+        order = pair_images(recon, self.truth)
+        by_t = pairing_by_t(result.t_estimate, self.batch.t.tolist())
+        return {"psnr_per_image": psnr_per_sample(recon[order], self.truth), "pairing": order.tolist(),
+                "pairing_by_t": by_t, "pairing_by_t_agrees": None if by_t is None else by_t == order.tolist()}
+
+
+def pairing_by_t(t_estimate: Iterable[int] | None, t_true: list[int]) -> list[int] | None:
+    """The pairing the timesteps give: entry i is the slot whose timestep is original i's (None when timesteps
+    repeat or differ from the truth, so that they pair nothing)."""
+    if t_estimate is None:
+        return None
+    slots = {t: i for i, t in enumerate(t_estimate)}
+    if len(slots) != len(t_true) or len(set(t_true)) != len(t_true) or any(t not in slots for t in t_true):
+        return None
+    return [slots[t] for t in t_true]

@@ -63,6 +63,12 @@ def _psnr_from_mse(m: torch.Tensor) -> torch.Tensor:
     return torch.where(m > 0, -10 * torch.log10(m), torch.full_like(m, math.inf))
 
 
+def psnr_per_sample(a: torch.Tensor, b: torch.Tensor) -> list[float]:
+    """PSNR in dB (peak 1) of each pair a[i], b[i]: a batch's table, image by image."""
+    _check_pair(a, b)
+    return [float(v) for v in _psnr_from_mse(_per_sample_mse(a, b))]
+
+
 def mse(a: torch.Tensor, b: torch.Tensor) -> float:
     """Mean squared error over all pixels, averaged per sample then over the batch."""
     _check_pair(a, b)

@@ -101,7 +101,10 @@ def test_speed_ratio_is_the_step_cost_over_one_forward_backward(monkeypatch):
     assert ratios == pytest.approx({"DLG pixel step (L2)": 0.4, "IG pixel step (cosine + TV)": 0.6,
                                     "GIDM latent step (DDIM K)": 1.2, "GIDM pixel step": 0.48,
                                     "DLG pixel+eps step (private eps)": 0.4,
-                                    "GIDM+ pixel step (70 % joint x0, eps; 30 % residual x_t, r)": 0.8})
+                                    "GIDM+ pixel step (70 % joint x0, eps; 30 % residual x_t, r)": 0.8,
+                                    "DLG pixel step, B = 16, separated": 0.4})
+    # 0.1 s per B = 16 step against 16 B = 1 steps of 0.1 s each.
+    assert probe["cases"]["DLG pixel step, B = 16, separated"]["per_image_vs_b1"] == pytest.approx(1 / 16)
     assert probe["cases"]["GIDM pixel step"]["step_seconds"] == pytest.approx(0.12)
 
 

@@ -75,6 +75,7 @@ class Result:
     phase_starts: dict[str, int]
     status: str = "done"
     message: str = ""
+    details: dict[str, float | str] = field(default_factory=dict)  # what the attack read off the update
 
 
 class Diverged(RuntimeError):
@@ -121,6 +122,7 @@ class AttackContext:
         self.history: list[dict[str, float | int | str]] = []
         self.snapshots: dict[str, torch.Tensor] = {}
         self.phase_starts: dict[str, int] = {}
+        self.details: dict[str, float | str] = {}
 
     def check_stop(self) -> None:
         """End the run here at the user's Stop, or once it converged (every loop that evaluates calls this)."""
@@ -195,7 +197,7 @@ class AttackContext:
         return Result(guess.image.detach().cpu(), loss, t,
                       None if guess.eps is None else guess.eps.detach().cpu(), self.iteration,
                       self.clock(), self.history, self.snapshots, self.phase_starts,
-                      status, message)
+                      status, message, dict(self.details))
 
 
 class _BudgetSpent(Exception):

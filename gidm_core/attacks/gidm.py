@@ -16,6 +16,7 @@ from ..diffusion import DDIMSampler
 from ..matching import GradientMatcher
 from ..models import DiffusionModel, ModelLoadError
 from .base import AttackContext, Event, Guess
+from .per_sample import SeparatedMatcher, pixel_start, separated_matcher, start_objective
 from .pixel import image_objective, matcher_for, pixel_phase
 from .secrets import noise_variable, resolve_timesteps
 from .starts import batched_matching
@@ -31,7 +32,10 @@ def latent_phase(ctx: AttackContext, matcher: GradientMatcher, eps: torch.Tensor
     check_prior(prior, ctx.shape[1], ctx.shape[2])
     sampler = DDIMSampler(prior, cfg.ddim_steps)
     z = _best_start(ctx, sampler, matcher, eps, t).requires_grad_(True)
-    objective = image_objective(ctx, matcher, lambda: sampler(z), eps, t, secret_eps=bool(extra))
+    if isinstance(matcher, SeparatedMatcher):  # one latent per sample, each against its own parts
+        objective = start_objective(matcher, lambda: sampler(z), eps, t, secret_eps=bool(extra))
+    else:
+        objective = image_objective(ctx, matcher, lambda: sampler(z), eps, t, secret_eps=bool(extra))
     return (yield from ctx.optimise("latent", [z, *extra], objective, cfg.latent_iterations, cfg.latent_lr))
 
 
@@ -55,6 +59,7 @@ def _best_start(ctx: AttackContext, sampler: DDIMSampler, matcher: GradientMatch
 def gidm_attack(ctx: AttackContext) -> Generator[Event, None, None]:
     matcher = matcher_for(ctx)
     t = yield from resolve_timesteps(ctx, matcher)
+    matcher = yield from separated_matcher(ctx, matcher, t)
     eps, extra = noise_variable(ctx)
     yield from image_phases(ctx, matcher, eps, extra, t, ctx.config.pixel_iterations)
 
@@ -72,7 +77,8 @@ def image_phases(ctx: AttackContext, matcher: GradientMatcher, eps: torch.Tensor
             with torch.no_grad():
                 eps.copy_(guess.eps)
     else:
-        start = ctx.randn() * 0.5
+        start, pixel_iterations = yield from pixel_start(ctx, matcher, ctx.randn() * 0.5, eps, extra, t,
+                                                         pixel_iterations)
     if cfg.uses_pixel_phase and pixel_iterations > 0:
         guess = yield from pixel_phase(ctx, matcher, start, eps, extra, t, pixel_iterations)
     return guess

@@ -30,6 +30,7 @@ schedule); docs/gidm_plus.md has the measured table.
 from __future__ import annotations
 
 from collections.abc import Generator
+from contextlib import nullcontext
 
 import torch
 
@@ -38,6 +39,7 @@ from ..matching import GradientMatcher
 from ..models import DiffusionModel
 from .base import AttackContext, Event, Guess, Objective
 from .gidm import image_phases
+from .per_sample import SeparatedMatcher, separated_matcher
 from .pixel import matcher_for
 from .secrets import noise_variable, resolve_timesteps
 
@@ -55,6 +57,7 @@ def gidm_plus_attack(ctx: AttackContext) -> Generator[Event, None, None]:
     cfg = ctx.config
     matcher = matcher_for(ctx)
     t = yield from resolve_timesteps(ctx, matcher)
+    matcher = yield from separated_matcher(ctx, matcher, t)
     eps, extra = noise_variable(ctx)
     training = ctx.update.training
     # A revealed eps leaves nothing for the residual stage; several local steps, or Adam's elementwise
@@ -80,11 +83,17 @@ def residual_phase(ctx: AttackContext, matcher: GradientMatcher, start: Guess, t
     x_t.requires_grad_(True)
     u.requires_grad_(True)
 
+    separated = isinstance(matcher, SeparatedMatcher)
+
     def objective() -> Objective:
-        prediction = model.unet(x_t, t).sample
+        with matcher.time_outputs() if separated else nullcontext([]) as outputs:
+            prediction = model.unet(x_t, t).sample
         r = r_scale * u
-        grads = torch.autograd.grad(scale * (r * prediction).sum(), params, create_graph=True)
-        matching = matcher.distance_to(grads)
+        surrogate = scale * (r * prediction).sum()  # its gradient is the update itself
+        if separated:
+            matching = matcher.joint_distance(surrogate, outputs)
+        else:
+            matching = matcher.distance_to(torch.autograd.grad(surrogate, params, create_graph=True))
         x0, eps = split_target(model, x_t.detach(), (r + prediction).detach(), t)
         return Objective(matching, matching, {}, Guess(x0, eps, t))
 

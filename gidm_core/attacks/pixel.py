@@ -14,6 +14,7 @@ import torch
 from ..matching import GradientMatcher, total_variation
 from .adam_delta import confidence, matcher_defence, smoothing
 from .base import AttackContext, Event, Guess, Objective
+from .per_sample import pixel_start, separated_matcher
 from .secrets import noise_variable, resolve_timesteps
 
 
@@ -33,7 +34,7 @@ def image_objective(ctx: AttackContext, matcher: GradientMatcher, make_image: Ca
     def objective() -> Objective:
         image = make_image()
         matching = matcher(image, eps, t)
-        terms: dict[str, torch.Tensor] = {}
+        terms: dict[str, torch.Tensor] = dict(getattr(matcher, "last", {}))  # a separated batch's two terms
         total = matching
         if tv_weight > 0:
             terms["tv"] = total_variation(image)
@@ -56,8 +57,11 @@ def pixel_phase(ctx: AttackContext, matcher: GradientMatcher, start: torch.Tenso
 
 
 def pixel_attack(ctx: AttackContext) -> Generator[Event, None, None]:
-    """DLG / IG: start from seeded noise and match in pixel space."""
+    """DLG / IG: start from seeded noise and match in pixel space (a separated batch: each image against its own
+    parts first, `per_sample.py`)."""
     matcher = matcher_for(ctx)
     t = yield from resolve_timesteps(ctx, matcher)
+    matcher = yield from separated_matcher(ctx, matcher, t)
     eps, extra = noise_variable(ctx)
-    yield from pixel_phase(ctx, matcher, ctx.randn() * 0.5, eps, extra, t)
+    start, iterations = yield from pixel_start(ctx, matcher, ctx.randn() * 0.5, eps, extra, t, ctx.config.pixel_iterations)
+    yield from pixel_phase(ctx, matcher, start, eps, extra, t, iterations)

@@ -24,6 +24,10 @@ SPEED_CASES = (  # (label, method, private eps/t, AttackConfig iteration fields 
      lambda n: dict(latent_iterations=0, pixel_iterations=n)),
 )
 
+# A separated batch's matching step (distinct t, per-sample terms on), against the B = 1 DLG step: the issue's bound
+# is 1.2 x B times the B = 1 step, i.e. a "per_image_vs_b1" of at most 1.2.
+BATCH_CASE = ("DLG pixel step, B = 16, separated", 16)
+
 
 def run_speed(probe: SpeedProbe) -> dict[str, Any]:
     """The probe's JSON: per-case step seconds and their ratio to one forward+backward, measured in one process."""
@@ -38,10 +42,17 @@ def run_speed(probe: SpeedProbe) -> dict[str, Any]:
     x0 = load_named_images(photos, probe.size, model.channels)
     threats = {False: ThreatModel(), True: ThreatModel(knows_eps=False, knows_t=False)}
 
-    def attack_seconds(method: str, private: bool, split: dict) -> tuple[float, int]:
+    batch_label, batch_size = BATCH_CASE
+    photos16 = [f"skimage:{SKIMAGE_PHOTOS[i % len(SKIMAGE_PHOTOS)]}" for i in range(batch_size)]
+    batches = {probe.batch: (x0, [100]),
+               batch_size: (load_named_images(photos16, probe.size, model.channels),
+                            torch.linspace(20, model.num_train_timesteps - 20, batch_size).long().tolist())}
+
+    def attack_seconds(method: str, private: bool, split: dict, batch: int = probe.batch) -> tuple[float, int]:
         config = attack_config(method, ddim_steps=probe.ddim_steps, report_every=10**6, lr_schedule="constant",
                                optimizer=probe.optimizer, **split)
-        run = play(model, x0, threats[private], config, t=[100]).run
+        images, t = batches[batch]
+        run = play(model, images, threats[private], config, t=t).run
         start = now(device)
         run.run_to_end()
         return now(device) - start, config.total_iterations
@@ -49,16 +60,23 @@ def run_speed(probe: SpeedProbe) -> dict[str, Any]:
     warm = 2
     fwd_bwd: list[float] = []
     raw: dict[str, list[float]] = {label: [] for label, *_ in SPEED_CASES}
+    raw[batch_label] = []
     for _ in range(probe.reps):  # interleaved, so a burst of load elsewhere hits every case alike
         fwd_bwd.append(time_forward_backward(model, probe.batch, probe.size, device, reps=3))
         for label, method, private, split in SPEED_CASES:
             short, short_steps = attack_seconds(method, private, split(warm))
             long, long_steps = attack_seconds(method, private, split(warm + probe.steps))
             raw[label].append(max(long - short, 0.0) / (long_steps - short_steps))
+        short, short_steps = attack_seconds("dlg", False, dict(pixel_iterations=warm), batch_size)
+        long, long_steps = attack_seconds("dlg", False, dict(pixel_iterations=warm + probe.steps), batch_size)
+        raw[batch_label].append(max(long - short, 0.0) / (long_steps - short_steps))
     base = statistics.median(fwd_bwd)
     cpu_seconds = time.process_time() - cpu_started
     cases = {label: {"step_seconds": statistics.median(v), "ratio": statistics.median(v) / base,
                      "samples": v} for label, v in raw.items()}
+    if probe.batch == 1:
+        one = cases[SPEED_CASES[0][0]]["step_seconds"]
+        cases[batch_label]["per_image_vs_b1"] = cases[batch_label]["step_seconds"] / (batch_size * one)
     return {"id": probe.id, "bench_version": BENCH_VERSION, "config": asdict(probe), "kind": "speed",
             "model_name": model.name, "device": device, "device_name": device_name(device),
             "torch_threads": torch.get_num_threads(), "clock": budget_clock(device), "fwd_bwd_seconds": base,
