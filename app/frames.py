@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gidm_core.attacks.base import Event
+from gidm_core.attacks.events import Event
 
 from . import figures
 from .images import difference, paired, show

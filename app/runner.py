@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import torch
 
-from gidm_core.attacks.base import Event, Result
+from gidm_core.attacks.events import Event, Result
 from gidm_core.client import PrivateBatch
 from gidm_core.config import AttackConfig, ConfigError, ThreatModel
 from gidm_core.errors import UserError, out_of_memory, out_of_memory_message

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 
 import torch
 
-from .attacks.base import Event, Result
+from .attacks.events import Event, Result
 from .client import PrivateBatch
 from .metrics import pair_images, psnr_per_sample, score, to_unit
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from gidm_core.attacks import ATTACKS
-from gidm_core.attacks.base import AttackContext, Guess, Objective, Run
+from gidm_core.attacks.base import AttackContext, Run
+from gidm_core.attacks.events import Guess, Objective
 from gidm_core.attacks.starts import batched_matching, cost_factor, halving_plan, planned_evaluations, with_starts
 from gidm_core.config import ConfigError, DefenceConfig, attack_config, threat_preset
 from gidm_core.matching import GradientMatcher

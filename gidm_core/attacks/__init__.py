@@ -8,7 +8,8 @@ from ..client import SharedUpdate
 from ..config import AttackConfig, ThreatModel
 from ..models import DiffusionModel
 from .adam_delta import readable
-from .base import AttackContext, AttackFn, Event, Result, Run
+from .base import AttackContext, AttackFn, Run
+from .events import Event, Result
 from .gidm import gidm_attack
 from .gidm_plus import gidm_plus_attack
 from .pixel import pixel_attack

@@ -1,4 +1,4 @@
-"""What every attack shares: the event it streams, the result it returns, and the optimisation loop.
+"""What every attack shares: its context (what it may see, its budget, its best guess) and the optimisation loop.
 
 An attack is a generator of `Event`s. The CLI, the app, the benchmark and the tests all consume the same stream
 through `Run`, which also turns a user's stop request or a NaN into a clean last event and keeps the best guess.
@@ -11,7 +11,6 @@ import math
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator
-from dataclasses import dataclass, field, replace
 
 import torch
 from torch.optim.lbfgs import _strong_wolfe  # torch is pinned; its line search is reused as is
@@ -20,80 +19,12 @@ from ..client import SharedUpdate
 from ..config import AttackConfig, ThreatModel
 from ..models import DiffusionModel
 from ..seeds import stream
+from .events import Diverged, Event, EventKind, Guess, Objective, Result
 from .plateau import Plateau
-
-EventKind = str  # "phase" (a phase starts), "progress", "done", "stopped" (by the user), "error" (NaN/inf)
-
-
-@dataclass(frozen=True)
-class Event:
-    """One snapshot of a running attack. `metrics` stays empty until an evaluator with the truth fills it in."""
-
-    kind: EventKind
-    iteration: int
-    total_iterations: int
-    phase: str
-    losses: dict[str, float]
-    reconstruction: torch.Tensor  # (B, C, H, W) on the CPU, in [-1, 1]
-    t_estimate: tuple[int, ...] | None
-    elapsed: float  # seconds of attack computation so far; time the consumer spends between events is excluded
-    message: str = ""
-    eps_estimate: torch.Tensor | None = None  # (B, C, H, W) on the CPU, when the attack estimates eps
-    metrics: dict[str, float] = field(default_factory=dict)
-
-    def with_metrics(self, metrics: dict[str, float]) -> Event:
-        return replace(self, metrics={**self.metrics, **metrics})
-
-
-@dataclass
-class Guess:
-    """The attack's current answer, as one objective evaluation produces it."""
-
-    image: torch.Tensor
-    eps: torch.Tensor | None = None
-    t: torch.Tensor | None = None
-
-    def detached(self) -> Guess:
-        """A copy that no longer holds the autograd graph, for keeping beyond this step."""
-        def keep(x: torch.Tensor | None) -> torch.Tensor | None:
-            return None if x is None else x.detach().clone()
-        return Guess(keep(self.image), keep(self.eps), keep(self.t))
-
-
-@dataclass
-class Result:
-    """The attack's final answer: the guess with the lowest matching loss seen in any phase."""
-
-    reconstruction: torch.Tensor
-    matching_loss: float
-    t_estimate: tuple[int, ...] | None
-    eps_estimate: torch.Tensor | None
-    iterations: int
-    seconds: float
-    history: list[dict[str, float | int | str]]
-    snapshots: dict[str, torch.Tensor]
-    phase_starts: dict[str, int]
-    status: str = "done"
-    message: str = ""
-    details: dict[str, float | str] = field(default_factory=dict)  # what the attack read off the update
-
-
-class Diverged(RuntimeError):
-    """The objective became NaN or inf."""
 
 
 class _StopRequested(Exception):
     pass
-
-
-@dataclass
-class Objective:
-    """One evaluation: `total` is what the optimiser descends; `matching` alone ranks guesses."""
-
-    total: torch.Tensor
-    matching: torch.Tensor
-    terms: dict[str, torch.Tensor]
-    guess: Guess
 
 
 class AttackContext:

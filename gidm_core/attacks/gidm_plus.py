@@ -37,7 +37,8 @@ import torch
 from ..diffusion import q_sample, split_target, training_target
 from ..matching import GradientMatcher
 from ..models import DiffusionModel
-from .base import AttackContext, Event, Guess, Objective
+from .base import AttackContext
+from .events import Event, Guess, Objective
 from .gidm import image_phases
 from .per_sample import SeparatedMatcher, separated_matcher
 from .pixel import matcher_for

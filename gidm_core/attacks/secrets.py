@@ -12,7 +12,8 @@ from collections.abc import Generator
 import torch
 
 from ..matching import GradientMatcher
-from .base import AttackContext, Event
+from .base import AttackContext
+from .events import Event
 from .timestep import recover_timesteps
 
 SEARCH_CANDIDATES = 12

@@ -59,18 +59,18 @@ def time_layers(model: DiffusionModel, t: torch.Tensor, shape: tuple[int, ...]) 
     Found by running the UNet twice on different images at the same t and keeping the linear layers whose (B, in)
     inputs agree: no assumption about the architecture's names (class embeddings would be found alike)."""
     unet = model.unet
-    captured: list[dict[str, torch.Tensor]] = [{}, {}]
-    run = 0
+    captured: list[dict[str, torch.Tensor]] = []  # one dict of layer inputs per probe pass
     handles = []
     for name, module in unet.named_modules():
         if isinstance(module, torch.nn.Linear):
             def hook(_module, args, _output, name=name):
-                captured[run][name] = args[0].detach()
+                captured[-1][name] = args[0].detach()
             handles.append(module.register_forward_hook(hook))
     generator = torch.Generator().manual_seed(0)  # probe images only: nothing about them reaches the result
     try:
         with torch.no_grad():
-            for run in (0, 1):
+            for _ in range(2):
+                captured.append({})
                 unet(torch.randn(shape, generator=generator).to(model.device), t.to(model.device))
     finally:
         for handle in handles:

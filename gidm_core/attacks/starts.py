@@ -36,7 +36,8 @@ from torch.func import grad, vmap
 from ..diffusion import diffusion_loss
 from ..matching import GradientMatcher
 from ..seeds import derive
-from .base import AttackContext, AttackFn, Diverged, Event, _StopRequested
+from .base import AttackContext, AttackFn, _StopRequested
+from .events import Diverged, Event
 
 FIRST_CHECKPOINT = 0.15  # fraction of a start's plan before the first halving; later checkpoints double it
 
