@@ -10,9 +10,10 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gidm_core.cli import attack_argv, write_loss_csv
+from gidm_core.attack_command import attack_argv
 from gidm_core.images import grid
 from gidm_core.methods import spec
+from gidm_core.outputs import write_loss_csv
 
 from .settings import configs
 

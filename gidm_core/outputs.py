@@ -1,10 +1,12 @@
-"""Where a command may write its results: checked before any work, so no run is lost at the end.
+"""Where a command may write its results (checked before any work, so no run is lost at the end), and the run
+files every front end writes alike (the loss history as CSV).
 
-Shared by every command that writes a folder (`attack`, `federate`); it imports nothing from the package.
+Shared by every command that writes a folder and by the app's export; it imports nothing else from the package.
 """
 
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 
@@ -28,3 +30,14 @@ def check_out_folder(out: Path) -> Path:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UsageError(f"--out {out}: {existing} is not writable")
     return path
+
+
+def write_loss_csv(history: list[dict], path: Path) -> None:
+    """One row per iteration: iteration, phase, then every loss term any phase reported."""
+    columns = ["iteration", "phase"]
+    for row in history:
+        columns += [k for k in row if k not in columns]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(history)

@@ -113,7 +113,8 @@ def test_the_attackers_first_guess_at_private_eps_is_chance(tmp_path):
 ])
 def test_attack_argv_reads_back_as_the_same_configs(threat):
     """The app's rerun command is `attack_argv`: parsed by the CLI it gives back exactly the configs it spelled."""
-    from gidm_core.cli import attack_argv, build_parser, configs_from_args, training_from_args
+    from gidm_core.attack_command import attack_argv, configs_from_args, training_from_args
+    from gidm_core.cli import build_parser
     from gidm_core.config import DefenceConfig, LocalTraining, ThreatModel, attack_config
 
     config = attack_config("ig", pixel_iterations=7, lr=3e-05, latent_iterations=3, latent_lr=0.125, ddim_steps=4,
