@@ -10,11 +10,12 @@ from typing import Any
 
 import gradio as gr
 
-from gidm_core.config import OPTIMIZERS
+from gidm_core.config import CLIENT_OPTIMIZERS, NOISE_POLICIES, OPTIMIZERS
 from gidm_core.methods import METHOD_LABELS
 
 from .model_cache import model_choices
 from .settings import (
+    CLIENT_UPDATES,
     CONTROLS,
     DEFAULT_PRESET,
     DEFENCES,
@@ -87,6 +88,20 @@ def settings_column(s: Settings, items: list[GalleryItem], shown: dict[str, bool
                                          info="'attacked' = the attacked model itself",
                                          visible=shown["prior"])
                 c["defence"] = gr.Radio(list(DEFENCES), value=s.defence, label=label["defence"])
+                c["client_update"] = gr.Radio([(v, k) for k, v in CLIENT_UPDATES.items()], value=s.client_update,
+                                              label=label["client_update"],
+                                              info="its training settings are public: the server sets them")
+                with gr.Row():
+                    c["local_steps"] = _number(s, "local_steps", visible=shown["local_steps"])
+                    c["client_optimizer"] = gr.Dropdown(list(CLIENT_OPTIMIZERS), value=s.client_optimizer,
+                                                        label=label["client_optimizer"],
+                                                        visible=shown["client_optimizer"])
+                    c["client_lr"] = _number(s, "client_lr", visible=shown["client_lr"])
+                    c["weight_decay"] = _number(s, "weight_decay", visible=shown["weight_decay"])
+                    c["noise_per_step"] = gr.Radio(list(NOISE_POLICIES), value=s.noise_per_step,
+                                                   label=label["noise_per_step"],
+                                                   info="fresh: new eps and t at every step (diffusers' loop)",
+                                                   visible=shown["noise_per_step"])
                 with gr.Row():
                     c["clip"] = _number(s, "clip", visible=shown["clip"])
                     c["sigma"] = _number(s, "sigma", info="noise std = sigma x clip norm",

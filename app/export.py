@@ -15,7 +15,7 @@ from gidm_core.images import grid
 from gidm_core.methods import spec
 from gidm_core.outputs import write_loss_csv
 
-from .settings import configs
+from .settings import configs, training
 
 REPO = Path(__file__).resolve().parent.parent  # where `gidm_core` lives, for the rerun command
 
@@ -53,7 +53,7 @@ def rerun_command(record: RunRecord) -> str:
                        images=[name if bundled else _victim_file(i)
                                for i, (name, _, bundled) in enumerate(record.victims)],
                        client_seed=s.client_seed, size=record.size, t=[s.client_t] if s.client_t >= 0 else None,
-                       out="rerun")
+                       out="rerun", training=training(s))
     return f"PYTHONPATH={shlex.quote(str(REPO))} {shlex.quote(sys.executable)} -m gidm_core {shlex.join(argv)}"
 
 

@@ -27,7 +27,7 @@ from .frames import Frame, final_frame, live_frame, thin
 from .images import paired, show
 from .model_cache import get_model, run_device
 from .session import RunRecord, Session
-from .settings import APP_MAX_SIZE, RESOLUTIONS, Settings, configs, hints
+from .settings import APP_MAX_SIZE, RESOLUTIONS, Settings, configs, hints, training
 from .victims import pick_victims
 from .zerogpu import fit_run
 
@@ -64,7 +64,7 @@ def stream(session: Session, settings: Settings, min_interval: float = 0.4) -> I
                 raise ConfigError(f"client t must be below {model.num_train_timesteps} for {model.name}")
             t = None if settings.client_t < 0 else [settings.client_t]
             played = play(model, x0, threat, config, client_seed=settings.client_seed, t=t, prior=prior, stop=stop,
-                          lpips_every=5)
+                          lpips_every=5, training=training(settings))
         except (UserError, ValueError, RuntimeError, MemoryError) as err:
             if isinstance(err, (RuntimeError, MemoryError)) and not out_of_memory(err):
                 raise

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import plotly.graph_objects as go
@@ -20,7 +20,7 @@ from gidm_core.bench import Cell, run_cell
 from gidm_core.config import AttackConfig, ConfigError, DefenceConfig, attack_config
 from gidm_core.models import DiffusionModel
 
-from .settings import CHOICES, Settings, bounded_error, number, number_error
+from .settings import CHOICES, Settings, bounded_error, number, number_error, training
 
 CELL_ITERATIONS = (1, 5000)  # a cell's budget, whether typed per cell or swept
 
@@ -122,7 +122,8 @@ def base_cell(settings: Settings, images: tuple[str, ...], size: int, iterations
                 batch=len(images), knows_eps=not private, knows_t=not private, prior=settings.prior,
                 defence=defence, total_iterations=iterations, latent_share=settings.latent_iterations / total,
                 ddim_steps=settings.ddim_steps, t=settings.client_t if settings.client_t >= 0 else None,
-                optimizer=settings.optimizer, report_every=5)
+                optimizer=settings.optimizer, report_every=5,
+                client=tuple(sorted(asdict(local).items())) if (local := training(settings)) else ())
 
 
 def run(grid: Grid, stop: threading.Event) -> Iterator[tuple[list[list[Any]], str]]:

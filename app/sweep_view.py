@@ -9,7 +9,8 @@ from typing import Any
 
 import gradio as gr
 
-from gidm_core.bench import ATTACKER_SEED_OFFSET
+from gidm_core.bench import ATTACKER_SEED_OFFSET, Cell
+from gidm_core.config import LocalTraining
 from gidm_core.models import ModelLoadError
 
 from . import sweep
@@ -21,6 +22,7 @@ from .settings import (
     RESOLUTIONS,
     SETTING_FIELDS,
     Refusal,
+    Settings,
     as_typed,
     bounded_error,
     number,
@@ -88,7 +90,19 @@ def load_cell(grid: sweep.Grid | None, evt: gr.SelectData) -> tuple:
               "client_t": -1 if cell.t is None else cell.t, "client_seed": cell.client_seeds[0],
               "attack_seed": cell.client_seeds[0] + ATTACKER_SEED_OFFSET,  # the seed the benchmark's cell attacked with
               "defence": defence, "clip": clip, "sigma": sigma, "keep": keep,
-              "secrets": "known" if cell.knows_eps else "private", "prior": cell.prior}
+              "secrets": "known" if cell.knows_eps else "private", "prior": cell.prior, **_client_controls(cell)}
     return tuple(as_typed(chosen[name]) for name in CELL_FIELDS) + (
         f"Loaded sweep cell ({grid.x_axis} = {grid.x_values[col - 1]}"
         + (f", {grid.y_axis} = {grid.y_values[row]}" if grid.y_axis != sweep.NONE else "") + "): running it ...",)
+
+
+def _client_controls(cell: Cell) -> dict[str, object]:
+    """The Threat tab's client-training controls for the cell's client (FedSGD: the controls' defaults)."""
+    if not cell.client:
+        defaults = Settings()
+        return {"client_update": "fedsgd", **{name: getattr(defaults, name) for name in
+                                             ("local_steps", "client_optimizer", "client_lr", "weight_decay",
+                                              "noise_per_step")}}
+    local = LocalTraining(**dict(cell.client))
+    return {"client_update": "fedavg", "local_steps": local.steps, "client_optimizer": local.optimizer,
+            "client_lr": local.lr, "weight_decay": local.weight_decay, "noise_per_step": local.noise}

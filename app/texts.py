@@ -45,7 +45,9 @@ gradient, $\epsilon$ is recovered with the image. **Two seeds:** the client's se
 $\epsilon$ (and $t$ when not set); the attacker's seed (Attack tab) draws the attacker's first guess, from an
 independent stream. **Defences:** clipping + Gaussian noise (as in DP-SGD) drowns the fine detail that matching needs
 once the noise is comparable to the gradient; top-k pruning hides most entries but keeps the large ones, which often
-still carry the image. The server knows the defence and applies it to its own guesses."""
+still carry the image. The server knows the defence and applies it to its own guesses. **Real clients** train
+locally before they share (FedAvg): several SGD, Adam or AdamW steps, new $\epsilon$ and $t$ at every step. The
+server set those steps, so it replays them on its guesses; a one-step Adam delta still encodes the gradient."""
 
 TEACH_ATTACK = r"""**Phase 1 (GIDM, latent):** search the start noise $x_T$ of the model's own DDIM sampler
 ($K$ steps, differentiated end to end), so the guess stays on the model's image manifold. **Phase 2 (pixel):**

@@ -59,6 +59,8 @@ def attack_seconds(settings: Settings, iterations: int | None = None) -> float:
     """Estimated attack seconds of a run (`iterations` overrides its pixel budget, for a sweep's cells): each
     evaluation costs EVALUATION_S scaled by pixels and batch; a latent evaluation runs the K-step sampler too."""
     scale = (_size(settings) / 32) ** 2 * max(1, settings.batch_size)
+    if settings.client_update == "fedavg":  # every evaluation replays the client's local steps
+        scale *= settings.local_steps
     latent = settings.latent_iterations if settings.method in ("gidm", "gidm-latent", "gidm-plus") else 0
     pixel = settings.pixel_iterations if iterations is None else iterations
     return EVALUATION_S * scale * (pixel + latent * (1 + settings.ddim_steps))

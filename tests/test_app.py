@@ -77,6 +77,18 @@ def test_streams_images_and_metrics_that_change(app_url):
     assert "--pixel-iterations 30" in command and "--latent-iterations 2" in command
 
 
+def test_a_realistic_client_is_attacked_and_its_training_exported(app_url, tmp_path):
+    """The Threat tab's client training reaches the attack (a FedAvg delta after 2 AdamW steps with fresh noise)
+    and the rerun command, which spells it out."""
+    outputs = _stream(_client(app_url), method="dlg", pixel_iterations=4, client_update="fedavg", local_steps=2,
+                      client_optimizer="adamw", weight_decay=0.01, noise_per_step="fresh")
+    assert outputs[-1][STATUS].startswith("**Finished**"), outputs[-1][STATUS]
+    with zipfile.ZipFile(outputs[-1][EXPORT]) as archive:
+        command = archive.read("command.txt").decode()
+    for flag in ("--local-steps 2", "--client-optimizer adamw", "--weight-decay 0.01", "--noise-per-step fresh"):
+        assert flag in command, command
+
+
 def test_rerun_command_runs_as_written_from_the_unzipped_folder(app_url, tmp_path):
     """command.txt's last line, run by a shell in the unzipped export (not the repository), reruns the attack."""
     client = _client(app_url)
