@@ -70,7 +70,9 @@ def test_cell_json_holds_every_metric(tiny_out):
 def test_speed_probe_reports_ratios(tiny_out):
     probe = next(c for c in _cells(tiny_out).values() if c.get("kind") == "speed")
     assert probe["fwd_bwd_seconds"] > 0
-    assert {label for label, *_ in bench.SPEED_CASES} == set(probe["cases"])
+    from gidm_core.bench.speed import BATCH_CASE
+
+    assert {label for label, *_ in bench.SPEED_CASES} | {BATCH_CASE[0]} == set(probe["cases"])
     for case in probe["cases"].values():
         assert len(case["samples"]) == probe["config"]["reps"] and case["ratio"] > 0
 
