@@ -10,10 +10,13 @@ import argparse
 import json
 import os
 import re
+import sys
 import threading
 import time
+from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout, for `tests.conftest.serve_app`
 
 
 def main() -> None:
