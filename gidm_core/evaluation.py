@@ -36,8 +36,7 @@ class Evaluator:
 
     def metrics(self, reconstruction: torch.Tensor, t_estimate: Iterable[int] | None = None,
                 eps_estimate: torch.Tensor | None = None, lpips: bool = True) -> dict[str, float]:
-        recon = to_unit(reconstruction.detach().cpu().float())
-        order = pair_images(recon, self.truth)
+        recon, order = self._paired(reconstruction)
         out = score(recon, self.truth, lpips=lpips, order=order)
         # One secret per image follows its image's pairing; fresh noise's E x B secrets belong to steps, not images.
         per_image = self.batch.schedule is None or not self.batch.schedule.fresh
@@ -57,8 +56,13 @@ class Evaluator:
 
     def psnr_per_image(self, reconstruction: torch.Tensor) -> list[float]:
         """Each local image's PSNR (dB), in the client's order, against its paired reconstruction."""
+        recon, order = self._paired(reconstruction)
+        return psnr_per_sample(recon[order], self.truth)
+
+    def _paired(self, reconstruction: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The reconstruction in [0, 1] and the Hungarian pairing of its slots with the originals."""
         recon = to_unit(reconstruction.detach().cpu().float())
-        return psnr_per_sample(recon[pair_images(recon, self.truth)], self.truth)
+        return recon, pair_images(recon, self.truth)
 
     def score_event(self, event: Event) -> Event:
         if not event.losses:  # the timestep event and a run that never produced a guess carry no image
@@ -81,8 +85,7 @@ class Evaluator:
         """Each original's PSNR against its reconstruction after the Hungarian pairing, and whether the attack's
         timesteps alone pair them the same way (slot b holds the guess made at t_estimate[b]; None when the
         timesteps repeat, so they cannot tell the samples apart)."""
-        recon = to_unit(result.reconstruction.detach().cpu().float())
-        order = pair_images(recon, self.truth)
+        recon, order = self._paired(result.reconstruction)
         by_t = pairing_by_t(result.t_estimate, self.batch.t.tolist())
         return {"psnr_per_image": psnr_per_sample(recon[order], self.truth), "pairing": order.tolist(),
                 "pairing_by_t": by_t, "pairing_by_t_agrees": None if by_t is None else by_t == order.tolist()}

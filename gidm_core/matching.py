@@ -32,17 +32,18 @@ class GradientMatcher:
 
     `confidence` (one tensor per parameter, in [0, 1]) weighs each entry of the target by how exactly it is known,
     as for a gradient decoded from an Adam delta (`attacks/adam_delta.py`); both sides are scaled by its root, so
-    every distance and layer weighting applies unchanged.
+    every distance and layer weighting applies unchanged. `smoothing` > 0 replays an Adam client with that smoothed
+    denominator (`client.LocalOptimizer`), so a multi-step Adam delta has a slope to follow.
     """
 
     def __init__(self, model: DiffusionModel, update: SharedUpdate, distance: str = "l2",
                  layer_weights: str = "uniform", defence: DefenceConfig | None = None,
-                 confidence: tuple[torch.Tensor, ...] | None = None) -> None:
+                 confidence: tuple[torch.Tensor, ...] | None = None, smoothing: float = 0.0) -> None:
         self.model = model
         self.distance = distance
         self.training = update.training
         self.schedule = update.schedule
-        self.smoothing = 0.0  # kappa of the re-simulated Adam's smoothed denominator (attacks/adam_delta.py)
+        self.smoothing = smoothing  # kappa of the re-simulated Adam's smoothed denominator (attacks/adam_delta.py)
         self.scales = None if confidence is None else [c.detach().to(model.device).sqrt() for c in confidence]
         self.targets = [g.detach().to(model.device) for g in update.gradients]
         if self.scales is not None:

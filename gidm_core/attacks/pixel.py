@@ -21,10 +21,8 @@ from .secrets import noise_variable, resolve_timesteps
 
 def matcher_for(ctx: AttackContext) -> GradientMatcher:
     update = ctx.update
-    matcher = GradientMatcher(ctx.model, update, ctx.config.distance, ctx.config.layer_weights,
-                              matcher_defence(update, ctx.threat.defence), confidence(update))
-    matcher.smoothing = smoothing(update)
-    return matcher
+    return GradientMatcher(ctx.model, update, ctx.config.distance, ctx.config.layer_weights,
+                           matcher_defence(update, ctx.threat.defence), confidence(update), smoothing(update))
 
 
 def image_objective(ctx: AttackContext, matcher: GradientMatcher, make_image: Callable[[], torch.Tensor],
