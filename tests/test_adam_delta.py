@@ -10,9 +10,9 @@ import torch
 from gidm_core.attacks import ATTACKS, adam_delta
 from gidm_core.attacks.adam_delta import KNEE_ERROR, confidence, decodable, decode_one_step, readable
 from gidm_core.attacks.base import AttackContext, Run
+from gidm_core.attacks.matching import GradientMatcher
 from gidm_core.client import LocalOptimizer, PrivateBatch, client_update, share
 from gidm_core.config import DefenceConfig, LocalTraining, attack_config, threat_preset
-from gidm_core.matching import GradientMatcher
 from gidm_core.metrics import psnr, to_unit
 from gidm_core.protocol import play
 

@@ -9,8 +9,8 @@ import torch
 
 from gidm_core.attacks import ATTACKS
 from gidm_core.attacks.base import AttackContext
+from gidm_core.attacks.matching import GradientMatcher
 from gidm_core.config import OPTIMIZERS, attack_config, threat_preset
-from gidm_core.matching import GradientMatcher
 from gidm_core.methods import REGISTRY
 from gidm_core.protocol import play
 

@@ -7,8 +7,8 @@ import threading
 import pytest
 import torch
 
+from gidm_core.attacks.matching import GradientMatcher
 from gidm_core.config import attack_config, threat_preset
-from gidm_core.matching import GradientMatcher
 from gidm_core.metrics import psnr, to_unit
 from gidm_core.protocol import play
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from gidm_core.attacks import adam_delta
+from gidm_core.attacks.matching import GradientMatcher
 from gidm_core.client import LocalOptimizer, PrivateBatch, client_update, share
 from gidm_core.config import ConfigError, LocalTraining, attack_config, threat_preset
-from gidm_core.matching import GradientMatcher
 from gidm_core.metrics import psnr, to_unit
 from gidm_core.protocol import play
 

@@ -96,8 +96,8 @@ def test_a_realistic_clients_reply_is_what_the_server_can_replay(threat):
     """AdamW, mini-batches, fresh noise, clipping and dropout: under the paper's threat the server rebuilds every
     per-step secret from the reply and its re-simulation on the true images is the delta; under private-eps-t the
     reply carries none of them."""
+    from gidm_core.attacks.matching import GradientMatcher
     from gidm_core.federation.strategy import shared_update
-    from gidm_core.matching import GradientMatcher
 
     config = FederationConfig(**{**REALISTIC.to_record(), "threat": threat})
     state = initial_state(config)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from gidm_core.attacks.matching import GradientMatcher
 from gidm_core.client import PrivateBatch, share
 from gidm_core.config import DefenceConfig, ThreatModel
-from gidm_core.matching import GradientMatcher
 
 
 @pytest.mark.parametrize("distance", ["l2", "cosine"])

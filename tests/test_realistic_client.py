@@ -12,13 +12,13 @@ import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
 from gidm_core.attacks.base import AttackContext
+from gidm_core.attacks.matching import GradientMatcher
 from gidm_core.attacks.timestep import recover_timesteps
 from gidm_core.client import LocalSchedule, PrivateBatch, client_update, dropout_masks, share, train_locally
 from gidm_core.config import ConfigError, LocalTraining, ThreatModel, attack_config, threat_preset
 from gidm_core.diffusion import diffusion_loss
 from gidm_core.evaluation import set_accuracy
 from gidm_core.images import load_image
-from gidm_core.matching import GradientMatcher
 from gidm_core.models import RANDOM_ARCHITECTURES, DiffusionModel, load_model, prepare_for_inversion
 
 PAPER, PRIVATE = threat_preset("paper"), threat_preset("private-eps-t")

@@ -10,9 +10,9 @@ import torch
 from gidm_core.attacks import ATTACKS
 from gidm_core.attacks.base import AttackContext, Run
 from gidm_core.attacks.events import Guess, Objective
+from gidm_core.attacks.matching import GradientMatcher
 from gidm_core.attacks.starts import batched_matching, cost_factor, halving_plan, planned_evaluations, with_starts
 from gidm_core.config import ConfigError, DefenceConfig, attack_config, threat_preset
-from gidm_core.matching import GradientMatcher
 from gidm_core.methods import REGISTRY
 from gidm_core.protocol import play
 from gidm_core.seeds import derive

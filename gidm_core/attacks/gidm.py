@@ -13,10 +13,10 @@ from collections.abc import Generator
 import torch
 
 from ..diffusion import DDIMSampler
-from ..matching import GradientMatcher
 from ..models import DiffusionModel, ModelLoadError
 from .base import AttackContext
 from .events import Event, Guess
+from .matching import GradientMatcher
 from .per_sample import SeparatedMatcher, pixel_start, separated_matcher, start_objective
 from .pixel import image_objective, matcher_for, pixel_phase
 from .secrets import noise_variable, resolve_timesteps

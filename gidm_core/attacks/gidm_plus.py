@@ -35,11 +35,11 @@ from contextlib import nullcontext
 import torch
 
 from ..diffusion import q_sample, split_target, training_target
-from ..matching import GradientMatcher
 from ..models import DiffusionModel
 from .base import AttackContext
 from .events import Event, Guess, Objective
 from .gidm import image_phases
+from .matching import GradientMatcher
 from .per_sample import SeparatedMatcher, separated_matcher
 from .pixel import matcher_for
 from .secrets import noise_variable, resolve_timesteps

@@ -24,10 +24,10 @@ import torch
 from ..client import SharedUpdate
 from ..config import DefenceConfig
 from ..diffusion import diffusion_loss
-from ..matching import GradientMatcher
 from ..models import DiffusionModel
 from .base import AttackContext
 from .events import Event, Guess, Objective
+from .matching import GradientMatcher
 from .separation import Separation, separate
 
 # Weight of the per-sample terms beside the summed update's normalised L2 in the joint stage (on faces32 at B = 8,

@@ -11,10 +11,10 @@ from collections.abc import Callable, Generator
 
 import torch
 
-from ..matching import GradientMatcher, total_variation
 from .adam_delta import confidence, matcher_defence, smoothing
 from .base import AttackContext
 from .events import Event, Guess, Objective
+from .matching import GradientMatcher, total_variation
 from .per_sample import pixel_start, separated_matcher
 from .secrets import noise_variable, resolve_timesteps
 

@@ -11,9 +11,9 @@ from collections.abc import Generator
 
 import torch
 
-from ..matching import GradientMatcher
 from .base import AttackContext
 from .events import Event
+from .matching import GradientMatcher
 from .timestep import recover_timesteps
 
 SEARCH_CANDIDATES = 12

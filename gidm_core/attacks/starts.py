@@ -34,10 +34,10 @@ import torch
 from torch.func import grad, vmap
 
 from ..diffusion import diffusion_loss
-from ..matching import GradientMatcher
 from ..seeds import derive
 from .base import AttackContext, AttackFn, _StopRequested
 from .events import Diverged, Event
+from .matching import GradientMatcher
 
 FIRST_CHECKPOINT = 0.15  # fraction of a start's plan before the first halving; later checkpoints double it
 

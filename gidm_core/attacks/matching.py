@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from .client import SharedUpdate, client_update
-from .config import DefenceConfig
-from .models import DiffusionModel
+from ..client import SharedUpdate, client_update
+from ..config import DefenceConfig
+from ..models import DiffusionModel
 
 # "normalized" weights are 1 / max(||g*_l||^2, WEIGHT_FLOOR * max_l ||g*_l||^2): no tensor counts more than 100x
 # the largest. Measured with L-BFGS: floors of 1e-8 / 1e-4 / 1e-2 gave DLG on a random-init tiny UNet 21.7 / 28.0 /
