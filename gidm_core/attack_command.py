@@ -18,6 +18,7 @@ import torch
 
 from .config import (
     CLIENT_OPTIMIZERS,
+    CONTROLS,
     DEFAULT_DROPOUT,
     METHODS,
     NOISE_POLICIES,
@@ -55,6 +56,10 @@ def add_attack_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<method>-<time>)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, or auto")
     parser.add_argument("--prior", default=None, help="prior model spec for GIDM (default: the attacked model)")
+    parser.add_argument("--control", default="none", choices=CONTROLS, help="a control run: attack the update the "
+                        "client would share for another held-out image of the same kind (other-image), or Gaussian "
+                        "noise with the update's per-tensor norms (noise), still scored against the victim: what "
+                        "the attack returns when nothing leaks (default: none, the real update)")
     hyper = parser.add_argument_group("hyperparameters (default: the method's own)")
     hyper.add_argument("--pixel-iterations", "--iterations", dest="pixel_iterations", type=int,
                        help="pixel-phase iterations (GIDM+: its joint and residual stages together); one objective "
@@ -109,6 +114,8 @@ def configs_from_args(args: argparse.Namespace) -> tuple[AttackConfig, ThreatMod
     threat = threat_preset(args.threat)
     if args.prior:
         threat = replace(threat, prior=args.prior)
+    if args.control != "none":
+        threat = replace(threat, control=args.control)
     overrides = {k: getattr(args, k) for k in ("clip", "sigma", "keep") if getattr(args, k) is not None}
     if overrides:
         threat = replace(threat, defence=DefenceConfig(**{**threat.defence.__dict__, **overrides}))
@@ -165,6 +172,7 @@ def attack_argv(config: AttackConfig, threat: ThreatModel, *, model: str, images
             *(["--out", out] if out else [])]
     argv += [a for step in t or [] for a in ("--t", str(step))]
     argv += ["--prior", threat.prior] if threat.prior != "attacked" else []
+    argv += ["--control", threat.control] if threat.control != "none" else []
     argv += _training_argv(training) if training else []
     for name in ("pixel_iterations", "lr", "latent_iterations", "latent_lr", "ddim_steps", "distance", "layer_weights",
                  "tv_weight", "optimizer", "lr_schedule", "restarts", "starts", "residual_share", "report_every",
@@ -213,7 +221,7 @@ def _check_attack_args(args: argparse.Namespace) -> None:
 
 
 def run_attack(args: argparse.Namespace) -> int:
-    from .images import grid, open_image, to_tensor
+    from .images import control_names, grid, load_named_images, open_image, to_tensor
     from .models import load_model, resolve_device
     from .protocol import play
 
@@ -228,7 +236,11 @@ def run_attack(args: argparse.Namespace) -> int:
     model.check_size(size)
     x0 = torch.cat([to_tensor(image, size, model.channels) for image in images])
     prior = None if threat.prior == "attacked" else load_model(threat.prior, device, allow_local=True)
-    played = play(model, x0, threat, config, client_seed=args.client_seed, t=args.t, prior=prior, training=training)
+    others = None
+    if threat.control == "other-image":
+        others = load_named_images(control_names(args.image), size, model.channels)
+    played = play(model, x0, threat, config, client_seed=args.client_seed, t=args.t, prior=prior, training=training,
+                  control_images=others)
     batch, run, evaluator = played.batch, played.run, played.evaluator
 
     progress = _progress_bar(None if config.seconds else config.total_iterations)
@@ -257,7 +269,8 @@ def run_attack(args: argparse.Namespace) -> int:
     metrics = evaluator.score_result(result)
     report = {
         **metrics, "method": config.method, "model": model.name, "threat": threat.describe(), "status": result.status,
-        "message": result.message, "matching_loss": result.matching_loss, "iterations": result.iterations,
+        "control": threat.control, "message": result.message, "matching_loss": result.matching_loss,
+        "iterations": result.iterations,
         "seconds": result.seconds, "seconds_per_iteration": result.seconds / max(result.iterations, 1),
         "t_true": batch.t.tolist(), "t_estimate": list(result.t_estimate) if result.t_estimate else None,
         "phase_starts": result.phase_starts, "config": config.__dict__, "client_seed": args.client_seed,

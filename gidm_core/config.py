@@ -20,6 +20,7 @@ OPTIMIZERS = ("lbfgs", "adam", "sgd")
 LR_SCHEDULES = ("constant", "cosine")
 CLOCKS = ("wall", "cpu")
 SEPARATIONS = ("auto", "off")
+CONTROLS = ("none", "other-image", "noise")  # what the server is handed in place of the real update (control.py)
 MAX_STARTS = 64  # each start holds its own optimiser state (L-BFGS: 200 pairs of its variables' size)
 
 
@@ -166,6 +167,11 @@ class ThreatModel:
     A FedAvg client's other per-step draws (`client.LocalSchedule`): `knows_order` (which images each local step
     used) and `knows_masks` (its dropout masks). None means "as eps": the paper's setting reveals every draw of
     every step, private-eps-t none of them.
+
+    `control` swaps the shared update for a control one (`control.py`) while the truth stays the real victim:
+    "other-image" is what the same client would share for an unrelated image of the same kind, "noise" Gaussian
+    noise with the real update's per-tensor norms. What an attack makes of a control is what it makes without any
+    leakage, so a prior that paints a plausible face is told apart from recovery of *this* face.
     """
 
     knows_eps: bool = True
@@ -174,6 +180,10 @@ class ThreatModel:
     defence: DefenceConfig = field(default_factory=DefenceConfig)
     knows_order: bool | None = None
     knows_masks: bool | None = None
+    control: str = "none"
+
+    def __post_init__(self) -> None:
+        _choice("control", self.control, CONTROLS, "control")
 
     @property
     def order_known(self) -> bool:
@@ -190,7 +200,8 @@ class ThreatModel:
                  if known != self.knows_eps]
         if steps:
             known += f", {' and '.join(steps)} {'private' if self.knows_eps else 'known'}"
-        return f"{known}; prior: {self.prior}; defence: {self.defence.describe()}"
+        control = f"; control: {self.control}" if self.control != "none" else ""
+        return f"{known}; prior: {self.prior}; defence: {self.defence.describe()}{control}"
 
 
 THREAT_PRESETS: dict[str, ThreatModel] = {

@@ -53,6 +53,25 @@ def victim(name: str) -> Victim:
     raise ImageLoadError(f"no bundled image {name!r}: choose one of {', '.join(v.name for v in victims())}")
 
 
+def control_names(names: list[str]) -> list[str]:
+    """For each victim, an unrelated bundled image of the same kind (the next one in the manifest, cyclically, that
+    is not in the batch): the stand-ins of an "other-image" control run (`control.py`). An image outside the bundle
+    (an upload, a file) counts as a face, what the bundled models learn."""
+    bundled = victims()
+    kinds = {v.name: v.kind for v in bundled}
+    picked: list[str] = []
+    for name in names:
+        kind = kinds.get(name, "face")
+        pool = [v.name for v in bundled if v.kind == kind]
+        start = pool.index(name) + 1 if name in pool else 0
+        ring = pool[start:] + pool[:start]
+        choice = next((n for n in ring if n not in names and n not in picked), None)
+        if choice is None:
+            raise ImageLoadError(f"no bundled {kind} image left to stand in for {name} in a control run")
+        picked.append(choice)
+    return picked
+
+
 def open_image(source: str | Path | Image.Image | np.ndarray) -> Image.Image:
     """A PIL image from a path, a bundled image's name, an array (H, W[, C], uint8 or float in [0, 1]) or PIL."""
     if isinstance(source, Image.Image):

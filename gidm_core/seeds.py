@@ -11,12 +11,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-ROLES = ("client", "defence", "attacker")
+ROLES = ("client", "defence", "attacker", "control")
 MAX_SEED = 2**63 - 1
 
 
 def stream(seed: int, role: str) -> torch.Generator:
-    """A CPU generator for `role` ("client": eps and t; "defence": its noise; "attacker": initial guesses)."""
+    """A CPU generator for `role` ("client": eps and t; "defence": its noise; "attacker": initial guesses;
+    "control": a control run's stand-in update, `control.py`)."""
     if role not in ROLES:
         raise ValueError(f"unknown random-stream role {role!r}: choose one of {', '.join(ROLES)}")
     if not 0 <= seed <= MAX_SEED:

@@ -108,7 +108,7 @@ def test_the_attackers_first_guess_at_private_eps_is_chance(tmp_path):
 
 
 @pytest.mark.parametrize("threat", [
-    dict(knows_eps=False, knows_t=False, prior="random:small-32", defence=dict(clip=2.5, sigma=0.003)),
+    dict(knows_eps=False, knows_t=False, prior="random:small-32", defence=dict(clip=2.5, sigma=0.003), control="noise"),
     dict(defence=dict(keep=0.25)),
 ])
 def test_attack_argv_reads_back_as_the_same_configs(threat):
