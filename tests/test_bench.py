@@ -185,6 +185,9 @@ def test_aggregate_writes_json_markdown_and_plots(tiny_out):
     assert f"(b) federated: 32 px, eps and t known: GIDM {gidm:.1f} vs DLG {dlg:.1f} ({gidm - dlg:+.1f})" in readme
     assert "attack a randomly initialised UNet" in readme  # the tiny suite attacks random:tiny-32, and must say so
     assert "What the paper claims" in readme and "High resolution works" in readme
+    control = results["rows"][-1]["methods"]["dlg"]
+    side = f"| (b) federated: 32 px, eps and t known | DLG | {first['dlg']['psnr']['mean']:.1f} / "
+    assert side in readme and f"| {control['psnr']['mean']:.1f} / {control['lpips']['mean']:.3f} |" in readme
     assert results["cpu_seconds"] > 0
     plots = sorted(p.name for p in tiny_out.glob("*.png"))
     assert any(p.startswith("psnr_vs_time") for p in plots)
@@ -262,7 +265,7 @@ def test_under_a_time_budget_each_phase_gets_its_iterations_share_of_the_time(ti
 
 
 def test_every_row_of_the_suites_gives_its_methods_the_same_time_and_names_its_setting():
-    for suite in ("quick", "full"):
+    for suite in ("quick", "standard", "full"):
         rows, _ = bench.build_suite(suite, "cpu")
         for row in rows:
             assert len({c.seconds for c in row.cells}) == 1 and row.cells[0].seconds > 0, row.label
@@ -275,6 +278,25 @@ def test_every_row_of_the_suites_gives_its_methods_the_same_time_and_names_its_s
     extra = [r for r in gpu_rows if r.label not in {c.label for c in cpu_rows}]
     assert [(r.cells[-1].size, r.cells[-1].ddim_steps, r.cells[-1].model) for r in extra] == \
         [(128, 16, "random:ddpm-128")]
+
+
+def test_the_standard_suite_runs_eight_per_cell_within_two_hours_on_two_workers(capsys):
+    """n = 8 (image group, client seed) runs in every cell, the rows the issue lists (controls included), and the
+    listed attack time on 2 one-thread workers, plus the measured ~3 % of scoring and set-up, within 2 hours."""
+    from gidm_core.bench.grid import STANDARD_HOURS
+
+    rows, _ = bench.build_suite("standard", "cpu")
+    cells = [c for r in rows for c in r.cells]
+    assert all(len(c.groups()) == 8 for c in cells), [(c.id, len(c.groups())) for c in cells if len(c.groups()) != 8]
+    assert len({c.id for c in cells}) == len(cells)
+    assert {c.control for c in cells} == {"none", "other-image", "noise"}
+    assert {c.batch for c in cells} == {1, 4, 8} and {c.t for c in cells} >= {10, 100, 400, 800}
+    assert {c.defence for c in cells} >= {(1.0, s, 1.0) for s in (1e-3, 1e-2, 1e-1)} | {(0.0, 0.0, 0.1),
+                                                                                          (0.0, 0.0, 0.01)}
+    attack_hours = sum(c.seconds * len(c.groups()) for c in cells) / 3600
+    assert attack_hours / 2 * 1.03 <= STANDARD_HOURS, attack_hours
+    assert main(["bench", "--list", "--suite", "standard", "--out", "unused"]) == 0
+    assert f"{attack_hours / 2:.2f} hours on 2 workers" in capsys.readouterr().out
 
 
 def test_the_readme_results_section_is_regenerated_byte_identically_from_results_json():

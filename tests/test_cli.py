@@ -36,6 +36,20 @@ def test_attack_writes_every_output(tmp_path):
     assert metrics["update"] == {"kind": "fedsgd"}
 
 
+def test_attack_against_a_control_records_it(tmp_path):
+    """`--control other-image` runs against another held-out face's update; metrics.json says so, and a plain run
+    records "none"."""
+    out = tmp_path / "run"
+    done = cli("attack", "--model", "random:tiny-32", "--image", "face-05", "--method", "dlg", "--pixel-iterations",
+               "2", "--t", "300", "--control", "other-image", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["control"] == "other-image" and "control: other-image" in metrics["threat"]
+    assert "--control other-image" in metrics["command"]
+    bad = cli("attack", "--image", "face-05", "--control", "random", "--out", str(tmp_path / "bad"))
+    assert bad.returncode == 2 and "invalid choice: 'random'" in bad.stderr
+
+
 def test_attack_on_a_fedavg_update_records_its_local_training(tmp_path):
     out = tmp_path / "run"
     done = cli("attack", "--model", "random:tiny-32", "--image", str(PHOTO), "--method", "dlg", "--pixel-iterations",

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ..images import load_named_images
+from ..images import control_names, load_named_images
 from .jobs import ATTACKER_SEED_OFFSET, BENCH_VERSION, THRESHOLDS_DB, Cell
 from .machine import PeakMemory, budget_clock, device_name, time_forward_backward
 
@@ -28,7 +28,7 @@ def _threat(cell: Cell):
 
     clip, sigma, keep = cell.defence
     return ThreatModel(knows_eps=cell.knows_eps, knows_t=cell.knows_t, prior=cell.prior,
-                       defence=DefenceConfig(clip=clip, sigma=sigma, keep=keep))
+                       defence=DefenceConfig(clip=clip, sigma=sigma, keep=keep), control=cell.control)
 
 
 def _run_group(cell: Cell, model, prior, names: tuple[str, ...], client_seed: int, device: str,
@@ -43,8 +43,11 @@ def _run_group(cell: Cell, model, prior, names: tuple[str, ...], client_seed: in
                            seconds=cell.seconds, clock=budget_clock(device), **cell.budget_split())
     training = LocalTraining(**dict(cell.client)) if cell.client else None
     fixed_t = None if cell.t is None or (training and training.noise == "fresh") else [cell.t]
+    others = None
+    if cell.control == "other-image":
+        others = load_named_images(control_names(list(names)), cell.size, model.channels)
     played = play(model, x0, threat, config, client_seed=client_seed, t=fixed_t, prior=prior, training=training,
-                  stop=stop)
+                  stop=stop, control_images=others)
     batch, run, evaluator = played.batch, played.run, played.evaluator
     curve: list[list[float]] = []  # [iteration, attack seconds, PSNR, SSIM, LPIPS]
     phases: dict[str, list[float]] = {}  # phase -> [first iteration, attack seconds at its start]

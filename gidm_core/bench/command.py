@@ -18,8 +18,8 @@ def add_bench_command(commands: argparse._SubParsersAction) -> None:
     """Register `python -m gidm_core bench` on the CLI's subparsers."""
     parser = commands.add_parser("bench", help="run the benchmark grid and write results.json, results.md, plots")
     parser.add_argument("--suite", default="quick", choices=SUITES,
-                        help="quick: a 32 px slice for a 2-core CPU (<= 15 min); full: every axis (hours; with "
-                        "--device cuda also a 128 px row)")
+                        help="quick: a 32 px slice for a 2-core CPU (<= 15 min); standard: the claims at n = 8 per "
+                        "cell (<= 2 h on 2 cores); full: every axis (hours; with --device cuda also a 128 px row)")
     parser.add_argument("--out", type=Path, required=True, help="output folder; cells already there are skipped")
     parser.add_argument("--workers", type=int, default=None,
                         help="parallel worker processes (default: CPU cores on CPU, 1 on CUDA)")
@@ -49,8 +49,10 @@ def bench_command(args: argparse.Namespace) -> int:
             for cell in row.cells:
                 print(f"{row.label:50s} {cell.method:12s} {cell.id}")
         budget = sum(cell.seconds * len(cell.groups()) for cell in cells)
-        print(f"{len(cells)} cells in {len(rows)} rows; {budget / 3600:.1f} hours of attack time in all (one "
-              "worker each; scoring and set-up come on top)")
+        workers = args.workers or 2
+        print(f"{len(cells)} cells in {len(rows)} rows, {sum(len(c.groups()) for c in cells)} runs; "
+              f"{budget / 3600:.1f} hours of attack time in all, {budget / 3600 / workers:.2f} hours on {workers} "
+              "workers (scoring and set-up come on top)")
         return 0
     if args.readme:  # before hours of work, not after
         try:

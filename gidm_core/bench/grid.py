@@ -16,7 +16,7 @@ from ..faces import SKIMAGE_PHOTOS
 from ..methods import KNOWN_SECRET_METHODS
 from .jobs import METHOD_ORDER, Cell, SpeedProbe
 
-SUITES = ("quick", "full", "tiny")
+SUITES = ("quick", "standard", "full", "tiny")
 SETTINGS = {"released": "(a) released code", "federated": "(b) federated"}
 RELEASED_T = 10  # "a very small t": the released code's setting
 
@@ -92,7 +92,8 @@ def _tiny() -> tuple[list[Row], list[SpeedProbe]]:
             _row("32 px, private eps and t", "setting", replace(base, knows_eps=False, knows_t=False),
                  ("gidm-plus",)),
             *[_row(f"noise {s:g}", "defence", replace(base, defence=(1.0, s, 1.0)), ("dlg",), strength=s,
-                   defence_kind="noise") for s in (1e-4, 1e-2)]]
+                   defence_kind="noise") for s in (1e-4, 1e-2)],
+            _row("32 px, eps and t known, control: noise", "control", replace(base, control="noise"), ("dlg",))]
     return rows, [SpeedProbe("random:tiny-32", steps=3, reps=1)]
 
 
@@ -193,13 +194,60 @@ def _full(device: str) -> tuple[list[Row], list[SpeedProbe]]:
     return rows, probes
 
 
+# The standard suite: n = 8 runs per cell (4 held-out faces x 2 client seeds; batches: 8 faces in groups x more
+# seeds), STANDARD_SECONDS CPU-s per run and unit of cost. It holds 86 units of 8 runs (docs/evidence.md), so
+# 86 x 8 x 15 = 10,320 attack CPU-seconds: 86 minutes on 2 workers of one thread, plus ~3 % scoring and set-up.
+STANDARD_SECONDS = 15.0
+STANDARD_HOURS = 2.0  # what the suite must fit on this 2-core CPU with 2 workers
+STANDARD_CONTROL_METHODS = ("dlg", "gidm-latent", "gidm")
+
+
+def _standard() -> tuple[list[Row], list[SpeedProbe]]:
+    """The rows that test a claim, each cell n = 8 (the quick suite's rows, plus t, batch 8, every defence level,
+    the control rows and the realistic clients), sized to fit `STANDARD_HOURS` on a 2-core CPU."""
+    late, early = pick_models(32)
+    base = Cell(method="dlg", model=late, images=pick_images(4), client_seeds=(0, 1), total_iterations=1000, t=100,
+                report_every=5, seconds=STANDARD_SECONDS)
+    private = replace(base, knows_eps=False, knows_t=False, seconds=3 * STANDARD_SECONDS)
+    eight = pick_images(8)
+    rows = [_row("eps and t known", "setting", base, KNOWN_SECRET_METHODS),
+            _row("eps and t known, Adam", "optimizer", replace(base, optimizer="adam"), ("dlg", "gidm")),
+            _row("private eps and t", "setting", private, METHOD_ORDER),
+            _row("batch 4, eps and t known", "batch",
+                 replace(base, images=eight, client_seeds=(0, 1, 2, 3), batch=4, seconds=3 * STANDARD_SECONDS),
+                 ("dlg", "gidm")),
+            _row("batch 8, eps and t known", "batch",
+                 replace(base, images=eight, client_seeds=tuple(range(8)), batch=8, seconds=6 * STANDARD_SECONDS),
+                 ("dlg", "gidm"))]
+    rows += [_row(f"eps and t known, t = {t}", "t", replace(base, t=t), ("dlg", "gidm")) for t in (10, 400, 800)]
+    rows += [_row(f"clip 1 + noise {s:g}", "defence", replace(base, defence=(1.0, s, 1.0)), ("dlg", "gidm-latent",
+                  "gidm"), strength=s, defence_kind="noise") for s in NOISE_LEVELS]
+    rows += [_row(f"keep top {keep:.0%}", "defence", replace(base, defence=(0.0, 0.0, keep)), ("dlg", "gidm"),
+                  strength=1 - keep, defence_kind="pruning") for keep in PRUNE_LEVELS]
+    rows += [_row(f"eps and t known, control: {control}", "control", replace(base, control=control),
+                  STANDARD_CONTROL_METHODS) for control in ("other-image", "noise")]
+    if early:
+        rows.append(_row("early-round model, eps and t known", "model", replace(base, model=early), ("dlg", "gidm")))
+    if not late.startswith("random:"):
+        released = replace(base, model="random:small-32", prior=late, t=RELEASED_T)
+        rows.append(_row(f"random-init UNet, prior {late}, t = {RELEASED_T}", "setting", released,
+                         KNOWN_SECRET_METHODS, setting="released"))
+    realistic = _realistic_clients(base)
+    wide = realistic[-1]  # N = 4 images per client: 8 faces in two clients x 4 seeds, as the batch 4 row
+    realistic[-1] = replace(wide, cells=tuple(replace(c, images=eight, client_seeds=(0, 1, 2, 3))
+                                              for c in wide.cells))
+    return rows + realistic, [SpeedProbe(late, optimizer="lbfgs")]
+
+
 def build_suite(name: str, device: str = "cpu") -> tuple[list[Row], list[SpeedProbe]]:
-    """The rows and speed probes of suite `name`: tiny (tests), quick (a 2-core CPU), full (hours; + 128 px on a
-    GPU when `device` is cuda)."""
+    """The rows and speed probes of suite `name`: tiny (tests), quick (a 2-core CPU in 15 minutes), standard (n = 8
+    per cell in 2 hours on a 2-core CPU), full (hours; + 128 px on a GPU when `device` is cuda)."""
     if name == "tiny":
         return _tiny()
     if name == "quick":
         return _quick()
+    if name == "standard":
+        return _standard()
     if name == "full":
         return _full(device)
     raise ValueError(f"unknown suite {name!r}: choose one of {', '.join(SUITES)}")

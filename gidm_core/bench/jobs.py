@@ -26,7 +26,8 @@ class Cell:
     `seconds` 0, `total_iterations` is the budget itself. `t` fixes the client's timestep (None: drawn from the seed).
     `defence` is (clip, sigma, keep). Each client seed s is the client's; the attacker's is s + `ATTACKER_SEED_OFFSET`.
     `client` is a FedAvg client's `LocalTraining` as (field, value) pairs, its N images the group of `batch`
-    (empty: a FedSGD client).
+    (empty: a FedSGD client). `control` hands the attack a control update instead of the real one (`control.py`),
+    still scored against the real victims.
     """
 
     method: str
@@ -48,10 +49,13 @@ class Cell:
     seconds: float = 0.0
     device: str = "auto"
     client: tuple[tuple[str, object], ...] = ()
+    control: str = "none"
 
     @property
     def id(self) -> str:
-        fields_ = {k: v for k, v in asdict(self).items() if k != "client" or v}  # FedSGD cells keep their ids
+        # Fields added later are left out at their defaults, so the cells run before them keep their ids.
+        later = {"client": (), "control": "none"}
+        fields_ = {k: v for k, v in asdict(self).items() if k not in later or v != later[k]}
         payload = json.dumps({"v": BENCH_VERSION, **fields_}, sort_keys=True)
         return f"{self.method}-{self.size}px-" + hashlib.sha1(payload.encode()).hexdigest()[:12]
 

@@ -50,6 +50,38 @@ def _table(rows: list[dict], value: Callable[[dict], str], bold_best: bool = Fal
     return lines
 
 
+def _setting(config: dict) -> str:
+    """A row's setting apart from its method and control: what pairs a control row with its real-update row."""
+    return json.dumps({k: v for k, v in config.items() if k not in ("method", "control")}, sort_keys=True)
+
+
+def control_table(rows: list[dict]) -> list[str]:
+    """Each method against the real update and against each control, side by side (PSNR and LPIPS to the real
+    victim): an attack that scores alike on both learnt nothing from the update. Empty without control rows."""
+    controls = [r for r in rows if r["config"].get("control", "none") != "none"]
+    if not controls:
+        return []
+    names = list(dict.fromkeys(r["config"]["control"] for r in controls))
+    lines = ["Control runs: the same attack handed the update the client would share for another held-out face "
+             "(other-image) or noise with the update's per-tensor norms (noise), scored against the real victim; "
+             "PSNR in dB / LPIPS, mean ± std:", "",
+             "| setting | method | real update | " + " | ".join(f"{n} control" for n in names) + " |",
+             "|---|---|---:|" + "---:|" * len(names)]
+    for key in dict.fromkeys(_setting(r["config"]) for r in controls):
+        real = next((r for r in rows if _setting(r["config"]) == key and r["config"].get("control", "none") == "none"),
+                    None)
+        by_control = {r["config"]["control"]: r for r in controls if _setting(r["config"]) == key}
+        label = (real or next(iter(by_control.values())))["label"]
+        for method in METHOD_ORDER:
+            entries = [None if real is None else real["methods"].get(method),
+                       *(by_control[n]["methods"].get(method) if n in by_control else None for n in names)]
+            if all(e is None for e in entries[1:]):
+                continue
+            cells = ["–" if e is None else f"{_pm(e['psnr'])} / {_pm(e['lpips'], '.3f')}" for e in entries]
+            lines.append(f"| {label} | {METHOD_LABELS[method]} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def _preamble(results: dict[str, Any]) -> str:
     rows = [r for r in results["rows"] if r["methods"]]
     first = next(iter(results["cells"].values()))
@@ -88,7 +120,7 @@ def markdown(results: dict[str, Any]) -> str:
                   + f"; {results['cpu_seconds']:.0f} CPU-seconds in all cells.", "", _preamble(results), "",
                   "## PSNR (dB)", "", *_table(rows, lambda e: _pm(e["psnr"]), bold_best=True), "",
                   "## Seconds to 30 dB (mean over the runs that got there; runs that got there / runs)", "",
-                  *_table(rows, lambda e: _reach(e, 30.0)), ""]
+                  *_table(rows, lambda e: _reach(e, 30.0)), "", *control_table(rows)]
     lines += ["## Every metric", "",
               "t acc. and eps err. only where the client kept them private; s to 25/30 dB counts runs that got "
               "there (n/runs); step ratio = seconds per iteration / one forward+backward of the same UNet.", "",
@@ -142,7 +174,7 @@ def readme_section(results: dict[str, Any]) -> str:
                   "learnt no images, so GIDM's prior is no prior at all there.", ""]
     lines += [*_table(rows, lambda e: _pm(e["psnr"]), bold_best=True), "",
               "Seconds of attack to reach 30 dB (mean over the runs that got there; runs that got there / runs):",
-              "", *_table(rows, lambda e: _reach(e, 30.0)), "",
+              "", *_table(rows, lambda e: _reach(e, 30.0)), "", *control_table(rows),
               "What the paper claims, and what these runs say (each undefended L-BFGS row that tests a claim "
               "confirms it, refutes it, or ties within 1 dB):", "", *claims(results)]
     by_t = sorted(((r["config"]["t"], r) for r in rows if "gidm-plus" in r["methods"]
