@@ -110,40 +110,55 @@ def test_speed_ratio_is_the_step_cost_over_one_forward_backward(monkeypatch):
     assert probe["cases"]["GIDM pixel step"]["step_seconds"] == pytest.approx(0.12)
 
 
-def _entry(psnr: float, lpips: float = 0.01) -> dict:
-    return {"psnr": {"mean": psnr, "std": 0.0, "n": 1}, "lpips": {"mean": lpips, "std": 0.0, "n": 1}}
+def _planted(rows: list[tuple[str, dict, dict[str, list[float]]]], group: str = "setting") -> dict:
+    """A results.json with planted per-run PSNRs: each row's methods ran on the same (face, seed) runs, run i
+    on ("face-0i",) with client seed i; LPIPS 0.01 unless a PSNR is under 25 dB (then 0.2)."""
+    table, cells = [], {}
+    for label, config, methods in rows:
+        entries = {}
+        for method, values in methods.items():
+            cell = f"{label}-{method}"
+            runs = [{"images": [f"face-0{i}"], "client_seed": i, "status": "done", "psnr": v,
+                     "lpips": 0.01 if v >= 25 else 0.2} for i, v in enumerate(values)]
+            cells[cell] = {"runs": runs}
+            mean = sum(values) / len(values)
+            entries[method] = {"cell": cell, "psnr": {"mean": mean, "std": 0.0, "n": len(values)},
+                               "lpips": {"mean": 0.01 if mean >= 25 else 0.2, "std": 0.0, "n": len(values)}}
+        table.append({"label": label, "group": group, "config": config, "methods": entries})
+    return {"rows": table, "cells": cells}
 
 
-def _results(rows: list[dict]) -> dict:
-    for row in rows:
-        row.setdefault("group", "setting")
-    return {"rows": rows}
-
-
-def test_claims_state_a_verdict_and_the_rows_it_rests_on():
+def test_claims_decide_only_where_the_paired_interval_excludes_zero():
     from gidm_core.bench.claims import claims
 
     known = {"knows_eps": True, "knows_t": True, "size": 32}
-    rows = [{"label": "known", "config": known,
-             "methods": {"dlg": _entry(25.0), "ig": _entry(27.5), "gidm": _entry(35.0), "gidm-latent": _entry(27.0)}},
-            {"label": "early", "config": known, "methods": {"dlg": _entry(30.0), "gidm": _entry(20.0, 0.2)}},
-            {"label": "noisy", "group": "defence", "config": known,  # defended rows test no claim
-             "methods": {"dlg": _entry(5.0), "gidm": _entry(40.0)}},
-            {"label": "private", "config": {**known, "knows_eps": False, "knows_t": False},
-             "methods": {"dlg": _entry(20.0), "gidm-plus": _entry(26.0)}}]
-    lines = claims(_results(rows))
-    assert lines[0].endswith(": mixed (1 confirm, 1 refute, 0 within 1 dB).** known: GIDM 35.0 vs IG 27.5 (+7.5); "
-                             "early: GIDM 20.0 vs DLG 30.0 (-10.0).")
-    assert ": mixed (1 confirm, 1 refute, 0 within 1 dB).** known: GIDM 35.0 dB, LPIPS 0.010; early: GIDM 20.0 dB" \
+    private = {**known, "knows_eps": False, "knows_t": False}
+    rows = [("known", known, {"dlg": [25, 26, 24, 25], "ig": [27, 28, 27, 28], "gidm": [35, 36, 34, 35],
+                              "gidm-latent": [27, 27, 26, 27]}),
+            ("early", known, {"dlg": [30, 31, 30, 29], "gidm": [20, 21, 19, 20]}),
+            ("private", private, {"dlg": [20, 21, 19, 20], "gidm-plus": [26, 27, 26, 27]})]
+    lines = claims(_planted(rows))
+    assert lines[0].endswith(": mixed (1 confirm, 1 refute, 0 cannot tell).** known: GIDM 35.0 vs IG 27.5 "
+                             "(+7.5 [+7.0, +8.0], n = 4); early: GIDM 20.0 vs DLG 30.0 (-10.0 [-10.8, -9.2], n = 4).")
+    assert ": mixed (1 confirm, 1 refute, 0 cannot tell).** known: GIDM 35.0 dB (+5.0 [+4.2, +5.8], n = 4 over 30)" \
         in lines[1]
-    assert lines[2].endswith(": confirmed (1 of 1 rows).** private: GIDM+ 26.0 vs DLG 20.0 (+6.0).")
+    assert ": confirmed (1 of 1 rows).** private: GIDM+ 26.5 vs DLG 20.0 (+6.5 [+6.0, +7.0], n = 4), +1.5 " \
+        "[+1.0, +2.0], n = 4 dB over 25." in lines[2]
     assert ": cannot tell.** no row at 128 px" in lines[3]
-    rows[3]["methods"]["dlg"] = _entry(30.0)  # GIDM+ beaten in its row: no longer "recovers"
-    assert ": refuted (1 of 1 rows).**" in claims(_results(rows))[2]
-    big = {"label": "128", "config": {**known, "size": 128}, "methods": {"gidm": _entry(25.5), "dlg": _entry(25.0)}}
-    assert ": confirmed (1 of 1 rows).** 128: GIDM 25.5 dB." in claims(_results([*rows, big]))[3]
-    ties = [{"label": "tie", "config": known, "methods": {"dlg": _entry(30.0), "gidm": _entry(30.5)}}]
-    assert ": cannot tell (1 row(s) within 1 dB).**" in claims(_results(ties))[0]
+    # GIDM+ beaten in its row for sure: no longer "recovers".
+    beaten = [*rows[:2], ("private", private, {"dlg": [30, 31, 30, 31], "gidm-plus": [26, 27, 26, 27]})]
+    assert ": refuted (1 of 1 rows).**" in claims(_planted(beaten))[2]
+    big = ("128", {**known, "size": 128}, {"gidm": [25.5, 26.0, 25.8], "dlg": [25.0, 25.0, 25.0]})
+    assert ": confirmed (1 of 1 rows).** 128: GIDM 25.8 dB (+0.8 [+0.5, +1.0], n = 3 over 25)." in \
+        claims(_planted([*rows, big]))[3]
+    # A large mean difference whose runs disagree in sign decides nothing; nor does one run.
+    noisy = [("noisy", known, {"dlg": [30, 30, 30, 30], "gidm": [45, 15, 46, 16]})]
+    assert ": cannot tell (1 row(s) whose 95 % interval holds 0).**" in claims(_planted(noisy))[0]
+    one = [("one", known, {"dlg": [20.0], "gidm": [40.0]})]
+    assert "(+20.0, n = 1: no interval)" in claims(_planted(one))[0]
+    # Defended rows test no claim.
+    assert "no row tests it" in claims(_planted([("noisy", known, {"dlg": [5, 5], "gidm": [40, 40]})],
+                                                group="defence"))[0]
 
 
 def test_readme_section_goes_between_the_markers_and_nowhere_else():

@@ -176,7 +176,9 @@ def readme_section(results: dict[str, Any]) -> str:
               "Seconds of attack to reach 30 dB (mean over the runs that got there; runs that got there / runs):",
               "", *_table(rows, lambda e: _reach(e, 30.0)), "", *control_table(rows),
               "What the paper claims, and what these runs say (each undefended L-BFGS row that tests a claim "
-              "confirms it, refutes it, or ties within 1 dB):", "", *claims(results)]
+              "confirms it, refutes it, or cannot tell: the mean paired difference over the same (image, client "
+              "seed) runs, with its bootstrap 95 % interval, decides only where the interval excludes 0):", "",
+              *claims(results)]
     by_t = sorted(((r["config"]["t"], r) for r in rows if "gidm-plus" in r["methods"]
                    and not r["config"].get("knows_t", True) and r["config"].get("t") is not None),
                   key=lambda item: item[0])
