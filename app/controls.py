@@ -16,6 +16,7 @@ from gidm_core.methods import METHOD_LABELS
 from .model_cache import model_choices
 from .settings import (
     CLIENT_UPDATES,
+    CONTROL_UPDATES,
     CONTROLS,
     DEFAULT_PRESET,
     DEFENCES,
@@ -107,6 +108,9 @@ def settings_column(s: Settings, items: list[GalleryItem], shown: dict[str, bool
                     c["sigma"] = _number(s, "sigma", info="noise std = sigma x clip norm",
                                          visible=shown["sigma"])
                     c["keep"] = _number(s, "keep", visible=shown["keep"])
+                c["control"] = gr.Radio(list(CONTROL_UPDATES), value=s.control, label=label["control"],
+                                        info="hand the attack another face's update, or noise, instead: a face that "
+                                             "still appears came from the prior, not from the victim's update")
             with gr.Tab("Attack", id="Attack"):
                 teach(TEACH_ATTACK)
                 c["method"] = gr.Dropdown([(METHOD_LABELS[m], m) for m in METHODS], value=s.method,

@@ -19,6 +19,7 @@ from gidm_core.client import PrivateBatch
 from gidm_core.config import AttackConfig, ConfigError, ThreatModel
 from gidm_core.errors import UserError, out_of_memory, out_of_memory_message
 from gidm_core.evaluation import Evaluator
+from gidm_core.images import control_names, load_named_images
 from gidm_core.models import DiffusionModel, check_image_size
 from gidm_core.protocol import play
 
@@ -63,8 +64,11 @@ def stream(session: Session, settings: Settings, min_interval: float = 0.4) -> I
             if settings.client_t >= model.num_train_timesteps:
                 raise ConfigError(f"client t must be below {model.num_train_timesteps} for {model.name}")
             t = None if settings.client_t < 0 else [settings.client_t]
+            others = None
+            if threat.control == "other-image":  # another bundled image of each victim's kind
+                others = load_named_images(control_names([v[0] for v in named]), size, model.channels)
             played = play(model, x0, threat, config, client_seed=settings.client_seed, t=t, prior=prior, stop=stop,
-                          lpips_every=5, training=training(settings))
+                          lpips_every=5, training=training(settings), control_images=others)
         except (UserError, ValueError, RuntimeError, MemoryError) as err:
             if isinstance(err, (RuntimeError, MemoryError)) and not out_of_memory(err):
                 raise

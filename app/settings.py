@@ -25,9 +25,11 @@ from gidm_core.config import (
     ThreatModel,
     attack_config,
 )
+from gidm_core.config import CONTROLS as CONTROL_UPDATES
 from gidm_core.errors import UserError
 from gidm_core.methods import METHOD_LABELS, REGISTRY, spec
 from gidm_core.models import check_spec
+from gidm_core.privacy import describe as dp_budget
 
 SOURCES = ("Gallery", "Upload", "Webcam")
 SECRETS = {"known": "eps and t known to the server (paper setting; GIDM)",
@@ -106,6 +108,7 @@ class Settings:
     clip: float = 1.0
     sigma: float = 0.01
     keep: float = 0.1
+    control: str = "none"
     client_update: str = "fedsgd"
     local_steps: int = 4
     client_optimizer: str = "adamw"
@@ -146,6 +149,7 @@ CONTROLS: dict[str, tuple[str, str]] = {
     "secrets": ("Threat", "Noise eps and timestep t"), "client_t": ("Threat", "Client's timestep t"),
     "prior": ("Threat", "Prior for GIDM's sampler"), "defence": ("Threat", "Client's defence"),
     "clip": ("Threat", "Clip norm"), "sigma": ("Threat", "Noise sigma"), "keep": ("Threat", "Top-k: fraction kept"),
+    "control": ("Threat", "Control run"),
     "client_seed": ("Threat", "Client's secret seed"),
     "client_update": ("Threat", "The client shares"), "local_steps": ("Threat", "Local steps E"),
     "client_optimizer": ("Threat", "Client's optimiser"), "client_lr": ("Threat", "Client's learning rate"),
@@ -180,7 +184,7 @@ LIMITS = {
 CHOICES = {"method": METHODS, "distance": ("l2", "cosine"), "lr_schedule": ("constant", "cosine"),
            "optimizer": OPTIMIZERS, "layer_weights": LAYER_WEIGHTS, "defence": DEFENCES, "secrets": tuple(SECRETS),
            "resolution": RESOLUTIONS, "source": SOURCES, "client_update": tuple(CLIENT_UPDATES),
-           "client_optimizer": CLIENT_OPTIMIZERS, "noise_per_step": NOISE_POLICIES}
+           "client_optimizer": CLIENT_OPTIMIZERS, "noise_per_step": NOISE_POLICIES, "control": CONTROL_UPDATES}
 INTEGER_FIELDS = {"pixel_iterations", "latent_iterations", "ddim_steps", "client_seed", "attack_seed", "report_every",
                   "batch_size", "client_t", "plateau", "local_steps"}
 
@@ -332,6 +336,12 @@ def hints(settings: Settings) -> list[str]:
     if not made_for_private and private:
         out.append(f"{METHOD_LABELS[settings.method]} with private eps and t: t is read off the update and eps is "
                    "searched jointly with the image, which this method was not designed for; GIDM+ is.")
+    if settings.defence == "clip + Gaussian noise" and settings.sigma > 0:
+        out.append(f"Privacy this noise buys: {dp_budget(DefenceConfig(clip=settings.clip, sigma=settings.sigma))} "
+                   "(Opacus' RDP accountant, one round of clip + noise); what still leaks at it is what you see.")
+    if settings.control != "none":
+        out.append(f"Control run ({settings.control}): the attack gets an update that holds nothing of the victim, "
+                   "still scored against it; whatever resemblance remains came from the prior, not from a leak.")
     if settings.defence == "clip + Gaussian noise" and settings.clip == 0 and settings.sigma == 0:
         out.append("Clip norm 0 and sigma 0: this defence changes nothing (the update is sent as it is).")
     elif settings.defence == "clip + Gaussian noise" and settings.clip > 0 and settings.layer_weights == "normalized" \
@@ -351,7 +361,8 @@ def configs(settings: Settings) -> tuple[AttackConfig, ThreatModel]:
     elif settings.defence == "top-k pruning":
         defence = DefenceConfig(keep=settings.keep)
     private = settings.secrets == "private"
-    threat = ThreatModel(knows_eps=not private, knows_t=not private, prior=settings.prior, defence=defence)
+    threat = ThreatModel(knows_eps=not private, knows_t=not private, prior=settings.prior, defence=defence,
+                         control=settings.control)
     config = attack_config(settings.method, pixel_iterations=settings.pixel_iterations, lr=settings.lr,
                            latent_iterations=settings.latent_iterations, latent_lr=settings.latent_lr,
                            ddim_steps=settings.ddim_steps, distance=settings.distance, tv_weight=settings.tv_weight,

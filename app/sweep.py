@@ -122,7 +122,7 @@ def base_cell(settings: Settings, images: tuple[str, ...], size: int, iterations
                 batch=len(images), knows_eps=not private, knows_t=not private, prior=settings.prior,
                 defence=defence, total_iterations=iterations, latent_share=settings.latent_iterations / total,
                 ddim_steps=settings.ddim_steps, t=settings.client_t if settings.client_t >= 0 else None,
-                optimizer=settings.optimizer, report_every=5,
+                optimizer=settings.optimizer, report_every=5, control=settings.control,
                 client=tuple(sorted(asdict(local).items())) if (local := training(settings)) else ())
 
 

@@ -90,7 +90,8 @@ def load_cell(grid: sweep.Grid | None, evt: gr.SelectData) -> tuple:
               "client_t": -1 if cell.t is None else cell.t, "client_seed": cell.client_seeds[0],
               "attack_seed": cell.client_seeds[0] + ATTACKER_SEED_OFFSET,  # the seed the benchmark's cell attacked with
               "defence": defence, "clip": clip, "sigma": sigma, "keep": keep,
-              "secrets": "known" if cell.knows_eps else "private", "prior": cell.prior, **_client_controls(cell)}
+              "secrets": "known" if cell.knows_eps else "private", "prior": cell.prior, "control": cell.control,
+              **_client_controls(cell)}
     return tuple(as_typed(chosen[name]) for name in CELL_FIELDS) + (
         f"Loaded sweep cell ({grid.x_axis} = {grid.x_values[col - 1]}"
         + (f", {grid.y_axis} = {grid.y_values[row]}" if grid.y_axis != sweep.NONE else "") + "): running it ...",)

@@ -21,7 +21,7 @@ from .zerogpu import gpu, run_duration, sweep_duration
 # The controls whose value changes which other controls apply (and the hints); the number boxes among them update
 # when the user leaves them rather than on every keystroke.
 _REFRESH_ON_CHANGE = ("method", "optimizer", "defence", "source", "secrets", "distance", "layer_weights",
-                      "client_update", "client_optimizer")
+                      "client_update", "client_optimizer", "control")
 _REFRESH_ON_BLUR = ("client_t", "clip", "sigma")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import sys
 import time
@@ -269,8 +270,8 @@ def run_attack(args: argparse.Namespace) -> int:
     metrics = evaluator.score_result(result)
     report = {
         **metrics, "method": config.method, "model": model.name, "threat": threat.describe(), "status": result.status,
-        "control": threat.control, "message": result.message, "matching_loss": result.matching_loss,
-        "iterations": result.iterations,
+        "control": threat.control, "dp": dp_record(threat.defence), "message": result.message,
+        "matching_loss": result.matching_loss, "iterations": result.iterations,
         "seconds": result.seconds, "seconds_per_iteration": result.seconds / max(result.iterations, 1),
         "t_true": batch.t.tolist(), "t_estimate": list(result.t_estimate) if result.t_estimate else None,
         "phase_starts": result.phase_starts, "config": config.__dict__, "client_seed": args.client_seed,
@@ -287,6 +288,17 @@ def run_attack(args: argparse.Namespace) -> int:
     print(f"{config.method}: PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}, LPIPS {metrics['lpips']:.3f}"
           f" in {result.iterations} iterations, {result.seconds:.1f} s -> {out}")
     return 0 if result.status != "error" else 1
+
+
+def dp_record(defence: DefenceConfig) -> dict | None:
+    """The (epsilon, delta) one round of the client's clip + noise buys (`privacy.py`); None without noise."""
+    from .privacy import DELTA, epsilon, noise_multiplier
+
+    value = epsilon(defence)
+    if value is None:
+        return None
+    return {"epsilon": value if math.isfinite(value) else None, "delta": DELTA,
+            "noise_multiplier": noise_multiplier(defence), "accountant": "opacus RDP, sample rate 1, one step"}
 
 
 def command_line(argv: list[str]) -> str:

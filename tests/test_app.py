@@ -182,6 +182,18 @@ def test_a_surprising_combination_gets_a_visible_hint(app_url):
     assert any("GIDM+ is built for private eps and t" in o[STATUS] for o in outputs), [o[STATUS] for o in outputs]
 
 
+def test_a_control_run_with_dp_noise_says_what_it_is_and_reruns_as_one(app_url):
+    """The Threat tab's "control run" reaches the attack and the rerun command; the hints say why a control
+    matters and what (epsilon, delta) the noise buys."""
+    outputs = _stream(_client(app_url), method="dlg", pixel_iterations=3, control="other-image",
+                      defence="clip + Gaussian noise", clip=1.0, sigma=1.0)
+    assert outputs[-1][STATUS].startswith("**Finished**"), outputs[-1][STATUS]
+    statuses = " ".join(o[STATUS] for o in outputs)
+    assert "Control run (other-image)" in statuses and "(ε = 4.73, δ = 1e-05) per round" in statuses, statuses
+    with zipfile.ZipFile(outputs[-1][EXPORT]) as archive:
+        assert "--control other-image" in archive.read("command.txt").decode()
+
+
 def test_a_session_deletes_its_files_when_it_ends(tmp_path):
     session = Session()
     folder = session.workfolder()

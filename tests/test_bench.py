@@ -195,9 +195,13 @@ def test_aggregate_writes_json_markdown_and_plots(tiny_out):
     assert "| setting | budget per run | DLG | IG | GIDM-latent | GIDM | GIDM+ |" in markdown
     assert f"{first['dlg']['psnr']['mean']:.1f}" in markdown
     assert "Step time as a ratio" in markdown
+    # Every noise row carries its DP budget: clip 1, sigma 1e-2 buys epsilon ~5.6e3 at delta 1e-5 per round.
+    assert "| (b) federated: noise 0.01 (ε = 5.61e+03, δ = 1e-05) per round |" in markdown
+    assert [r["dp_epsilon"] is None for r in results["rows"]] == [r.defence_kind != "noise" for r in rows]
     readme = (tiny_out / "readme_section.md").read_text()
     gidm, dlg = first["gidm"]["psnr"]["mean"], first["dlg"]["psnr"]["mean"]
-    assert f"(b) federated: 32 px, eps and t known: GIDM {gidm:.1f} vs DLG {dlg:.1f} ({gidm - dlg:+.1f})" in readme
+    assert (f"(b) federated: 32 px, eps and t known: GIDM {gidm:.1f} vs DLG {dlg:.1f} "
+            f"({gidm - dlg:+.1f}, n = 1: no interval)") in readme
     assert "attack a randomly initialised UNet" in readme  # the tiny suite attacks random:tiny-32, and must say so
     assert "What the paper claims" in readme and "High resolution works" in readme
     control = results["rows"][-1]["methods"]["dlg"]

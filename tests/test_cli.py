@@ -41,10 +41,11 @@ def test_attack_against_a_control_records_it(tmp_path):
     records "none"."""
     out = tmp_path / "run"
     done = cli("attack", "--model", "random:tiny-32", "--image", "face-05", "--method", "dlg", "--pixel-iterations",
-               "2", "--t", "300", "--control", "other-image", "--out", str(out))
+               "2", "--t", "300", "--control", "other-image", "--clip", "1", "--sigma", "1", "--out", str(out))
     assert done.returncode == 0, done.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["control"] == "other-image" and "control: other-image" in metrics["threat"]
+    assert metrics["dp"]["delta"] == 1e-5 and abs(metrics["dp"]["epsilon"] - 4.7285) < 1e-3  # tests/test_privacy.py
     assert "--control other-image" in metrics["command"]
     bad = cli("attack", "--image", "face-05", "--control", "random", "--out", str(tmp_path / "bad"))
     assert bad.returncode == 2 and "invalid choice: 'random'" in bad.stderr

@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from ..config import DefenceConfig
+from ..privacy import epsilon
 from .grid import Row
 from .jobs import BENCH_VERSION, SpeedProbe, cell_path
 from .report import markdown, readme_section
@@ -46,7 +48,8 @@ def aggregate(rows: list[Row], probes: list[SpeedProbe], out: Path, run_seconds:
                 "step_ratio": data["step_ratio"], "peak_memory_mb": data["peak_memory_mb"],
                 "device": data["device"], "model_name": data["model_name"], "threat": data["threat"],
             }
-        table.append({"label": row.label, "group": row.group, "setting": row.setting,
+        defence = DefenceConfig(*row.cells[0].defence) if row.cells else DefenceConfig()
+        table.append({"label": row.label, "group": row.group, "setting": row.setting, "dp_epsilon": epsilon(defence),
                       "training_round": row.training_round, "strength": row.strength,
                       "defence_kind": row.defence_kind, "config": asdict(row.cells[0]) if row.cells else {},
                       "methods": entries})

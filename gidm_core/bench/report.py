@@ -6,7 +6,9 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from ..config import DefenceConfig
 from ..methods import METHOD_LABELS
+from ..privacy import describe as dp_budget
 from .claims import claims
 from .grid import SETTINGS
 from .jobs import METHOD_ORDER, THRESHOLDS_DB
@@ -35,6 +37,12 @@ def _reach(entry: dict, db: float) -> str:
     return f"{_pm(entry[f'seconds_to_{db:g}db'])} ({got}/{runs})" if got else f"– (0/{runs})"
 
 
+def _label(row: dict) -> str:
+    """A row's label, with the (epsilon, delta) of one round beside a Gaussian-noise defence (`privacy.py`)."""
+    budget = dp_budget(DefenceConfig(*row["config"].get("defence", (0.0, 0.0, 1.0))))
+    return f"{row['label']} {budget}" if budget else row["label"]
+
+
 def _table(rows: list[dict], value: Callable[[dict], str], bold_best: bool = False) -> list[str]:
     """One line per row, one column per method (and, with `bold_best`, the row's best PSNR in bold)."""
     lines = ["| setting | budget per run | " + " | ".join(METHOD_LABELS[m] for m in METHOD_ORDER) + " |",
@@ -46,7 +54,7 @@ def _table(rows: list[dict], value: Callable[[dict], str], bold_best: bool = Fal
         if bold_best and len(scored) > 1:
             i = METHOD_ORDER.index(max(scored)[1])
             cells[i] = f"**{cells[i]}**"
-        lines.append(f"| {row['label']} | {_budget(row['config'])} | " + " | ".join(cells) + " |")
+        lines.append(f"| {_label(row)} | {_budget(row['config'])} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -133,7 +141,7 @@ def markdown(results: dict[str, Any]) -> str:
             if e is None:
                 continue
             lines.append(
-                f"| {row['label']} | {METHOD_LABELS[method]} | {_budget(row['config'])} | "
+                f"| {_label(row)} | {METHOD_LABELS[method]} | {_budget(row['config'])} | "
                 f"{_fmt(e['iterations']['mean'], '.0f')} | {_pm(e['psnr'])} | {_pm(e['ssim'], '.3f')} | "
                 f"{_pm(e['lpips'], '.3f')} | {_pm(e['mse'], '.4f')} | {_pm(e['t_accuracy'], '.2f')} | "
                 f"{_pm(e['eps_error'], '.2f')} | {_pm(e['seconds'])} | {_pm(e['iterations_per_second'])} | "
