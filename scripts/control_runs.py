@@ -31,7 +31,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--client-seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--figure", action="store_true", help="only compose control.png from the runs on disk")
     args = parser.parse_args()
+    if args.figure:
+        figure(args)
+        return
     torch.set_num_threads(1)
     model = load_model("faces32", "cpu")
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -63,6 +67,27 @@ def main() -> None:
                 with args.out.open("a") as handle:
                     handle.write(json.dumps(row) + "\n")
                 to_pil(guess[0]).save(args.out.parent / f"{image}-{method}-{control}.png")
+
+
+def figure(args: argparse.Namespace) -> None:
+    """control.png: per image, the victim and its stand-in, then each method's answer to the real update and to
+    each control (a blank where a run is missing), upscaled 3x."""
+    from PIL import Image
+
+    folder, size, scale = args.out.parent, 32, 3
+    columns = len(args.methods) * len(args.controls) + 2
+    canvas = Image.new("RGB", (columns * size, len(args.images) * size), "white")
+    for row, image in enumerate(args.images):
+        pair = load_named_images([image, *control_names([image])], size)
+        tiles = [to_pil(pair[0]), to_pil(pair[1])]
+        for method in args.methods:
+            for control in args.controls:
+                path = folder / f"{image}-{method}-{control}.png"
+                tiles.append(Image.open(path).convert("RGB") if path.is_file() else Image.new("RGB", (size, size),
+                                                                                               "white"))
+        for col, tile in enumerate(tiles):
+            canvas.paste(tile, (col * size, row * size))
+    canvas.resize((canvas.width * scale, canvas.height * scale), Image.Resampling.NEAREST).save(folder / "control.png")
 
 
 if __name__ == "__main__":
