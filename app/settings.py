@@ -341,7 +341,7 @@ def hints(settings: Settings) -> list[str]:
                    "(Opacus' RDP accountant, one round of clip + noise); what still leaks at it is what you see.")
     if settings.control != "none":
         out.append(f"Control run ({settings.control}): the attack gets an update that holds nothing of the victim, "
-                   "still scored against it; whatever resemblance remains came from the prior, not from a leak.")
+                   "still scored against it; any likeness to the victim comes from the prior or chance, not a leak.")
     if settings.defence == "clip + Gaussian noise" and settings.clip == 0 and settings.sigma == 0:
         out.append("Clip norm 0 and sigma 0: this defence changes nothing (the update is sent as it is).")
     elif settings.defence == "clip + Gaussian noise" and settings.clip > 0 and settings.layer_weights == "normalized" \
