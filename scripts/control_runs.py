@@ -35,6 +35,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.figure:
         figure(args)
+        print(table(args.out))
         return
     torch.set_num_threads(1)
     model = load_model("faces32", "cpu")
@@ -67,6 +68,26 @@ def main() -> None:
                 with args.out.open("a") as handle:
                     handle.write(json.dumps(row) + "\n")
                 to_pil(guess[0]).save(args.out.parent / f"{image}-{method}-{control}.png")
+
+
+def table(path: Path) -> str:
+    """The runs as a markdown table, one line per (image, method), the controls side by side."""
+    runs = [json.loads(line) for line in path.read_text().splitlines()]
+    by = {(r["image"], r["method"], r["control"]): r for r in runs}
+    lines = ["| image (stand-in) | method | real update: PSNR / LPIPS | other-image: PSNR / LPIPS (vs stand-in) | "
+             "noise: PSNR / LPIPS |", "|---|---|---:|---:|---:|"]
+    def cell(r: dict | None, stand_in: bool = False) -> str:
+        if r is None:
+            return "not run"
+        text = f"{r['psnr']:.1f} / {r['lpips']:.3f}"
+        return text + (f" ({r['psnr_vs_stand_in']:.1f} / {r['lpips_vs_stand_in']:.3f})" if stand_in else "")
+
+    for image, method in dict.fromkeys((r["image"], r["method"]) for r in runs):
+        stand_in = next(r["stand_in"] for r in runs if r["image"] == image)
+        lines.append(f"| {image} ({stand_in}) | {method} | {cell(by.get((image, method, 'none')))} | "
+                     f"{cell(by.get((image, method, 'other-image')), True)} | "
+                     f"{cell(by.get((image, method, 'noise')))} |")
+    return "\n".join(lines)
 
 
 def figure(args: argparse.Namespace) -> None:

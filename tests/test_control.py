@@ -70,12 +70,13 @@ def test_control_names_pick_the_same_kind_and_avoid_the_batch():
     assert control_names(["upload.png"]) == ["face-05"]
 
 
-def test_dlg_recovers_the_victim_from_its_update_but_not_from_noise(tiny_model, photo32):
-    """The same attack and budget: a floor on the real update, a ceiling on the noise control."""
-    config = attack_config("dlg", pixel_iterations=150, report_every=50)
+def test_dlg_recovers_the_victim_from_its_update_but_not_from_noise(tiny_model, photo32, one_thread):
+    """The same attack and budget: a floor on the real update, a ceiling on the noise control (measured 33.0 and
+    4.5 dB, ~13 CPU-s for both)."""
+    config = attack_config("dlg", pixel_iterations=80, report_every=40)
     scores = {}
     for control in ("none", "noise"):
         played = play(tiny_model, photo32, replace(PAPER, control=control), config, client_seed=2, t=[500])
         result = played.run.run_to_end()
         scores[control] = psnr(to_unit(result.reconstruction), to_unit(photo32))
-    assert scores["none"] >= 30 and scores["noise"] <= 15, scores
+    assert scores["none"] >= 28 and scores["noise"] <= 12, scores
