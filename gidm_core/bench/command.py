@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from ..errors import UsageError
 from ..flags import check_cores
 from ..outputs import check_out_folder
-from .grid import SUITES, build_suite
+from .grid import SUITES, Row, build_suite
+from .jobs import SpeedProbe
 from .report import replace_readme_section
 from .suite import run_suite
 
@@ -30,6 +32,9 @@ def add_bench_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--address", default=None,
                         help="with --ray: the cluster's head, e.g. HEAD_IP:6379 (default: $RAY_ADDRESS, else local)")
     parser.add_argument("--list", action="store_true", help="print the suite's cells and exit")
+    parser.add_argument("--rows", action="append", default=None, metavar="TEXT",
+                        help="only the rows whose label contains TEXT (repeat for several; no speed probes)")
+    parser.add_argument("--methods", default=None, help="only these methods, comma-separated (no speed probes)")
     parser.add_argument("--readme", type=Path, default=None, help="also write the results section into this "
                         "README, between its bench markers")
     parser.set_defaults(func=bench_command)
@@ -43,7 +48,7 @@ def bench_command(args: argparse.Namespace) -> int:
     if not args.list:
         _check_run_args(args, address)
     if args.list:
-        rows, _ = build_suite(args.suite, args.device)
+        rows, _ = _select(*build_suite(args.suite, args.device), args)
         cells = [cell for row in rows for cell in row.cells]
         for row in rows:
             for cell in row.cells:
@@ -68,7 +73,7 @@ def bench_command(args: argparse.Namespace) -> int:
 
     on_cluster = bool(address)
     device = args.device if on_cluster else resolve_device(args.device)  # a cluster's GPUs are on its nodes
-    rows, probes = build_suite(args.suite, device)
+    rows, probes = _select(*build_suite(args.suite, device), args)
     workers = args.workers or (1 if device.startswith("cuda") else max(1, min(os.cpu_count() or 1, 4)))
     results = run_suite(rows, probes, args.out, workers=workers, threads=args.threads, device=args.device,
                         suite=args.suite, executor=executor)
@@ -78,6 +83,23 @@ def bench_command(args: argparse.Namespace) -> int:
         args.readme.write_text(replace_readme_section(args.readme.read_text(), section))
         print(f"updated the results section of {args.readme}")
     return 0 if not results["missing_cells"] else 1
+
+
+def _select(rows: list[Row], probes: list[SpeedProbe], args: argparse.Namespace) -> tuple[list[Row], list]:
+    """The part of a suite that --rows and --methods name (a subset runs no speed probes); all of it by default."""
+    if args.rows is None and args.methods is None:
+        return rows, probes
+    methods = None if args.methods is None else {m.strip() for m in args.methods.split(",")}
+    picked = []
+    for row in rows:
+        if args.rows is not None and not any(text in row.label for text in args.rows):
+            continue
+        cells = tuple(c for c in row.cells if methods is None or c.method in methods)
+        if cells:
+            picked.append(replace(row, cells=cells))
+    if not picked:
+        raise UsageError(f"--rows/--methods select nothing of the {args.suite} suite (--list shows its rows)")
+    return picked, []
 
 
 def _check_run_args(args: argparse.Namespace, address: str | None) -> None:
