@@ -318,6 +318,16 @@ def test_the_standard_suite_runs_eight_per_cell_within_two_hours_on_two_workers(
     assert f"{attack_hours / 2:.2f} hours on 2 workers" in capsys.readouterr().out
 
 
+def test_rows_and_methods_pick_a_part_of_a_suite(capsys):
+    assert main(["bench", "--list", "--suite", "standard", "--rows", "control", "--methods", "gidm-latent,dlg",
+                 "--out", "unused"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert len(listed) == 5 and listed[-1].startswith("4 cells in 2 rows, 32 runs")
+    assert all("control: " in line and line.split()[-2] in ("gidm-latent", "dlg") for line in listed[:4])
+    assert main(["bench", "--list", "--suite", "standard", "--rows", "no such row", "--out", "unused"]) == 2
+    assert "select nothing" in capsys.readouterr().err
+
+
 def test_the_readme_results_section_is_regenerated_byte_identically_from_results_json():
     from gidm_core.bench.report import README_END, README_START, readme_section
 
