@@ -31,6 +31,8 @@ from .per_sample import SeparatedMatcher, pixel_start
 GROUP_RATIO = 3.0
 # Share of the pixel iterations left for the final joint stage; the groups share the rest by their size.
 JOINT_SHARE = 0.3
+# Whether a group's stage keeps the earlier groups free (True) or frozen (False).
+CUMULATIVE = True
 
 
 def signal_groups(matcher: SeparatedMatcher, t: torch.Tensor) -> list[list[int]]:
@@ -103,7 +105,8 @@ def curriculum(ctx: AttackContext, matcher: SeparatedMatcher, start: torch.Tenso
     per_image = (1 - JOINT_SHARE) * iterations / x.shape[0]
     used = 0
     for k, rows in enumerate(groups):
-        group = GroupMatcher(matcher, sorted(rows), x, eps, t)
+        free = sum(groups[:k + 1], []) if CUMULATIVE else rows
+        group = GroupMatcher(matcher, sorted(free), x, eps, t)
         x_rows = x[group.rows].clone().requires_grad_(True)
 
         def objective(group: GroupMatcher = group, x_rows: torch.Tensor = x_rows, held: torch.Tensor = x) -> Objective:
