@@ -127,9 +127,10 @@ def batch_start(ctx: AttackContext, matcher: GradientMatcher, start: torch.Tenso
                 extra: list[torch.Tensor], t: torch.Tensor, iterations: int
                 ) -> Generator[Event, None, tuple[torch.Tensor, int]]:
     """The stages before the joint one for a batch: the curriculum where it applies (a separated one-step update,
-    eps known, timesteps spread over more than one group), else the per-sample start (`per_sample.pixel_start`)."""
+    eps known, timesteps spread over more than one group, at least two iterations per group), else the per-sample
+    start (`per_sample.pixel_start`)."""
     training = matcher.training
     if (isinstance(matcher, SeparatedMatcher) and not extra and (training is None or training.is_one_sgd_step)
-            and len(signal_groups(matcher, t)) > 1):
+            and 1 < len(signal_groups(matcher, t)) <= (1 - JOINT_SHARE) * iterations / 2):
         return (yield from curriculum(ctx, matcher, start, eps, t, iterations))
     return (yield from pixel_start(ctx, matcher, start, eps, extra, t, iterations))
