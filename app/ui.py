@@ -1,5 +1,6 @@
 """The Gradio Blocks: lays out the settings column (controls.py), the live view, comparison and sweep (panels.py),
-and wires each event to its handler (handlers.py, sweep_view.py). No work is done here."""
+the tune view (tune_view.py), and wires each event to its handler (handlers.py, sweep_view.py, tune_view.py). No
+work is done here."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 import gradio as gr
 
-from . import handlers, sweep_view
+from . import handlers, sweep_view, tune_view
 from .controls import settings_column
 from .model_cache import default_model
 from .panels import compare_section, sweep_section, view_column
@@ -37,6 +38,7 @@ def build_app() -> gr.Blocks:
             w.update(view_column(s))
         w.update(compare_section())
         w.update(sweep_section())
+        w.update(tune_view.tune_section())
         _wire(demo, session, c, w)
     return demo
 
@@ -81,6 +83,7 @@ def _wire(demo: gr.Blocks, session: gr.State, c: dict[str, Any], w: dict[str, An
     w["sweep_table"].select(sweep_view.load_cell, [w["grid_state"]], [c[name] for name in CELL_FIELDS] + [w["status"]],
                             **private).then(gpu(handlers.run, run_duration), [session, *inputs], run_outputs, **private,
                                             validator=handlers.submit, concurrency_id="attack")
+    tune_view.wire(session, c, w, run_outputs, attacks)
     demo.load(handlers.refresh_choices, None, [c["model"], c["prior"]], **private)
 
 

@@ -13,7 +13,6 @@ from typing import Any
 
 from ..client import SharedUpdate
 from ..config import AttackConfig, ThreatModel
-from .space import suggest
 from .trial import Referee, TrialOutcome, run_trial
 
 
@@ -49,7 +48,7 @@ def run_on_ray(study: Any, update: SharedUpdate, threat: ThreatModel, config: An
         def submit() -> None:
             nonlocal asked
             trial = study.ask()
-            params = suggest(trial, config.method)
+            params = config.suggest(trial)
             ref = task.options(num_cpus=cpus, num_gpus=int(plan.device.startswith("cuda"))).remote(
                 plan, update_ref, threat, config.attack(params), params)
             pending[ref] = (trial, params)

@@ -65,11 +65,14 @@ SPACES: Mapping[str, Mapping[str, Param]] = MappingProxyType({
 })
 
 
-def suggest(trial: Any, method: str) -> dict[str, Any]:
-    """One point of `method`'s space, asked of an Optuna `trial` (params it names after the config fields)."""
+def suggest(trial: Any, method: str, frozen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """One point of `method`'s space, asked of an Optuna `trial` (params it names after the config fields); the
+    `frozen` ones are not searched (they keep the method's defaults)."""
     params: dict[str, Any] = {}
     space = SPACES[method]
     for name, param in space.items():
+        if name in frozen:
+            continue
         if name in ADAM_ONLY and params.get("optimizer", "lbfgs") == "lbfgs":
             continue
         if isinstance(param, Choice):
@@ -82,12 +85,12 @@ def suggest(trial: Any, method: str) -> dict[str, Any]:
     return params
 
 
-def default_params(method: str) -> dict[str, Any]:
+def default_params(method: str, frozen: tuple[str, ...] = ()) -> dict[str, Any]:
     """The method's defaults as a point of its space (what `study.enqueue_trial` takes)."""
     config = attack_config(method)
     params: dict[str, Any] = {}
     for name, param in SPACES[method].items():
-        if name in ADAM_ONLY and config.optimizer == "lbfgs":
+        if name in frozen or name in ADAM_ONLY and config.optimizer == "lbfgs":
             continue
         if name == "latent_share":
             value: Any = config.latent_iterations / max(config.total_iterations, 1)
@@ -107,6 +110,9 @@ def overrides(method: str, params: Mapping[str, Any], iterations: int) -> dict[s
     fixed = {name: p.options[0] for name, p in SPACES[method].items() if isinstance(p, Choice) and len(p.options) == 1}
     values = {**fixed, **params}
     out = {k: v for k, v in values.items() if k != "latent_share"}
+    if "latent_share" not in values and SPACES[method].get("latent_share") is not None:  # frozen: the default's
+        default = attack_config(method)
+        values["latent_share"] = default.latent_iterations / max(default.total_iterations, 1)
     if "latent_share" in values:
         latent = round(values["latent_share"] * iterations)
         if values["latent_share"] < 1:

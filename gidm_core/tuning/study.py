@@ -42,6 +42,7 @@ class TuneConfig:
     clock: str = "cpu"
     seed: int = 0
     pruning: bool = True
+    frozen: tuple[str, ...] = ()  # params of the space left at the method's defaults
 
     def __post_init__(self) -> None:
         if self.method not in SPACES:
@@ -54,7 +55,16 @@ class TuneConfig:
             raise ConfigError(f"iterations per trial must be an integer >= 0, got {self.iterations}", "iterations")
         if not 0 <= self.seed <= MAX_SEED:
             raise ConfigError(f"seed must be in [0, 2**63 - 1], got {self.seed}", "seed")
-        self.attack(default_params(self.method))  # the defaults' config validates the budget and clock
+        unknown = sorted(set(self.frozen) - set(SPACES[self.method]))
+        if unknown:
+            raise ConfigError(f"{self.method} has no hyperparameter {unknown[0]!r} to hold fixed", "frozen")
+        self.attack(self.defaults())  # the defaults' config validates the budget and clock
+
+    def defaults(self) -> dict[str, Any]:
+        return default_params(self.method, self.frozen)
+
+    def suggest(self, trial: Any) -> dict[str, Any]:
+        return suggest(trial, self.method, self.frozen)
 
     @property
     def nominal_iterations(self) -> int:
@@ -86,6 +96,7 @@ class TrialRecord:
     state: str  # COMPLETE, PRUNED or FAIL
     outcome: TrialOutcome
     setup: dict[str, Any] = field(default_factory=dict)
+    study: Any = None  # the Optuna study it belongs to, for its plots (`optuna.visualization`)
 
 
 def open_study(config: TuneConfig, storage: str | None, name: str | None, setup: dict[str, Any]) -> Any:
@@ -119,7 +130,7 @@ def tune(model: DiffusionModel, update: SharedUpdate, threat: ThreatModel, confi
     it. The tuner sees the model, the update and the threat model only."""
     import optuna
 
-    setup = {**(setup or {}), "method": config.method, "seconds": config.seconds,
+    setup = {**(setup or {}), "method": config.method, "frozen": list(config.frozen), "seconds": config.seconds,
              "iterations": config.nominal_iterations, "clock": config.clock, "seed": config.seed,
              "threat": threat.describe()}
     study = open_study(config, storage, study_name, setup)
@@ -129,9 +140,9 @@ def tune(model: DiffusionModel, update: SharedUpdate, threat: ThreatModel, confi
             study.tell(frozen.number, state=states.FAIL)
     done = study.get_trials(deepcopy=False, states=(states.COMPLETE, states.PRUNED))
     for frozen in sorted(done, key=lambda f: f.number):
-        yield TrialRecord(frozen.number, frozen.state.name, stored_outcome(frozen), setup)
+        yield TrialRecord(frozen.number, frozen.state.name, stored_outcome(frozen), setup, study)
     if not study.trials:
-        study.enqueue_trial(default_params(config.method))
+        study.enqueue_trial(config.defaults())
     startup = max(3, min(10, config.trials // 3))  # random proposals first, then TPE
     # Reseeded by how far the study is, so that resuming at a given point proposes the same trials every time.
     study.sampler = optuna.samplers.TPESampler(seed=derive(config.seed, len(done)) % 2**32,
@@ -145,7 +156,7 @@ def tune(model: DiffusionModel, update: SharedUpdate, threat: ThreatModel, confi
             if stop is not None and stop.is_set():
                 return
             trial = study.ask()
-            params = suggest(trial, config.method)
+            params = config.suggest(trial)
 
             def judge(step: int, value: float, trial: Any = trial) -> bool:
                 trial.report(value, step)
@@ -182,7 +193,7 @@ def _tell(study: Any, trial: Any, outcome: TrialOutcome, reported: bool, setup: 
     else:
         state = TrialState.COMPLETE
         study.tell(trial, outcome.matching_loss)
-    return TrialRecord(trial.number, state.name, outcome, setup)
+    return TrialRecord(trial.number, state.name, outcome, setup, study)
 
 
 def stored_outcome(frozen: Any) -> TrialOutcome:
