@@ -37,7 +37,7 @@ SECONDS = (1.0, 60.0)
 # The main view's controls a best trial sets (its latent share becomes the two iteration counts).
 LOADED = ("distance", "layer_weights", "optimizer", "lr", "latent_lr", "lr_schedule", "ddim_steps", "tv_weight",
           "latent_iterations", "pixel_iterations")
-HEADERS = ["trial", "state", "matching loss", "PSNR dB (evaluator)", "seconds", "hyperparameters"]
+HEADERS = ["#", "state", "loss", "PSNR", "s", "hyperparameters"]
 TEACH_TUNE = """The attacker cannot see the client's images, so it cannot tune for PSNR, but it can tune for **matching
 loss**: how far the update its guess would produce is from the update it received. **Tune** runs an Optuna study
 (TPE, seeded by the attacker's seed) over the method's hyperparameters, every trial a short attack on the same shared
@@ -57,7 +57,9 @@ def tune_section() -> dict[str, Any]:
             tune_btn = gr.Button("Tune", elem_id="tune-btn", scale=0, min_width=120)
         tune_status = gr.Markdown("", elem_id="tune-status")
         tune_table = gr.Dataframe(value=[], headers=HEADERS, interactive=False, elem_id="tune-table", wrap=True,
-                                  label="Trials (ranked by matching loss; PSNR shown, never used)")
+                                  column_widths=["44px", "90px", "80px", "64px", "52px", "560px"],
+                                  label="Trials: loss is the matching loss the tuner ranks by; PSNR (dB) is the "
+                                  "evaluator's, never read by the tuner")
         with gr.Row():
             tune_history = gr.Plot(None, label="Optimization history", elem_id="tune-history")
             tune_importance = gr.Plot(None, label="Parameter importances", elem_id="tune-importance")
@@ -163,8 +165,8 @@ def _row(record: TrialRecord, evaluator: Evaluator) -> list[Any]:
     o = record.outcome
     score = (evaluator.metrics(o.reconstruction, lpips=False)["psnr"] if o.reconstruction is not None else math.nan)
     params = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in o.params.items())
-    return [record.number, record.state.lower(), f"{o.matching_loss:.3g}", round(score, 2), round(o.seconds, 1),
-            params]
+    state = {"COMPLETE": "done"}.get(record.state, record.state.lower())
+    return [record.number, state, f"{o.matching_loss:.3g}", round(score, 2), round(o.seconds, 1), params]
 
 
 def _figures(study: Any, history: Any, importance: Any) -> tuple[Any, Any]:
@@ -180,8 +182,8 @@ def _figures(study: Any, history: Any, importance: Any) -> tuple[Any, Any]:
         pass
     for figure in (history, importance):
         if figure is not None:
-            figure.update_layout(height=320, template="plotly_white", margin=dict(l=50, r=20, t=40, b=40),
-                                 title=dict(font=dict(size=13)), legend=dict(orientation="h", y=-0.25))
+            figure.update_layout(height=300, template="plotly_white", margin=dict(l=50, r=20, t=20, b=40),
+                                 title=None, legend=dict(orientation="h", y=-0.25))
     return history, importance
 
 
