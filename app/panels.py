@@ -41,7 +41,8 @@ def view_column(s: Settings) -> dict[str, Any]:
                                format="png", elem_classes="pixelated", allow_preview=True,
                                elem_id="filmstrip")
         export_file = gr.File(label="Export: PNGs, metrics.json, loss.csv, command.txt", interactive=False)
-        with gr.Accordion("What the server sees", open=False, elem_id="server-box"):
+        # Open from the start: a plot first drawn inside a closed accordion stays blank when it opens.
+        with gr.Accordion("What the server sees", open=True, elem_id="server-box"):
             teach(TEACH_SERVER)
             server_plot = gr.Plot(None, label="The shared update", elem_id="server-plot")
     return dict(**steering, server_plot=server_plot, run_btn=run_btn, stop_btn=stop_btn, status=status,

@@ -20,11 +20,12 @@ from gidm_core.models import DiffusionModel
 TIME_COLOUR, OTHER_COLOUR, TRUE_COLOUR = "#c0392b", "#1f3b73", "#7f8c8d"
 SHOWN_SINGULAR = 12
 
-TEACH_SERVER = r"""**What the server sees** is one number per model weight (millions of them), nothing else. Left:
+TEACH_SERVER = r"""**What the server sees** is one number per model weight (millions of them), nothing else. Top:
 how much of the update each block of the UNet holds. The time-embedding layer (red) multiplies the sinusoidal
 embedding of the client's timestep, so its part has one direction per distinct $t$: its **singular values** drop
-sharply after that many. Right: every candidate $t$'s embedding measured against that direction; the dip is the
-$t$ the server reads, with no optimisation (grey: the client's true $t$, for comparison only)."""
+sharply after that many (bottom left). Bottom right: every candidate $t$'s embedding measured against that
+direction; the dip is the $t$ the server reads, with no optimisation (grey: the client's true $t$, for comparison
+only)."""
 
 
 def block_norms(model: DiffusionModel, update: SharedUpdate) -> list[tuple[str, float]]:
@@ -39,9 +40,10 @@ def block_norms(model: DiffusionModel, update: SharedUpdate) -> list[tuple[str, 
 
 def server_figure(model: DiffusionModel, update: SharedUpdate, t_true: list[int] | None = None) -> go.Figure:
     """The update as a picture: block norms, the time-embedding singular values, and the t they reveal."""
-    fig = make_subplots(rows=1, cols=3, column_widths=[0.46, 0.2, 0.34], horizontal_spacing=0.09,
-                        subplot_titles=("update norm per block", "time-embedding singular values",
-                                        "distance of each t from the update"))
+    # Two rows, so that a phone's narrow plot still has room: the blocks above, the time embedding below.
+    fig = make_subplots(rows=2, cols=2, specs=[[{"colspan": 2}, None], [{}, {}]], column_widths=[0.35, 0.65],
+                        vertical_spacing=0.32, horizontal_spacing=0.14,
+                        subplot_titles=("update norm per block", "time-emb. singular values", "distance of each t"))
     norms = block_norms(model, update)
     fig.add_trace(go.Bar(x=[b for b, _ in norms], y=[n for _, n in norms], name="block norm", showlegend=False,
                          marker_color=[TIME_COLOUR if b.startswith("time_embedding") else OTHER_COLOUR
@@ -57,25 +59,25 @@ def server_figure(model: DiffusionModel, update: SharedUpdate, t_true: list[int]
         fig.add_trace(go.Bar(x=list(range(1, len(singular) + 1)), y=singular, showlegend=False,
                              name="singular value / largest",
                              marker_color=[TIME_COLOUR if i < estimate.rank else "#bbb"
-                                           for i in range(len(singular))]), row=1, col=2)
-        fig.update_yaxes(type="log", exponentformat="power", row=1, col=2)
-        fig.update_xaxes(title_text=f"rank {estimate.rank}", dtick=2, row=1, col=2)
+                                           for i in range(len(singular))]), row=2, col=1)
+        fig.update_yaxes(type="log", exponentformat="power", row=2, col=1)
+        fig.update_xaxes(title_text=f"rank {estimate.rank}", dtick=2, row=2, col=1)
         residuals = estimate.residuals.clamp_min(1e-9).tolist()
         fig.add_trace(go.Scatter(x=list(range(len(residuals))), y=residuals, mode="lines", showlegend=False,
-                                 name="residual", line=dict(color=OTHER_COLOUR, width=1.2)), row=1, col=3)
+                                 name="residual", line=dict(color=OTHER_COLOUR, width=1.2)), row=2, col=2)
         for t in sorted(set(t_true or [])):
-            fig.add_vline(x=t, line=dict(color=TRUE_COLOUR, width=3, dash="dot"), row=1, col=3)
+            fig.add_vline(x=t, line=dict(color=TRUE_COLOUR, width=3, dash="dot"), row=2, col=2)
         read = sorted(set(estimate.t.tolist()))
         fig.add_trace(go.Scatter(x=read, y=[residuals[t] for t in read], mode="markers+text", showlegend=False,
-                                 text=[f"t = {t}" for t in read], textposition="top right",
-                                 marker=dict(color=TIME_COLOUR, size=9), name="t the server reads"), row=1, col=3)
-        fig.update_yaxes(type="log", exponentformat="power", row=1, col=3)
-        fig.update_xaxes(title_text="candidate t", row=1, col=3)
-        title = f"What the server sees: t = {read} read off the update" + ("" if estimate.confident else
+                                 text=[f"t = {t}" for t in read], textposition="top left",
+                                 marker=dict(color=TIME_COLOUR, size=9), name="t the server reads"), row=2, col=2)
+        fig.update_yaxes(type="log", exponentformat="power", row=2, col=2)
+        fig.update_xaxes(title_text="candidate t", row=2, col=2)
+        title = f"t = {read} read off the update" + ("" if estimate.confident else
                                                                           " (not confident: noise blurs it)")
     else:
         title = "What the server sees (this model has no time-embedding layer to read t from)"
     fig.update_annotations(font_size=11)
-    fig.update_layout(title=dict(text=title, font=dict(size=13)), height=330, template="plotly_white",
-                      margin=dict(l=45, r=15, t=70, b=90))
+    fig.update_layout(title=dict(text=title, font=dict(size=13)), height=520, template="plotly_white",
+                      margin=dict(l=45, r=15, t=70, b=50))
     return fig

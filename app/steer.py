@@ -32,11 +32,11 @@ def steer_controls() -> dict[str, Any]:
     """The steering row, laid out in the current Blocks context (the live view, under Run / Stop)."""
     with gr.Accordion("Steer the running attack", open=False, elem_id="steer-box"):
         gr.Markdown(TEACH_STEER, elem_classes="teach")
-        with gr.Row(equal_height=True):
+        with gr.Row(equal_height=False):
             action = gr.Dropdown(list(ACTIONS), value="pause", label="Action", elem_id="steer-action", min_width=150)
             value = gr.Textbox("", label="Value", placeholder="lr or evaluations", max_lines=1,
                                elem_id="steer-value", min_width=110)
-            button = gr.Button("Steer", elem_id="steer-btn", min_width=90)
+            button = gr.Button("Steer", elem_id="steer-btn", min_width=90, scale=0, size="md")
         result = gr.Markdown("", elem_id="steer-status")
     return dict(steer_action=action, steer_value=value, steer_btn=button, steer_status=result)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import gradio as gr
 
-from . import handlers, steer, sweep_view
+from . import handlers, lesson, steer, sweep_view
 from .controls import settings_column
 from .model_cache import default_model
 from .panels import compare_section, sweep_section, view_column
@@ -37,6 +37,7 @@ def build_app() -> gr.Blocks:
             w.update(view_column(s))
         w.update(compare_section())
         w.update(sweep_section())
+        w.update(lesson.lesson_section())
         _wire(demo, session, c, w)
     return demo
 
@@ -57,6 +58,7 @@ def _wire(demo: gr.Blocks, session: gr.State, c: dict[str, Any], w: dict[str, An
     # Stop bypasses the queue: it must work when every waiting place is taken (it only sets a flag).
     w["stop_btn"].click(handlers.stop, [session], [w["status"]], api_name="stop", queue=False, show_progress="hidden")
     steer.wire(w, session)
+    lesson.wire(w, attacks)
 
     w["preset"].input(handlers.apply_preset, [w["preset"]], [c[name] for name in PRESET_FIELDS], **private)
     c["method"].input(handlers.method_defaults, [c["method"]], [c[name] for name in METHOD_FIELDS], **private)
