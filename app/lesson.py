@@ -42,11 +42,13 @@ STEPS = (
     Step("1. The gradient leaks the face", "The server knows the client's noise eps and timestep t (the paper's "
          "setting) and finds the image whose gradient matches the one it received.", "Fast CPU demo"),
     Step("2. Secret eps and t do not help", "The client keeps eps and t to itself: GIDM+ reads t off the update "
-         "and recovers eps together with the image.", "Private eps and t (GIDM+)"),
+         "exactly and recovers eps with the image; it is slower (2 minutes take this face past 30 dB).",
+         "Private eps and t (GIDM+)"),
     Step("3. A realistic client", "The client trains 4 AdamW steps with fresh noise before sharing; the server "
-         "replays those steps on its guesses.", "Realistic client (AdamW, 4 steps, fresh noise)"),
+         "reads all 4 timesteps and replays the steps on its guesses, 4 times the work per guess.",
+         "Realistic client (AdamW, 4 steps, fresh noise)"),
     Step("4. Differential privacy helps, at a price", "The client clips its update and adds Gaussian noise "
-         "(sigma 0.01 x clip 1.0, as DP-SGD does); the image drowns, and so does some of what the model learns.",
+         "(sigma 0.01 x clip 1.0, as DP-SGD does): the face drowns, and so does part of what the model learns.",
          "Under DP (clip + noise)"),
 )
 TABLE_HEADERS = ["step", "threat", "PSNR dB", "verdict", "t read", "evaluations", "seconds"]

@@ -46,6 +46,7 @@ def stream(session: Session, settings: Settings, min_interval: float = 0.4) -> I
         yield Frame("A run is already going in this session: press Stop first.", error=True)
         return
     worker: threading.Thread | None = None
+    steering: Steering | None = None  # the channel the steer action writes to (steer.py)
     size: int | str = settings.resolution
     try:
         notes = "".join(f"  \n*Note:* {hint}" for hint in hints(settings))
@@ -109,7 +110,7 @@ def stream(session: Session, settings: Settings, min_interval: float = 0.4) -> I
         if worker is not None:
             worker.join(timeout=30)
         session.release(stop)
-        if session.steering is not None and session.steering.config is config:
+        if steering is not None and session.steering is steering:
             session.steering = None
 
 

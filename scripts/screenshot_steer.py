@@ -9,14 +9,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from screenshot import CHROMIUM, FLAGS, serve  # noqa: E402
+from screenshot import app_page, serve  # noqa: E402
 
 
 def steer(page, action: str, value: str = "") -> str:
@@ -29,47 +28,37 @@ def steer(page, action: str, value: str = "") -> str:
 
 
 def shoot(url: str, folder: Path, warmup_s: float) -> list[str]:
-    from playwright.sync_api import sync_playwright
-
     folder.mkdir(parents=True, exist_ok=True)
     said = []
-    with sync_playwright() as pw, tempfile.TemporaryDirectory() as profile:
-        browser = pw.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, headless=True, args=FLAGS,
-                                                        viewport={"width": 1400, "height": 1000})
-        try:
-            page = browser.pages[0] if browser.pages else browser.new_page()
-            page.goto(url, wait_until="domcontentloaded", timeout=60_000)
-            page.locator("#run-btn").click(timeout=60_000)
-            page.locator("#steer-box").get_by_text("Steer the running attack").click()
-            page.wait_for_function("() => document.querySelector('#status').innerText.includes('phase **pixel**') "
-                                   "|| document.querySelector('#status').innerText.includes('phase pixel')",
-                                   timeout=120_000)
-            page.wait_for_timeout(warmup_s * 1000)
-            said.append(steer(page, "extend phase by", "200"))
-            page.wait_for_timeout(3000)
-            said.append(steer(page, "pause"))
-            page.wait_for_function("() => document.querySelector('#status').innerText.includes('Paused')",
-                                   timeout=60_000)
-            page.wait_for_timeout(1500)
-            page.locator("#view-col").screenshot(path=str(folder / "steer-desktop.png"))
-            page.locator("#server-box").scroll_into_view_if_needed()
-            page.wait_for_timeout(1500)
-            page.locator("#server-box").screenshot(path=str(folder / "server-desktop.png"))
-            page.set_viewport_size({"width": 390, "height": 844})
-            page.wait_for_timeout(2000)
-            page.locator("#steer-box").scroll_into_view_if_needed()
-            page.screenshot(path=str(folder / "steer-phone.png"))
-            page.locator("#server-box").screenshot(path=str(folder / "server-phone.png"))
-            page.set_viewport_size({"width": 1400, "height": 1000})
-            said.append(steer(page, "resume"))
-            page.locator("#stop-btn").click()
-            page.wait_for_function("() => document.querySelector('#status').innerText.startsWith('Stopped')",
-                                   timeout=60_000)
-            page.wait_for_timeout(2000)
-            page.locator("#loss-plot").screenshot(path=str(folder / "steer-final-loss.png"))
-            said.append(page.locator("#status").inner_text())
-        finally:
-            browser.close()
+    with app_page(url) as page:
+        page.locator("#run-btn").click(timeout=60_000)
+        page.locator("#steer-box").get_by_text("Steer the running attack").click()
+        page.wait_for_function("() => document.querySelector('#status').innerText.includes('phase pixel')",
+                               timeout=120_000)
+        page.wait_for_timeout(warmup_s * 1000)
+        said.append(steer(page, "extend phase by", "200"))
+        page.wait_for_timeout(3000)
+        said.append(steer(page, "pause"))
+        page.wait_for_function("() => document.querySelector('#status').innerText.includes('Paused')",
+                               timeout=60_000)
+        page.wait_for_timeout(1500)
+        page.locator("#view-col").screenshot(path=str(folder / "steer-desktop.png"))
+        page.locator("#server-box").scroll_into_view_if_needed()
+        page.wait_for_timeout(1500)
+        page.locator("#server-box").screenshot(path=str(folder / "server-desktop.png"))
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.wait_for_timeout(2000)
+        page.locator("#steer-box").scroll_into_view_if_needed()
+        page.screenshot(path=str(folder / "steer-phone.png"))
+        page.locator("#server-box").screenshot(path=str(folder / "server-phone.png"))
+        page.set_viewport_size({"width": 1400, "height": 1000})
+        said.append(steer(page, "resume"))
+        page.locator("#stop-btn").click()
+        page.wait_for_function("() => document.querySelector('#status').innerText.startsWith('Stopped')",
+                               timeout=60_000)
+        page.wait_for_timeout(2000)
+        page.locator("#loss-plot").screenshot(path=str(folder / "steer-final-loss.png"))
+        said.append(page.locator("#status").inner_text())
     return said
 
 
