@@ -11,6 +11,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 import torch
 
@@ -178,9 +179,10 @@ def _frames(batch: PrivateBatch, events: queue.Queue, done: object, threat: Thre
                 trail.add(item, time.perf_counter() - started)
             elif item.kind == "error":
                 trail.error = item.message
-            elif item.kind == "steer":  # show the mark on the loss curve with the next frame, without waiting
+            elif item.kind == "steer":  # show the mark (and the new plan) with the next frame, without waiting
                 fresh = latest is not None
                 last_shown = 0.0
+                latest = latest and replace(latest, total_iterations=item.total_iterations)
             elif item.phase == "timestep":
                 trail.trace.append({"iteration": item.iteration, "phase": "timestep", "elapsed": item.elapsed,
                                     "t_estimate": list(item.t_estimate) if item.t_estimate else None,

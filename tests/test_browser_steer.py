@@ -45,7 +45,8 @@ def test_an_extension_lands_at_the_next_evaluation_and_shows_on_the_loss_plot(ap
                                    timeout=10_000)
             page.wait_for_function("() => document.querySelector('#loss-plot').textContent.includes('+37 evals')",
                                    timeout=60_000)
-            assert _total(page.locator("#status").inner_text()) == before + 37
+            page.wait_for_function(f"() => document.querySelector('#status').innerText.includes('/{before + 37} ')",
+                                   timeout=30_000)  # the status line's plan grows by the same 37
             page.locator("#stop-btn").click()
             page.wait_for_function("() => /^(Stopped|Finished)/.test(document.querySelector('#status').innerText)",
                                    timeout=60_000)
