@@ -1,8 +1,8 @@
 """Lesson mode: the threat story in four one-click steps for a class, each a short run on the same held-out face
 with a wall-clock budget (so each step ends in under a minute on a CPU), the results side by side.
 
-Each step is one of the app's presets (settings.py) with a time budget: the same `protocol.play` as a Run, scored
-by the same evaluator. API name `lesson(step)`, step 1 to 4; the results of a session's steps accumulate.
+Each step is one of the app's presets (settings.py) with a time budget: the same `protocol.play_scenario` as a Run,
+scored by the same evaluator. API name `lesson(step)`, step 1 to 4; the results of a session's steps accumulate.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from PIL import Image
 
 from gidm_core.errors import UserError
 from gidm_core.evaluation import Evaluator
-from gidm_core.protocol import play
+from gidm_core.protocol import play_scenario
+from gidm_core.scenario import Scenario
 
 from .frames import verdict
 from .images import paired, show
@@ -114,10 +115,13 @@ def run_step(index: int) -> dict:
     settings = Settings.from_preset(step.preset, model=name, gallery=[gallery_items()[0].name])
     config, threat = configs(settings)
     config = replace(config, seconds=seconds, plateau=0 if index > 1 else config.plateau)
-    model = get_model(name, run_device())
+    device = run_device()
+    model = get_model(name, device)
     victim, x0, _ = pick_victims(settings, model.image_size, model.channels)[0]
-    t = None if settings.client_t < 0 else [settings.client_t]
-    played = play(model, x0, threat, config, client_seed=settings.client_seed, t=t, training=training(settings))
+    scenario = Scenario(model=name, images=(victim,), client_seed=settings.client_seed,
+                        t=None if settings.client_t < 0 else (settings.client_t,), training=training(settings),
+                        threat=threat, attack=config)
+    played = play_scenario(scenario, lambda spec: get_model(spec, device), images=x0)
     result = played.run.run_to_end()
     if result is None:
         raise UserError("the attack produced no finite guess")
