@@ -24,6 +24,7 @@ from gidm_core.scenario import Scenario
 from .frames import verdict
 from .images import paired, show
 from .model_cache import get_model, run_device
+from .session import Session
 from .settings import Settings, configs, training
 from .victims import gallery_items, pick_victims
 
@@ -70,40 +71,38 @@ def lesson_section() -> dict[str, Any]:
                     gr.Markdown(step.sentence, elem_classes="teach")
         status = gr.Markdown("", elem_id="lesson-status")
         gallery = gr.Gallery(label="Private image | reconstruction, per step", columns=4, height=220, format="png",
-                             elem_classes="pixelated", elem_id="lesson-gallery", allow_preview=False)
+                             elem_classes="pixelated", elem_id="lesson-gallery", allow_preview=False,
+                             object_fit="contain")
         table = gr.Dataframe(headers=TABLE_HEADERS, value=[], interactive=False, elem_id="lesson-table")
-        state = gr.State([])
         step = gr.Number(1, visible=False, precision=0)  # the API's `lesson(step)` reads the step from here
         api_trigger = gr.Button(visible=False)
     return dict(lesson_buttons=buttons, lesson_step=step, lesson_api=api_trigger, lesson_status=status,
-                lesson_gallery=gallery, lesson_table=table, lesson_state=state)
+                lesson_gallery=gallery, lesson_table=table)
 
 
-def wire(w: dict[str, Any], concurrency: dict[str, Any]) -> None:
-    """Each step's button runs it; the API's `lesson(step)` runs the same handler (through a hidden trigger)."""
-    outputs = [w["lesson_status"], w["lesson_gallery"], w["lesson_table"], w["lesson_state"]]
+def wire(w: dict[str, Any], session: gr.State, concurrency: dict[str, Any]) -> None:
+    """Each step's button runs it; the API's `lesson(step)` runs the same handler (through a hidden trigger). The
+    results live in the session, so steps clicked in any order all stay."""
+    outputs = [w["lesson_status"], w["lesson_gallery"], w["lesson_table"]]
     for i, button in enumerate(w["lesson_buttons"], 1):
-        button.click(lambda results, i=i: lesson(i, results), [w["lesson_state"]], outputs,
-                     api_visibility="private", **concurrency)
-    w["lesson_api"].click(lesson, [w["lesson_step"], w["lesson_state"]], outputs, api_name="lesson", **concurrency)
+        button.click(lambda s, i=i: lesson(i, s), [session], outputs, api_visibility="private", **concurrency)
+    w["lesson_api"].click(lesson, [w["lesson_step"], session], outputs, api_name="lesson", **concurrency)
 
 
-def lesson(step: Any, results: list[dict] | None = None) -> tuple[str, list, list, list]:
-    """Run lesson step `step` (1-4): (status line, the gallery of every step so far, their table, the new state)."""
-    results = [r for r in (results or []) if r["step"] != step]
+def lesson(step: Any, session: Session) -> tuple[str, list, list]:
+    """Run lesson step `step` (1-4): (status line, the gallery of this session's steps so far, their table)."""
     try:
         index = int(float(step))
         if not 1 <= index <= len(STEPS):
             raise ValueError
     except (TypeError, ValueError):
-        return f"**Refused:** the lesson has steps 1 to {len(STEPS)}, not {step!r}.", *_views(results), results
+        return f"**Refused:** the lesson has steps 1 to {len(STEPS)}, not {step!r}.", *_views(session)
     try:
-        result = run_step(index)
+        session.lesson[index] = result = run_step(index)
     except UserError as err:
-        return f"**Cannot start:** {err}", *_views(results), results
-    results = sorted([*results, result], key=lambda r: r["step"])
+        return f"**Cannot start:** {err}", *_views(session)
     return (f"**{STEPS[index - 1].title}**: {result['verdict']}, PSNR {result['psnr']:.1f} dB after "
-            f"{result['seconds']:.0f} s."), *_views(results), results
+            f"{result['seconds']:.0f} s."), *_views(session)
 
 
 def run_step(index: int) -> dict:
@@ -133,7 +132,8 @@ def run_step(index: int) -> dict:
                 image=show(torch.cat([x0, recon]).clamp(-1, 1)))
 
 
-def _views(results: list[dict]) -> tuple[list[tuple[Image.Image, str]], list[list]]:
+def _views(session: Session) -> tuple[list[tuple[Image.Image, str]], list[list]]:
+    results = [session.lesson[step] for step in sorted(session.lesson)]
     gallery = [(r["image"], f"{r['step']}: {r['psnr']:.1f} dB") for r in results]
     rows = [[r["step"], r["threat"], round(r["psnr"], 1), r["verdict"],
              "" if r["t"] is None else f"{r['t']} (true {r['t_true']})", r["iterations"], round(r["seconds"], 1)]

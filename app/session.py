@@ -97,6 +97,7 @@ class Session:
         self.queued: deque[float] = deque()  # when each run still waiting in the queue was submitted
         self.stopped_at = -math.inf
         self.steering: Steering | None = None  # the running attack's steering channel (steer.py)
+        self.lesson: dict[int, dict] = {}  # the lesson's results by step (lesson.py)
 
     def __deepcopy__(self, memo: dict) -> Session:  # gr.State deep-copies its initial value once per session
         return Session()

@@ -58,7 +58,7 @@ def _wire(demo: gr.Blocks, session: gr.State, c: dict[str, Any], w: dict[str, An
     # Stop bypasses the queue: it must work when every waiting place is taken (it only sets a flag).
     w["stop_btn"].click(handlers.stop, [session], [w["status"]], api_name="stop", queue=False, show_progress="hidden")
     steer.wire(w, session)
-    lesson.wire(w, attacks)
+    lesson.wire(w, session, attacks)
 
     w["preset"].input(handlers.apply_preset, [w["preset"]], [c[name] for name in PRESET_FIELDS], **private)
     c["method"].input(handlers.method_defaults, [c["method"]], [c[name] for name in METHOD_FIELDS], **private)
