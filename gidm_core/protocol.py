@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .attacks import Event, Run, start_attack
+from .attacks import Event, Run, Steering, start_attack
 from .attacks.gidm import check_prior
 from .client import PrivateBatch, SharedUpdate, share
 from .config import AttackConfig, ConfigError, LocalTraining, ThreatModel
@@ -42,12 +42,13 @@ class Round:
 def play(model: DiffusionModel, images: torch.Tensor, threat: ThreatModel, config: AttackConfig, *,
          client_seed: int = 0, t: list[int] | None = None, prior: DiffusionModel | None = None,
          stop: threading.Event | None = None, lpips_every: int = 0,
-         training: LocalTraining | None = None, control_images: torch.Tensor | None = None) -> Round:
+         training: LocalTraining | None = None, control_images: torch.Tensor | None = None,
+         steering: Steering | None = None) -> Round:
     """Set up one round: the client trains on `images` ((B, C, H, W) in [-1, 1]) with secrets drawn from
     `client_seed` (t fixed if given), shares its defended update (one FedSGD gradient, or with `training` a FedAvg
     delta after its local steps, on per-step draws from the same seed), and the attack of `config` (seeded by
-    `config.attack_seed`, the attacker's own seed) is ready to run. Bad input raises a one-line `ConfigError` or
-    `ModelLoadError` before any work is done.
+    `config.attack_seed`, the attacker's own seed) is ready to run, steered by `steering` if given. Bad input
+    raises a one-line `ConfigError` or `ModelLoadError` before any work is done.
 
     With `threat.control` set, the attack is handed a control update instead (`control.py`; "other-image" needs
     `control_images`, e.g. `images.control_names`' pictures), while the evaluator still holds the real victims:
@@ -62,12 +63,13 @@ def play(model: DiffusionModel, images: torch.Tensor, threat: ThreatModel, confi
     batch = PrivateBatch.draw(images, model.num_train_timesteps, client_seed, t, training)
     update = share(model, batch, threat, seed=client_seed, training=training)
     update = control_update(model, update, threat, client_seed, others=control_images, t=t, training=training)
-    run = start_attack(model, update, threat, config, prior, stop)
+    run = start_attack(model, update, threat, config, prior, stop, steering)
     return Round(batch, update, run, Evaluator(batch, lpips_every))
 
 
 def play_scenario(scenario: Scenario, load: Callable[[str], DiffusionModel], *, images: torch.Tensor | None = None,
-                  stop: threading.Event | None = None, lpips_every: int = 0) -> Round:
+                  stop: threading.Event | None = None, lpips_every: int = 0, steering: Steering | None = None
+                  ) -> Round:
     """`play` for a described round: `load` turns a model spec into a model (the CLI's loader, the benchmark's, the
     app's cache), used for the attacked model and, when the scenario names one, GIDM's prior. `images` overrides
     loading `scenario.images` by name (a front end's own pictures, such as the app's uploads). An "other-image"
@@ -82,4 +84,4 @@ def play_scenario(scenario: Scenario, load: Callable[[str], DiffusionModel], *, 
         others = load_named_images(control_names(list(scenario.images)), size, model.channels)
     return play(model, x0, scenario.threat, scenario.attack, client_seed=scenario.client_seed,
                 t=None if scenario.t is None else list(scenario.t), prior=prior, stop=stop, lpips_every=lpips_every,
-                training=scenario.training, control_images=others)
+                training=scenario.training, control_images=others, steering=steering)
