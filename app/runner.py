@@ -1,8 +1,8 @@
 """Turns the core's event stream into UI updates: settings -> validated configs -> a run -> `Frame`s.
 
-The app adds no attack logic. A run is the core's `protocol.play` iterated in a worker thread, its events scored by
-the core's `Evaluator`; this module only throttles them into frames (frames.py) for the UI, files the finished run
-in the session (session.py) and lets a Stop button end the run within one step.
+The app adds no attack logic. A run is the core's `protocol.play_scenario` iterated in a worker thread, its events
+scored by the core's `Evaluator`; this module only throttles them into frames (frames.py) for the UI, files the
+finished run in the session (session.py) and lets a Stop button end the run within one step.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from gidm_core.config import AttackConfig, ConfigError, ThreatModel
 from gidm_core.errors import UserError, out_of_memory, out_of_memory_message
 from gidm_core.evaluation import Evaluator
 from gidm_core.models import DiffusionModel, check_image_size
-from gidm_core.protocol import play
+from gidm_core.protocol import play_scenario
+from gidm_core.scenario import Scenario
 
 from .export import rerun_command
 from .frames import Frame, final_frame, live_frame, thin
@@ -57,14 +58,16 @@ def stream(session: Session, settings: Settings, min_interval: float = 0.4) -> I
             size = model.image_size if settings.resolution == RESOLUTIONS[0] else int(settings.resolution)
             check_image_size(size, APP_MAX_SIZE)
             model.check_size(size)
-            prior = None if threat.prior == "attacked" else get_model(threat.prior, device)
             named = pick_victims(settings, size, model.channels)
             x0 = torch.cat([v[1] for v in named])
             if settings.client_t >= model.num_train_timesteps:
                 raise ConfigError(f"client t must be below {model.num_train_timesteps} for {model.name}")
-            t = None if settings.client_t < 0 else [settings.client_t]
-            played = play(model, x0, threat, config, client_seed=settings.client_seed, t=t, prior=prior, stop=stop,
-                          lpips_every=5, training=training(settings))
+            scenario = Scenario(model=settings.model, images=tuple(name for name, _, _ in named), size=size,
+                                client_seed=settings.client_seed,
+                                t=None if settings.client_t < 0 else (settings.client_t,),
+                                training=training(settings), threat=threat, attack=config)
+            played = play_scenario(scenario, lambda spec: get_model(spec, device), images=x0, stop=stop,
+                                   lpips_every=5)
         except (UserError, ValueError, RuntimeError, MemoryError) as err:
             if isinstance(err, (RuntimeError, MemoryError)) and not out_of_memory(err):
                 raise

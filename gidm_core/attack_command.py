@@ -14,8 +14,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-
 from .config import (
     CLIENT_OPTIMIZERS,
     DEFAULT_DROPOUT,
@@ -32,6 +30,7 @@ from .config import (
 )
 from .errors import UsageError, out_of_memory, out_of_memory_message
 from .outputs import check_out_folder, write_loss_csv
+from .scenario import Scenario
 from .seeds import MAX_SEED
 
 MAX_IMAGES = 64  # a batch's pixels cost memory like one image's: 64 images of 32 px are one of 256 px
@@ -41,8 +40,10 @@ def add_attack_arguments(parser: argparse.ArgumentParser) -> None:
     """The attack's flags; the app builds its "rerun this" command from the same names."""
     parser.add_argument("--model", default="faces32", help="bundled name[@checkpoint], local folder, hub id, "
                         "or random:<arch>[-<size>][-<prediction type>]")
-    parser.add_argument("--image", action="append", required=True,
+    parser.add_argument("--image", action="append", default=None,
                         help="victim image path or bundled image name; repeat for a batch")
+    parser.add_argument("--scenario", type=Path, default=None, help="replay a saved run: the scenario.json of an "
+                        "earlier result folder (model, images, client, threat and attack all come from it)")
     parser.add_argument("--method", default="gidm", help=f"one of {', '.join(METHODS)}")
     parser.add_argument("--threat", default="paper", help=f"threat preset: {', '.join(THREAT_PRESETS)}")
     parser.add_argument("--size", type=int, default=None, help="image size in pixels (default: the model's)")
@@ -212,24 +213,51 @@ def _check_attack_args(args: argparse.Namespace) -> None:
         check_spec(args.prior, allow_local=True)
 
 
-def run_attack(args: argparse.Namespace) -> int:
-    from .images import grid, open_image, to_tensor
-    from .models import load_model, resolve_device
-    from .protocol import play
+# Flags that describe the round; with --scenario the file says all of it, so none of these may be given too.
+_SCENARIO_FLAGS = ("image", "model", "method", "threat", "size", "t", "client_seed", "attack_seed", "prior",
+                   *(a for a in ("pixel_iterations", "lr", "latent_iterations", "latent_lr", "ddim_steps", "distance",
+                                 "layer_weights", "tv_weight", "optimizer", "lr_schedule", "restarts", "starts",
+                                 "residual_share", "separation", "report_every", "plateau", "seconds")),
+                   "local_steps", *_TRAINING_FLAGS.values(), "dropout", "clip", "sigma", "keep")
 
+
+def scenario_from_args(args: argparse.Namespace) -> Scenario:
+    """The round the flags describe, or the saved one of --scenario (then no other round flag may be given)."""
+    from .images import open_image
+
+    if args.scenario is not None:
+        defaults = argparse.ArgumentParser()
+        add_attack_arguments(defaults)
+        given = [name for name in _SCENARIO_FLAGS if getattr(args, name) != defaults.get_default(name)]
+        if given:
+            raise UsageError(f"--scenario replays a saved run: change it in the file, not with "
+                             f"--{given[0].replace('_', '-')}")
+        return Scenario.load(args.scenario)
+    if not args.image:
+        raise UsageError("give the private image(s) with --image, or a saved run with --scenario")
     _check_attack_args(args)
     config, threat = configs_from_args(args)
-    training = training_from_args(args)
+    for source in args.image:  # an unreadable image is refused before any model loads
+        open_image(source)
+    return Scenario(model=args.model, images=tuple(args.image), size=args.size, client_seed=args.client_seed,
+                    t=None if args.t is None else tuple(args.t), training=training_from_args(args), threat=threat,
+                    attack=config)
+
+
+def run_attack(args: argparse.Namespace) -> int:
+    from .images import grid
+    from .models import load_model, resolve_device
+    from .protocol import play_scenario
+
+    scenario = scenario_from_args(args)
+    config, threat, training = scenario.attack, scenario.threat, scenario.training
     device = resolve_device(args.device)
     out = check_out_folder(args.out or Path("runs") / f"{config.method}-{time.strftime('%Y%m%d-%H%M%S')}")
-    images = [open_image(source) for source in args.image]
-    model = load_model(args.model, device, allow_local=True)
-    size = args.size or model.image_size
-    model.check_size(size)
-    x0 = torch.cat([to_tensor(image, size, model.channels) for image in images])
-    prior = None if threat.prior == "attacked" else load_model(threat.prior, device, allow_local=True)
-    played = play(model, x0, threat, config, client_seed=args.client_seed, t=args.t, prior=prior, training=training)
+    played = play_scenario(scenario, lambda spec: load_model(spec, device, allow_local=True))
     batch, run, evaluator = played.batch, played.run, played.evaluator
+    x0 = batch.x0
+    size = x0.shape[-1]
+    model_name = scenario.model
 
     progress = _progress_bar(None if config.seconds else config.total_iterations)
     last = None
@@ -256,16 +284,17 @@ def run_attack(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)  # only now: a failed run leaves no empty folder
     metrics = evaluator.score_result(result)
     report = {
-        **metrics, "method": config.method, "model": model.name, "threat": threat.describe(), "status": result.status,
+        **metrics, "method": config.method, "model": model_name, "threat": threat.describe(), "status": result.status,
         "message": result.message, "matching_loss": result.matching_loss, "iterations": result.iterations,
         "seconds": result.seconds, "seconds_per_iteration": result.seconds / max(result.iterations, 1),
         "t_true": batch.t.tolist(), "t_estimate": list(result.t_estimate) if result.t_estimate else None,
-        "phase_starts": result.phase_starts, "config": config.__dict__, "client_seed": args.client_seed,
+        "phase_starts": result.phase_starts, "config": config.__dict__, "client_seed": scenario.client_seed,
         "update": {"kind": played.update.kind, **(training.__dict__ if training else {})},
         "attack_seed": config.attack_seed, "device": str(device), **result.details, **evaluator.per_image(result),
         "command": command_line(sys.argv[1:]),
     }
     (out / "metrics.json").write_text(json.dumps(report, indent=2))
+    scenario.save(out / "scenario.json")  # `attack --scenario` plays this same round again
     grid(result.reconstruction).save(out / "reconstruction.png")
     grid(batch.x0).save(out / "original.png")
     for phase, image in result.snapshots.items():

@@ -1,8 +1,9 @@
 """The attack methods, one frozen spec each: what every front end (config, CLI, bench, plots, app, export) needs to
 know about a method lives here and nowhere else. Adding a method is its attack module plus one entry below.
 
-A spec describes; it does not run anything: `attacks.ATTACKS` maps the same names to the code (a test keeps the two
-key sets equal), and the attack contract test checks that each method emits the phases its spec lists.
+A spec describes; it does not run anything. Its `code` names the attack function ("module:function" inside
+`gidm_core.attacks`), which `attacks.ATTACKS` imports, so this module stays free of torch; the attack contract test
+checks that each method emits the phases its spec lists.
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ class MethodSpec:
     phase, emitted when t is recovered, is not one of them). `latent_phase` / `pixel_phase`: whether
     `latent_iterations` / `pixel_iterations` apply. `defaults` are its own `AttackConfig` values.
     `for_private_secrets`: made for eps and t kept private (GIDM+); the others are run with them known.
-    `colour` is its RGB colour in every plot.
+    `colour` is its RGB colour in every plot. `code`: where its attack function is, "module:function" inside
+    `gidm_core.attacks`.
     """
 
     name: str
     label: str
     colour: tuple[int, int, int]
+    code: str
     phases: tuple[str, ...]
     latent_phase: bool
     pixel_phase: bool
@@ -42,16 +45,16 @@ class MethodSpec:
 # 400 evaluations by default; GIDM+ 1000 (300 in GIDM's latent phase, then 490 joint pixel and 210 residual),
 # which it needs to converge on eps as well as the image (docs/gidm_plus.md). In table order.
 SPECS: tuple[MethodSpec, ...] = (
-    MethodSpec("dlg", "DLG", (31, 119, 180), ("pixel",), latent_phase=False, pixel_phase=True,
-               defaults=dict(distance="l2", tv_weight=0.0, pixel_iterations=400)),
-    MethodSpec("ig", "IG", (255, 127, 14), ("pixel",), latent_phase=False, pixel_phase=True,
+    MethodSpec("dlg", "DLG", (31, 119, 180), "pixel:pixel_attack", ("pixel",), latent_phase=False,
+               pixel_phase=True, defaults=dict(distance="l2", tv_weight=0.0, pixel_iterations=400)),
+    MethodSpec("ig", "IG", (255, 127, 14), "pixel:pixel_attack", ("pixel",), latent_phase=False, pixel_phase=True,
                defaults=dict(distance="cosine", tv_weight=1e-3, layer_weights="uniform", pixel_iterations=400)),
-    MethodSpec("gidm-latent", "GIDM-latent", (148, 103, 189), ("latent",), latent_phase=True, pixel_phase=False,
-               defaults=dict(distance="l2", tv_weight=0.0, latent_iterations=400)),
-    MethodSpec("gidm", "GIDM", (44, 160, 44), ("latent", "pixel"), latent_phase=True, pixel_phase=True,
-               defaults=dict(distance="l2", tv_weight=0.0)),
-    MethodSpec("gidm-plus", "GIDM+", (214, 39, 40), ("latent", "pixel", "residual"), latent_phase=True,
-               pixel_phase=True, for_private_secrets=True,
+    MethodSpec("gidm-latent", "GIDM-latent", (148, 103, 189), "gidm:gidm_attack", ("latent",), latent_phase=True,
+               pixel_phase=False, defaults=dict(distance="l2", tv_weight=0.0, latent_iterations=400)),
+    MethodSpec("gidm", "GIDM", (44, 160, 44), "gidm:gidm_attack", ("latent", "pixel"), latent_phase=True,
+               pixel_phase=True, defaults=dict(distance="l2", tv_weight=0.0)),
+    MethodSpec("gidm-plus", "GIDM+", (214, 39, 40), "gidm_plus:gidm_plus_attack", ("latent", "pixel", "residual"),
+               latent_phase=True, pixel_phase=True, for_private_secrets=True,
                defaults=dict(distance="l2", tv_weight=0.0, latent_iterations=300, pixel_iterations=700)),
 )
 REGISTRY: Mapping[str, MethodSpec] = MappingProxyType({spec.name: spec for spec in SPECS})

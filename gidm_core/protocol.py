@@ -9,7 +9,7 @@ reaches the evaluator only; the attack sees the model, the prior, the update and
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -19,7 +19,9 @@ from .attacks.gidm import check_prior
 from .client import PrivateBatch, SharedUpdate, share
 from .config import AttackConfig, ConfigError, LocalTraining, ThreatModel
 from .evaluation import Evaluator
+from .images import load_named_images
 from .models import DiffusionModel
+from .scenario import Scenario
 
 
 @dataclass
@@ -56,3 +58,18 @@ def play(model: DiffusionModel, images: torch.Tensor, threat: ThreatModel, confi
     update = share(model, batch, threat, seed=client_seed, training=training)
     run = start_attack(model, update, threat, config, prior, stop)
     return Round(batch, update, run, Evaluator(batch, lpips_every))
+
+
+def play_scenario(scenario: Scenario, load: Callable[[str], DiffusionModel], *, images: torch.Tensor | None = None,
+                  stop: threading.Event | None = None, lpips_every: int = 0) -> Round:
+    """`play` for a described round: `load` turns a model spec into a model (the CLI's loader, the benchmark's, the
+    app's cache), used for the attacked model and, when the scenario names one, GIDM's prior. `images` overrides
+    loading `scenario.images` by name (a front end's own pictures, such as the app's uploads)."""
+    model = load(scenario.model)
+    size = scenario.size or model.image_size
+    model.check_size(size)
+    x0 = images if images is not None else load_named_images(scenario.images, size, model.channels)
+    prior = None if scenario.prior is None else load(scenario.prior)
+    return play(model, x0, scenario.threat, scenario.attack, client_seed=scenario.client_seed,
+                t=None if scenario.t is None else list(scenario.t), prior=prior, stop=stop, lpips_every=lpips_every,
+                training=scenario.training)

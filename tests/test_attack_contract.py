@@ -97,5 +97,8 @@ def test_answer_is_the_lowest_matching_loss_and_iterations_count_up(tiny_model, 
     assert tuple(phases) == REGISTRY[method].phases
 
 
-def test_every_registered_method_has_an_attack_and_every_attack_a_registry_entry():
+def test_every_registered_method_runs_the_code_its_entry_names():
     assert list(ATTACKS) == list(REGISTRY)
+    for name, entry in REGISTRY.items():
+        module, function = entry.code.split(":")
+        assert (ATTACKS[name].__module__, ATTACKS[name].__name__) == (f"gidm_core.attacks.{module}", function)

@@ -3,25 +3,24 @@
 from __future__ import annotations
 
 import threading
+from importlib import import_module
 
 from ..client import SharedUpdate
 from ..config import AttackConfig, ThreatModel
+from ..methods import SPECS, MethodSpec
 from ..models import DiffusionModel
 from .adam_delta import readable
 from .base import AttackContext, AttackFn, Run
 from .events import Event, Result
-from .gidm import gidm_attack
-from .gidm_plus import gidm_plus_attack
-from .pixel import pixel_attack
 from .starts import with_starts
 
-ATTACKS: dict[str, AttackFn] = {  # the code of each method in `methods.REGISTRY`, in its order (tested)
-    "dlg": pixel_attack,
-    "ig": pixel_attack,
-    "gidm-latent": gidm_attack,
-    "gidm": gidm_attack,
-    "gidm-plus": gidm_plus_attack,
-}
+
+def _code(spec: MethodSpec) -> AttackFn:
+    module, function = spec.code.split(":")
+    return getattr(import_module(f"{__name__}.{module}"), function)
+
+
+ATTACKS: dict[str, AttackFn] = {spec.name: _code(spec) for spec in SPECS}  # each method's code, in table order
 
 
 def start_attack(model: DiffusionModel, update: SharedUpdate, threat: ThreatModel, config: AttackConfig,

@@ -9,6 +9,7 @@ reference forward+backward is timed around every run, so step ratios compare tim
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 import threading
@@ -18,7 +19,6 @@ from typing import Any
 
 import torch
 
-from ..images import load_named_images
 from .jobs import ATTACKER_SEED_OFFSET, BENCH_VERSION, THRESHOLDS_DB, Cell
 from .machine import PeakMemory, budget_clock, device_name, time_forward_backward
 
@@ -31,20 +31,27 @@ def _threat(cell: Cell):
                        defence=DefenceConfig(clip=clip, sigma=sigma, keep=keep))
 
 
-def _run_group(cell: Cell, model, prior, names: tuple[str, ...], client_seed: int, device: str,
-               stop: threading.Event | None = None) -> dict[str, Any]:
+def cell_scenario(cell: Cell, names: tuple[str, ...], client_seed: int, device: str):
+    """The round one (image group, client seed) of the cell plays."""
     from ..config import LocalTraining, attack_config
-    from ..protocol import play
+    from ..scenario import Scenario
 
-    threat = _threat(cell)
-    x0 = load_named_images(names, cell.size, model.channels)
     config = attack_config(cell.method, ddim_steps=max(1, cell.ddim_steps), report_every=cell.report_every,
                            attack_seed=client_seed + ATTACKER_SEED_OFFSET, optimizer=cell.optimizer,
                            seconds=cell.seconds, clock=budget_clock(device), **cell.budget_split())
     training = LocalTraining(**dict(cell.client)) if cell.client else None
-    fixed_t = None if cell.t is None or (training and training.noise == "fresh") else [cell.t]
-    played = play(model, x0, threat, config, client_seed=client_seed, t=fixed_t, prior=prior, training=training,
-                  stop=stop)
+    fixed_t = None if cell.t is None or (training and training.noise == "fresh") else (cell.t,)
+    return Scenario(model=cell.model, images=names, size=cell.size, client_seed=client_seed, t=fixed_t,
+                    training=training, threat=_threat(cell), attack=config)
+
+
+def _run_group(cell: Cell, load, names: tuple[str, ...], client_seed: int, device: str,
+               stop: threading.Event | None = None) -> dict[str, Any]:
+    from ..protocol import play_scenario
+
+    scenario = cell_scenario(cell, names, client_seed, device)
+    config = scenario.attack
+    played = play_scenario(scenario, load, stop=stop)
     batch, run, evaluator = played.batch, played.run, played.evaluator
     curve: list[list[float]] = []  # [iteration, attack seconds, PSNR, SSIM, LPIPS]
     phases: dict[str, list[float]] = {}  # phase -> [first iteration, attack seconds at its start]
@@ -108,9 +115,9 @@ def run_cell(cell: Cell, stop: threading.Event | None = None) -> dict[str, Any]:
     device = resolve_device(cell.device)
     started, cpu_started = time.perf_counter(), time.process_time()
     with PeakMemory(device) as memory:
-        model = load_model(cell.model, device)
+        load = functools.cache(lambda spec: load_model(spec, device))  # each model once for all the cell's runs
+        model = load(cell.model)
         model.check_size(cell.size)
-        prior = None if cell.prior == "attacked" else load_model(cell.prior, device)
         # The reference forward+backward is timed before every run and after the last, so that the ratio compares
         # times taken under the same machine load (others' jobs come and go on a shared CPU).
         references = [time_forward_backward(model, cell.batch, cell.size, device)]
@@ -118,7 +125,7 @@ def run_cell(cell: Cell, stop: threading.Event | None = None) -> dict[str, Any]:
         for names, client_seed in cell.groups():
             if stop is not None and stop.is_set():
                 break
-            runs.append(_run_group(cell, model, prior, names, client_seed, device, stop))
+            runs.append(_run_group(cell, load, names, client_seed, device, stop))
             references.append(time_forward_backward(model, cell.batch, cell.size, device, reps=3))
         fwd_bwd = statistics.median(references)
     ok = [r for r in runs if r.get("status") in ("done", "stopped")]
