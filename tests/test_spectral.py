@@ -37,8 +37,11 @@ def test_an_attack_on_a_low_noise_sgd_delta_searches_the_damped_basis(tiny_model
     """E = 4 fresh steps, one of them low-noise: the pixel phase runs in the basis, says so, and descends."""
     training = LocalTraining(steps=4, lr=1e-3, noise="fresh")
     alpha_bar = tiny_model.scheduler.alphas_cumprod
-    seed = next(s for s in range(200)  # the first client seed whose draws hold a low-noise step
-                if ((1 - alpha_bar[PrivateBatch.draw(photo32, len(alpha_bar), s, training=training).t]).sqrt() < 0.1).any())
+
+    def drawn_t(seed: int) -> torch.Tensor:
+        return PrivateBatch.draw(photo32, len(alpha_bar), seed, training=training).t
+
+    seed = next(s for s in range(200) if ((1 - alpha_bar[drawn_t(s)]).sqrt() < 0.1).any())  # a low-noise step
     config = attack_config("dlg", pixel_iterations=12, report_every=1000)
     played = play(tiny_model, photo32, ThreatModel(), config, client_seed=seed, training=training)
     result = played.run.run_to_end()
