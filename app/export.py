@@ -16,6 +16,9 @@ from gidm_core.methods import spec
 from gidm_core.outputs import write_loss_csv
 
 from .settings import configs, training
+from .steer import schedule
+
+STEERING_FILE = "steering.json"  # a steered run's schedule, which its command replays
 
 REPO = Path(__file__).resolve().parent.parent  # where `gidm_core` lives, for the rerun command
 
@@ -45,7 +48,9 @@ def rerun_command(record: RunRecord) -> str:
     fallback photos) are the victim PNGs inside the zip."""
     s = record.settings
     config, threat = configs(s)
-    latent_iterations, pixel_iterations = iterations_run(record)
+    # A steered run keeps its configured counts: the schedule moves the phase ends (and a stop ends it) as it went.
+    latent_iterations, pixel_iterations = ((config.latent_iterations, config.pixel_iterations) if record.steering
+                                           else iterations_run(record))
     if config.method == "gidm-latent":
         latent_iterations = max(1, latent_iterations)  # the CLI refuses GIDM-latent without a latent phase
     config = config.with_overrides(latent_iterations=latent_iterations, pixel_iterations=pixel_iterations)
@@ -53,7 +58,7 @@ def rerun_command(record: RunRecord) -> str:
                        images=[name if bundled else _victim_file(i)
                                for i, (name, _, bundled) in enumerate(record.victims)],
                        client_seed=s.client_seed, size=record.size, t=[s.client_t] if s.client_t >= 0 else None,
-                       out="rerun", training=training(s))
+                       out="rerun", training=training(s), steer=STEERING_FILE if record.steering else None)
     return f"PYTHONPATH={shlex.quote(str(REPO))} {shlex.quote(sys.executable)} -m gidm_core {shlex.join(argv)}"
 
 
@@ -66,7 +71,7 @@ def metrics_report(record: RunRecord) -> dict:
         "seconds_to_first_image": record.first_image_s, "seconds_to_30db": record.time_to_30db_s,
         "size": record.size, "batch_size": len(record.victims), "victims": [v[0] for v in record.victims],
         "t_true": record.t_true, "t_estimate": record.t_estimate, "phase_starts": record.phase_starts,
-        "config": record.config, "command": record.command,
+        "config": record.config, "command": record.command, "steering": record.steering,
         "metrics_trace": [{k: v for k, v in row.items() if k != "message"} for row in record.trace],
     }
 
@@ -85,8 +90,12 @@ def export_zip(record: RunRecord, folder: Path | None = None) -> Path:
         grid(image).save(staging / f"filmstrip-{i:02d}.png")
     (staging / "metrics.json").write_text(json.dumps(metrics_report(record), indent=2, default=str))
     write_loss_csv(record.history, staging / "loss.csv")
+    if record.steering:
+        (staging / STEERING_FILE).write_text(json.dumps(schedule(record), indent=1) + "\n")
     stopped = (f"# The run was {record.status} after {record.iterations} iterations: the counts below are the "
-               "ones it ran.\n" if record.status != "done" else "")
+               "ones it ran.\n" if record.status != "done" and not record.steering else "")
+    stopped += (f"# The run was steered while it ran: {STEERING_FILE} replays each action at the evaluation it "
+                "took effect at.\n" if record.steering else "")
     (staging / "command.txt").write_text(
         "# Rerun this attack: run the line below in the unzipped folder (victim-*.png are the exact victim images\n"
         f"# at the attack's size; results go to ./rerun). It uses the GIDM Explorer checkout at {REPO}\n"

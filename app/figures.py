@@ -25,8 +25,10 @@ def _thin(rows: list[dict]) -> list[dict]:
     return [rows[int(i * step)] for i in range(MAX_POINTS)] + [rows[-1]]
 
 
-def loss_figure(history: list[dict], phase_starts: dict[str, int], total_iterations: int) -> go.Figure:
-    """Matching loss per iteration on a log scale; each phase shaded, the transition between phases marked."""
+def loss_figure(history: list[dict], phase_starts: dict[str, int], total_iterations: int,
+                steered: list[dict] | None = None) -> go.Figure:
+    """Matching loss per iteration on a log scale; each phase shaded, the transition between phases marked, and
+    each steering action (the core's log: at, action, value) a dotted line labelled at the foot of the plot."""
     fig = go.Figure()
     rows = _thin([r for r in history if isinstance(r.get("matching"), (int, float)) and r["matching"] > 0])
     fig.add_trace(go.Scatter(x=[r["iteration"] for r in rows], y=[r["matching"] for r in rows], mode="lines",
@@ -48,9 +50,24 @@ def loss_figure(history: list[dict], phase_starts: dict[str, int], total_iterati
                            font=dict(size=10))
         if i > 0:
             fig.add_vline(x=start, line=dict(color="#c0392b", width=1.5, dash="dash"))
+    for i, mark in enumerate(steered or []):
+        fig.add_vline(x=mark["at"], line=dict(color="#8e44ad", width=1.2, dash="dot"))
+        fig.add_annotation(x=mark["at"], y=0.0, xref="x", yref="paper", yanchor="bottom", xanchor="left",
+                           yshift=12 * (i % 3), text=steer_label(mark), showarrow=False,
+                           font=dict(size=9, color="#8e44ad"), bgcolor="rgba(255,255,255,0.7)")
     fig.update_yaxes(type="log", title_text="loss", exponentformat="power")
     fig.update_xaxes(title_text="iteration", range=[0, end])
     return _layout(fig, "Gradient matching loss (log scale)")
+
+
+def steer_label(mark: dict) -> str:
+    """A steering mark in a few characters: 'lr 0.01', 'next phase', '+50', 'pause'."""
+    action, value = mark["action"], mark.get("value")
+    if action == "lr":
+        return f"lr {value:g}"
+    if action == "extend":
+        return f"+{value:g} evals"
+    return action.replace("_", " ")
 
 
 def metrics_figure(trace: list[dict]) -> go.Figure:

@@ -38,6 +38,7 @@ class Frame:
     metrics_figure: Any = None
     t_figure: Any = None
     filmstrip: list[tuple[Image.Image, str]] | None = None
+    server_figure: Any = None  # what the server received (server_view.py), once per run
     finished: RunRecord | None = None
     error: bool = False
 
@@ -51,7 +52,7 @@ def verdict(psnr: float | None) -> str:
 
 def live_frame(event: Event, truth: torch.Tensor, original_img: Image.Image, trace: list[dict], curve: list[dict],
                phase_starts: dict[str, int], t_true: list[int], knows_t: bool, total_iterations: int,
-               notes: str) -> Frame:
+               notes: str, steered: list[dict] | None = None) -> Frame:
     """A snapshot while the attack runs: its current guess, the loss so far, the metrics and t traces."""
     recon = paired(event.reconstruction, truth)
     it, total = event.iteration, max(event.total_iterations, 1)
@@ -64,7 +65,7 @@ def live_frame(event: Event, truth: torch.Tensor, original_img: Image.Image, tra
              f"SSIM {m['ssim']:.3f}" if "ssim" in m else "",
              event.message if event.message.startswith("start ") else ""]  # several starts: which one leads
     return Frame(" · ".join(p for p in parts if p) + notes, original_img, show(recon), difference(recon, truth),
-                 figures.loss_figure(curve, phase_starts, total_iterations),
+                 figures.loss_figure(curve, phase_starts, total if steered else total_iterations, steered),
                  figures.metrics_figure(trace), figures.t_figure(trace, t_true, knows_t))
 
 
@@ -82,7 +83,8 @@ def final_frame(record: RunRecord, original_img: Image.Image, knows_t: bool, tot
             + (f"; 30 dB after {record.time_to_30db_s:.1f} s." if record.time_to_30db_s is not None else "."))
     recon, truth = record.reconstruction, record.original
     return Frame(text, original_img, show(recon), difference(recon, truth),
-                 figures.loss_figure(record.history, record.phase_starts, total_iterations),
+                 figures.loss_figure(record.history, record.phase_starts,
+                                     record.iterations if record.steering else total_iterations, record.steering),
                  figures.metrics_figure(record.trace), figures.t_figure(record.trace, record.t_true, knows_t),
                  [(show(img[:4]), caption) for img, caption in record.filmstrip], finished=record)
 

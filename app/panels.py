@@ -8,7 +8,8 @@ from typing import Any
 
 import gradio as gr
 
-from . import sweep
+from . import steer, sweep
+from .server_view import TEACH_SERVER
 from .session import TABLE_HEADERS
 from .settings import Settings
 from .texts import TEACH_SWEEP, TEACH_VIEW, teach
@@ -21,6 +22,7 @@ def view_column(s: Settings) -> dict[str, Any]:
             run_btn = gr.Button("Run", variant="primary", elem_id="run-btn")
             stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn")
         status = gr.Markdown("Ready. Press **Run**.", elem_id="status")
+        steering = steer.steer_controls()
         with gr.Row():
             original = gr.Image(label="Private image", format="png", elem_id="original",
                                 elem_classes="pixelated", interactive=False, height=250, buttons=[],
@@ -39,9 +41,13 @@ def view_column(s: Settings) -> dict[str, Any]:
                                format="png", elem_classes="pixelated", allow_preview=True,
                                elem_id="filmstrip")
         export_file = gr.File(label="Export: PNGs, metrics.json, loss.csv, command.txt", interactive=False)
-    return dict(run_btn=run_btn, stop_btn=stop_btn, status=status, original=original, reconstruction=reconstruction,
-                diff=diff, loss_plot=loss_plot, metrics_plot=metrics_plot, t_plot=t_plot, filmstrip=filmstrip,
-                export_file=export_file)
+        # Open from the start: a plot first drawn inside a closed accordion stays blank when it opens.
+        with gr.Accordion("What the server sees", open=True, elem_id="server-box"):
+            teach(TEACH_SERVER)
+            server_plot = gr.Plot(None, label="The shared update", elem_id="server-plot")
+    return dict(**steering, server_plot=server_plot, run_btn=run_btn, stop_btn=stop_btn, status=status,
+                original=original, reconstruction=reconstruction, diff=diff, loss_plot=loss_plot,
+                metrics_plot=metrics_plot, t_plot=t_plot, filmstrip=filmstrip, export_file=export_file)
 
 
 def compare_section() -> dict[str, Any]:

@@ -11,10 +11,12 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 import torch
 
 from gidm_core.attacks.events import Event, Result
+from gidm_core.attacks.steering import Steering
 from gidm_core.client import PrivateBatch
 from gidm_core.config import AttackConfig, ConfigError, ThreatModel
 from gidm_core.errors import UserError, out_of_memory, out_of_memory_message
@@ -27,6 +29,7 @@ from .export import rerun_command
 from .frames import Frame, final_frame, live_frame, thin
 from .images import paired, show
 from .model_cache import get_model, run_device
+from .server_view import server_figure
 from .session import RunRecord, Session
 from .settings import APP_MAX_SIZE, RESOLUTIONS, Settings, configs, hints, training
 from .victims import pick_victims
@@ -45,6 +48,7 @@ def stream(session: Session, settings: Settings, min_interval: float = 0.4) -> I
         yield Frame("A run is already going in this session: press Stop first.", error=True)
         return
     worker: threading.Thread | None = None
+    steering: Steering | None = None  # the channel the steer action writes to (steer.py)
     size: int | str = settings.resolution
     try:
         notes = "".join(f"  \n*Note:* {hint}" for hint in hints(settings))
@@ -66,8 +70,9 @@ def stream(session: Session, settings: Settings, min_interval: float = 0.4) -> I
                                 client_seed=settings.client_seed,
                                 t=None if settings.client_t < 0 else (settings.client_t,),
                                 training=training(settings), threat=threat, attack=config)
+            steering = session.steering = Steering(config)
             played = play_scenario(scenario, lambda spec: get_model(spec, device), images=x0, stop=stop,
-                                   lpips_every=5)
+                                   lpips_every=5, steering=steering)
         except (UserError, ValueError, RuntimeError, MemoryError) as err:
             if isinstance(err, (RuntimeError, MemoryError)) and not out_of_memory(err):
                 raise
@@ -93,7 +98,9 @@ def stream(session: Session, settings: Settings, min_interval: float = 0.4) -> I
 
         worker = threading.Thread(target=work, name="gidm-attack", daemon=True)
         worker.start()
-        trail = yield from _frames(played.batch, events, done, threat, config, started, min_interval, alive, notes)
+        yield Frame("**Attacking** ...", server_figure=server_figure(model, played.update, played.batch.t.tolist()))
+        trail = yield from _frames(played.batch, events, done, threat, config, started, min_interval, alive, notes,
+                                   steering)
         result = played.run.result
         if result is None:
             yield Frame(f"**The run ended without an image:** {trail.error or 'no finite guess'}",
@@ -107,6 +114,8 @@ def stream(session: Session, settings: Settings, min_interval: float = 0.4) -> I
         if worker is not None:
             worker.join(timeout=30)
         session.release(stop)
+        if steering is not None and session.steering is steering:
+            session.steering = None
 
 
 def _one_line(err: BaseException) -> str:
@@ -144,7 +153,8 @@ class _Trail:
 
 
 def _frames(batch: PrivateBatch, events: queue.Queue, done: object, threat: ThreatModel, config: AttackConfig,
-            started: float, min_interval: float, alive: list[float], notes: str) -> Iterator[Frame]:
+            started: float, min_interval: float, alive: list[float], notes: str,
+            steering: Steering) -> Iterator[Frame]:
     """Live frames until the worker is done, throttled to one per `min_interval` (plus one at each phase change and
     a heartbeat while steps are slow); returns the `_Trail` it gathered."""
     trail = _Trail(batch.x0)
@@ -172,6 +182,10 @@ def _frames(batch: PrivateBatch, events: queue.Queue, done: object, threat: Thre
                 trail.add(item, time.perf_counter() - started)
             elif item.kind == "error":
                 trail.error = item.message
+            elif item.kind == "steer":  # show the mark (and the new plan) with the next frame, without waiting
+                fresh = latest is not None
+                last_shown = 0.0
+                latest = latest and replace(latest, total_iterations=item.total_iterations)
             elif item.phase == "timestep":
                 trail.trace.append({"iteration": item.iteration, "phase": "timestep", "elapsed": item.elapsed,
                                     "t_estimate": list(item.t_estimate) if item.t_estimate else None,
@@ -181,7 +195,7 @@ def _frames(batch: PrivateBatch, events: queue.Queue, done: object, threat: Thre
             last_shown = time.perf_counter()
             fresh = False
             frame = live_frame(latest, batch.x0, trail.original_img, trail.trace, trail.curve, trail.phase_starts,
-                               t_true, threat.knows_t, config.total_iterations, notes)
+                               t_true, threat.knows_t, config.total_iterations, notes, list(steering.log))
             shown = frame.status
             yield frame
         elif latest is None and not finished and due and isinstance(item, Event) and item.phase == "timestep":
@@ -190,7 +204,9 @@ def _frames(batch: PrivateBatch, events: queue.Queue, done: object, threat: Thre
         elif not finished and time.perf_counter() - max(last_shown, began) >= HEARTBEAT_S:
             # Slow steps (the paper setting's K = 16 latent phase): the screen still moves once a second.
             last_shown = time.perf_counter()
-            yield Frame(f"{shown}  \n*Working: {last_shown - started:.0f} s so far; a new snapshot every "
+            yield Frame(f"{shown}  \n*Paused at iteration {latest.iteration if latest else 0}: choose **resume** "
+                        "under Steer to go on.*" if steering.paused else
+                        f"{shown}  \n*Working: {last_shown - started:.0f} s so far; a new snapshot every "
                         f"{config.report_every} iterations.*")
     return trail
 
@@ -209,6 +225,6 @@ def _record(session: Session, settings: Settings, result: Result, batch: Private
         filmstrip=thin(trail.film, 8) + [(result.reconstruction, f"final {metrics['psnr']:.1f} dB")],
         status=status, message=result.message if trail.error is None else trail.error, seconds=result.seconds,
         iterations=result.iterations, matching_loss=result.matching_loss, first_image_s=trail.first_image_s,
-        time_to_30db_s=trail.time_to_30, config=dict(config.__dict__))
+        time_to_30db_s=trail.time_to_30, config=dict(config.__dict__), steering=list(result.steering))
     record.command = rerun_command(record)
     return record

@@ -15,12 +15,13 @@ import threading
 import time
 import weakref
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from gidm_core.attacks.steering import Steering
 from gidm_core.methods import METHOD_LABELS
 
 from .settings import Settings
@@ -54,6 +55,7 @@ class RunRecord:
     time_to_30db_s: float | None
     config: dict
     command: str = ""
+    steering: list[dict] = field(default_factory=list)  # the steering actions applied, where (steer.py)
 
     @property
     def label(self) -> str:
@@ -94,6 +96,8 @@ class Session:
         self.workdir: Path | None = None
         self.queued: deque[float] = deque()  # when each run still waiting in the queue was submitted
         self.stopped_at = -math.inf
+        self.steering: Steering | None = None  # the running attack's steering channel (steer.py)
+        self.lesson: dict[int, dict] = {}  # the lesson's results by step (lesson.py)
 
     def __deepcopy__(self, memo: dict) -> Session:  # gr.State deep-copies its initial value once per session
         return Session()

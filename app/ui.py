@@ -1,5 +1,6 @@
 """The Gradio Blocks: lays out the settings column (controls.py), the live view, comparison and sweep (panels.py),
-and wires each event to its handler (handlers.py, sweep_view.py). No work is done here."""
+the tune view (tune_view.py), and wires each event to its handler (handlers.py, sweep_view.py, tune_view.py). No
+work is done here."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 import gradio as gr
 
-from . import handlers, sweep_view
+from . import handlers, lesson, steer, sweep_view, tune_view
 from .controls import settings_column
 from .model_cache import default_model
 from .panels import compare_section, sweep_section, view_column
@@ -37,6 +38,8 @@ def build_app() -> gr.Blocks:
             w.update(view_column(s))
         w.update(compare_section())
         w.update(sweep_section())
+        w.update(lesson.lesson_section())
+        w.update(tune_view.tune_section())
         _wire(demo, session, c, w)
     return demo
 
@@ -47,7 +50,8 @@ def _wire(demo: gr.Blocks, session: gr.State, c: dict[str, Any], w: dict[str, An
     private: dict[str, Any] = dict(api_visibility="private")
     inputs = [c[name] for name in SETTING_FIELDS]
     run_outputs = [w[name] for name in ("status", "original", "reconstruction", "diff", "loss_plot", "metrics_plot",
-                                        "t_plot", "filmstrip", "table", "pick_a", "pick_b", "export_file", "tabs")]
+                                        "t_plot", "filmstrip", "table", "pick_a", "pick_b", "export_file", "tabs",
+                                        "server_plot")]
     compare_io = ([session, w["pick_a"], w["pick_b"]], [w["view_a"], w["view_b"], w["compare_md"]])
     # The validator runs at submission, before the queue holds the run (API calls too): Stop can then cancel it.
     w["run_btn"].click(gpu(handlers.run, run_duration), [session, *inputs], run_outputs, api_name="run",
@@ -55,6 +59,8 @@ def _wire(demo: gr.Blocks, session: gr.State, c: dict[str, Any], w: dict[str, An
         handlers.compare, *compare_io, **private).then(None, js=SHOW_REFUSED_TAB)
     # Stop bypasses the queue: it must work when every waiting place is taken (it only sets a flag).
     w["stop_btn"].click(handlers.stop, [session], [w["status"]], api_name="stop", queue=False, show_progress="hidden")
+    steer.wire(w, session)
+    lesson.wire(w, session, attacks)
 
     w["preset"].input(handlers.apply_preset, [w["preset"]], [c[name] for name in PRESET_FIELDS], **private)
     c["method"].input(handlers.method_defaults, [c["method"]], [c[name] for name in METHOD_FIELDS], **private)
@@ -81,6 +87,7 @@ def _wire(demo: gr.Blocks, session: gr.State, c: dict[str, Any], w: dict[str, An
     w["sweep_table"].select(sweep_view.load_cell, [w["grid_state"]], [c[name] for name in CELL_FIELDS] + [w["status"]],
                             **private).then(gpu(handlers.run, run_duration), [session, *inputs], run_outputs, **private,
                                             validator=handlers.submit, concurrency_id="attack")
+    tune_view.wire(session, c, w, run_outputs, attacks)
     demo.load(handlers.refresh_choices, None, [c["model"], c["prior"]], **private)
 
 

@@ -56,6 +56,9 @@ def add_attack_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<method>-<time>)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, or auto")
     parser.add_argument("--prior", default=None, help="prior model spec for GIDM (default: the attacked model)")
+    parser.add_argument("--steer", type=Path, default=None, help="a steering schedule to replay: a JSON list of "
+                        '{"at": evaluation, "action": lr|next_phase|extend|pause|resume|stop, "value": ...} '
+                        "(the app's export writes one for a steered run)")
     hyper = parser.add_argument_group("hyperparameters (default: the method's own)")
     hyper.add_argument("--pixel-iterations", "--iterations", dest="pixel_iterations", type=int,
                        help="pixel-phase iterations (GIDM+: its joint and residual stages together); one objective "
@@ -154,7 +157,7 @@ def training_from_args(args: argparse.Namespace) -> LocalTraining | None:
 
 def attack_argv(config: AttackConfig, threat: ThreatModel, *, model: str, images: list[str], client_seed: int,
                 size: int | None = None, t: list[int] | None = None, out: str | None = None,
-                training: LocalTraining | None = None) -> list[str]:
+                training: LocalTraining | None = None, steer: str | None = None) -> list[str]:
     """The `attack` flags that `configs_from_args` reads back as `config` and `threat` (every hyperparameter spelled
     out), so a front end's "rerun this" command is written with the same flags the parser defines."""
     if threat.knows_t != threat.knows_eps:
@@ -163,7 +166,7 @@ def attack_argv(config: AttackConfig, threat: ThreatModel, *, model: str, images
             config.method, "--threat", "paper" if threat.knows_eps else "private-eps-t",
             *(["--size", str(size)] if size else []), "--client-seed", str(client_seed),
             "--attack-seed", str(config.attack_seed),
-            *(["--out", out] if out else [])]
+            *(["--out", out] if out else []), *(["--steer", steer] if steer else [])]
     argv += [a for step in t or [] for a in ("--t", str(step))]
     argv += ["--prior", threat.prior] if threat.prior != "attacked" else []
     argv += _training_argv(training) if training else []
@@ -245,15 +248,17 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
 
 
 def run_attack(args: argparse.Namespace) -> int:
+    from .attacks.steering import Steering, load_schedule
     from .images import grid
     from .models import load_model, resolve_device
     from .protocol import play_scenario
 
     scenario = scenario_from_args(args)
     config, threat, training = scenario.attack, scenario.threat, scenario.training
+    steering = Steering(config, load_schedule(args.steer, config), live=False) if args.steer else None
     device = resolve_device(args.device)
     out = check_out_folder(args.out or Path("runs") / f"{config.method}-{time.strftime('%Y%m%d-%H%M%S')}")
-    played = play_scenario(scenario, lambda spec: load_model(spec, device, allow_local=True))
+    played = play_scenario(scenario, lambda spec: load_model(spec, device, allow_local=True), steering=steering)
     batch, run, evaluator = played.batch, played.run, played.evaluator
     x0 = batch.x0
     size = x0.shape[-1]
@@ -291,6 +296,7 @@ def run_attack(args: argparse.Namespace) -> int:
         "phase_starts": result.phase_starts, "config": config.__dict__, "client_seed": scenario.client_seed,
         "update": {"kind": played.update.kind, **(training.__dict__ if training else {})},
         "attack_seed": config.attack_seed, "device": str(device), **result.details, **evaluator.per_image(result),
+        "steering": result.steering,
         "command": command_line(sys.argv[1:]),
     }
     (out / "metrics.json").write_text(json.dumps(report, indent=2))

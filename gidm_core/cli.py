@@ -1,4 +1,4 @@
-"""Command line: `python -m gidm_core {attack, models, train, bench, federate}`, each command beside what it runs.
+"""Command line: `python -m gidm_core {attack, models, train, bench, federate, tune}`, each command beside what it runs.
 
 Bad input gets one line on stderr and exit code 2, before any model is loaded where possible.
 """
@@ -13,6 +13,7 @@ from .bench import command as bench_command
 from .errors import UsageError, UserError
 from .federation import command as federate_command
 from .training import command as train_command
+from .tuning import command as tune_command
 
 EXIT_BAD_INPUT = 2
 
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_command.add_train_command(commands)
     bench_command.add_bench_command(commands)
     federate_command.add_federate_command(commands)
+    tune_command.add_tune_command(commands)
     return parser
 
 

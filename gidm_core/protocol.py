@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .attacks import Event, Run, start_attack
+from .attacks import Event, Run, Steering, start_attack
 from .attacks.gidm import check_prior
 from .client import PrivateBatch, SharedUpdate, share
 from .config import AttackConfig, ConfigError, LocalTraining, ThreatModel
@@ -41,12 +41,12 @@ class Round:
 def play(model: DiffusionModel, images: torch.Tensor, threat: ThreatModel, config: AttackConfig, *,
          client_seed: int = 0, t: list[int] | None = None, prior: DiffusionModel | None = None,
          stop: threading.Event | None = None, lpips_every: int = 0,
-         training: LocalTraining | None = None) -> Round:
+         training: LocalTraining | None = None, steering: Steering | None = None) -> Round:
     """Set up one round: the client trains on `images` ((B, C, H, W) in [-1, 1]) with secrets drawn from
     `client_seed` (t fixed if given), shares its defended update (one FedSGD gradient, or with `training` a FedAvg
     delta after its local steps, on per-step draws from the same seed), and the attack of `config` (seeded by
-    `config.attack_seed`, the attacker's own seed) is ready to run. Bad input raises a one-line `ConfigError` or
-    `ModelLoadError` before any work is done."""
+    `config.attack_seed`, the attacker's own seed) is ready to run, steered by `steering` if given. Bad input
+    raises a one-line `ConfigError` or `ModelLoadError` before any work is done."""
     model.check_size(images.shape[-1])
     if config.uses_latent_phase:
         check_prior(prior or model, images.shape[1], images.shape[-1])
@@ -56,12 +56,13 @@ def play(model: DiffusionModel, images: torch.Tensor, threat: ThreatModel, confi
                               f"got {config.ddim_steps}")
     batch = PrivateBatch.draw(images, model.num_train_timesteps, client_seed, t, training)
     update = share(model, batch, threat, seed=client_seed, training=training)
-    run = start_attack(model, update, threat, config, prior, stop)
+    run = start_attack(model, update, threat, config, prior, stop, steering)
     return Round(batch, update, run, Evaluator(batch, lpips_every))
 
 
 def play_scenario(scenario: Scenario, load: Callable[[str], DiffusionModel], *, images: torch.Tensor | None = None,
-                  stop: threading.Event | None = None, lpips_every: int = 0) -> Round:
+                  stop: threading.Event | None = None, lpips_every: int = 0, steering: Steering | None = None
+                  ) -> Round:
     """`play` for a described round: `load` turns a model spec into a model (the CLI's loader, the benchmark's, the
     app's cache), used for the attacked model and, when the scenario names one, GIDM's prior. `images` overrides
     loading `scenario.images` by name (a front end's own pictures, such as the app's uploads)."""
@@ -72,4 +73,4 @@ def play_scenario(scenario: Scenario, load: Callable[[str], DiffusionModel], *, 
     prior = None if scenario.prior is None else load(scenario.prior)
     return play(model, x0, scenario.threat, scenario.attack, client_seed=scenario.client_seed,
                 t=None if scenario.t is None else list(scenario.t), prior=prior, stop=stop, lpips_every=lpips_every,
-                training=scenario.training)
+                training=scenario.training, steering=steering)

@@ -13,6 +13,8 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -35,7 +37,9 @@ def serve() -> tuple[object, str]:
     return demo, f"http://127.0.0.1:{port}"
 
 
-def shoot(url: str, out: Path, phone: Path | None, seconds: float, full_phone: bool = False) -> str:
+@contextmanager
+def app_page(url: str) -> Iterator:
+    """A Playwright page of the app at `url` in headless Chromium (desktop size), closed afterwards."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw, tempfile.TemporaryDirectory() as profile:
@@ -44,29 +48,34 @@ def shoot(url: str, out: Path, phone: Path | None, seconds: float, full_phone: b
         try:
             page = browser.pages[0] if browser.pages else browser.new_page()
             page.goto(url, wait_until="domcontentloaded", timeout=60_000)
-            page.locator("#run-btn").click(timeout=60_000)
-            status = page.locator("#status")
-            started = time.perf_counter()
-            while time.perf_counter() - started < seconds:
-                if status.inner_text().startswith(("Finished", "Stopped", "Ended", "Cannot", "Refused")):
-                    break
-                page.wait_for_timeout(500)
-            else:
-                page.locator("#stop-btn").click()
-                page.wait_for_function("() => document.querySelector('#status').innerText.startsWith('Stopped')",
-                                       timeout=60_000)
-            page.wait_for_timeout(2000)  # the final plots and filmstrip
-            out.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(out), full_page=True)
-            text = status.inner_text()
-            if phone is not None:
-                page.set_viewport_size({"width": 390, "height": 844})
-                page.evaluate("window.scrollTo(0, 0)")
-                page.wait_for_timeout(1500)
-                page.screenshot(path=str(phone), full_page=full_phone)
-            return text
+            yield page
         finally:
             browser.close()
+
+
+def shoot(url: str, out: Path, phone: Path | None, seconds: float, full_phone: bool = False) -> str:
+    with app_page(url) as page:
+        page.locator("#run-btn").click(timeout=60_000)
+        status = page.locator("#status")
+        started = time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            if status.inner_text().startswith(("Finished", "Stopped", "Ended", "Cannot", "Refused")):
+                break
+            page.wait_for_timeout(500)
+        else:
+            page.locator("#stop-btn").click()
+            page.wait_for_function("() => document.querySelector('#status').innerText.startsWith('Stopped')",
+                                   timeout=60_000)
+        page.wait_for_timeout(2000)  # the final plots and filmstrip
+        out.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(out), full_page=True)
+        text = status.inner_text()
+        if phone is not None:
+            page.set_viewport_size({"width": 390, "height": 844})
+            page.evaluate("window.scrollTo(0, 0)")
+            page.wait_for_timeout(1500)
+            page.screenshot(path=str(phone), full_page=full_phone)
+        return text
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ from .adam_delta import readable
 from .base import AttackContext, AttackFn, Run
 from .events import Event, Result
 from .starts import with_starts
+from .steering import Steering
 
 
 def _code(spec: MethodSpec) -> AttackFn:
@@ -24,10 +25,13 @@ ATTACKS: dict[str, AttackFn] = {spec.name: _code(spec) for spec in SPECS}  # eac
 
 
 def start_attack(model: DiffusionModel, update: SharedUpdate, threat: ThreatModel, config: AttackConfig,
-                 prior: DiffusionModel | None = None, stop: threading.Event | None = None) -> Run:
-    """A `Run` of `config.method` against `update`; iterate it for events, then read `run.result`."""
+                 prior: DiffusionModel | None = None, stop: threading.Event | None = None,
+                 steering: Steering | None = None) -> Run:
+    """A `Run` of `config.method` against `update`; iterate it for events, then read `run.result`. `steering`
+    (steering.py) lets a front end change the run while it goes, or replays a schedule."""
     update = readable(model, update, threat.defence)  # a one-step Adam delta is matched as the gradient it encodes
-    return Run(with_starts(ATTACKS[config.method]), AttackContext(model, update, threat, config, prior, stop))
+    return Run(with_starts(ATTACKS[config.method]),
+               AttackContext(model, update, threat, config, prior, stop, steering))
 
 
-__all__ = ["ATTACKS", "Event", "Result", "Run", "start_attack"]
+__all__ = ["ATTACKS", "Event", "Result", "Run", "Steering", "start_attack"]

@@ -21,6 +21,7 @@ from ..models import DiffusionModel
 from ..seeds import stream
 from .events import Diverged, Event, EventKind, Guess, Objective, Result
 from .plateau import Plateau
+from .steering import SteerAction, Steering
 
 
 class _StopRequested(Exception):
@@ -29,16 +30,19 @@ class _StopRequested(Exception):
 
 class AttackContext:
     """What an attack may see (model, prior, shared update, threat model, config) plus the bookkeeping every
-    attack needs: the iteration count, the best guess so far, the loss history and the stop flag."""
+    attack needs: the iteration count, the best guess so far, the loss history, the stop flag and the steering
+    channel (both read at every evaluation)."""
 
     def __init__(self, model: DiffusionModel, update: SharedUpdate, threat: ThreatModel, config: AttackConfig,
-                 prior: DiffusionModel | None = None, stop: threading.Event | None = None) -> None:
+                 prior: DiffusionModel | None = None, stop: threading.Event | None = None,
+                 steering: Steering | None = None) -> None:
         self.model = model
         self.prior = prior if prior is not None else model
         self.update = update
         self.threat = threat
         self.config = config
         self.stop = stop or threading.Event()
+        self.steering = steering
         self.plateau = Plateau(config.plateau)  # a converged run stops as at the user's Stop, but "done"
         self.device = model.device
         self.generator = stream(config.attack_seed, "attacker")  # never the client's stream
@@ -100,8 +104,8 @@ class AttackContext:
                  else _first_order_steps(tracker, variables, lr, project))
         try:
             yield from steps
-        except _BudgetSpent:
-            pass
+        except _BudgetSpent:  # a steering mark queued by the evaluation that ended the phase still goes out
+            yield from (event for event in tracker.flush() if event.kind == "steer")
         if tracker.best is None:
             raise ValueError(f"{phase} phase has no iterations")
         self.snapshots[phase] = tracker.best[1].image.detach().cpu()
@@ -128,7 +132,8 @@ class AttackContext:
         return Result(guess.image.detach().cpu(), loss, t,
                       None if guess.eps is None else guess.eps.detach().cpu(), self.iteration,
                       self.clock(), self.history, self.snapshots, self.phase_starts,
-                      status, message, dict(self.details))
+                      status, message, dict(self.details),
+                      list(self.steering.log) if self.steering is not None else [])
 
 
 class _BudgetSpent(Exception):
@@ -149,11 +154,15 @@ class _PhaseTracker:
         self.pending: list[Event] = []
         self.first = True
         self.progress = 0.0  # the fraction of the phase's budget (iterations or time) spent before this evaluation
+        self.lr: float | None = None  # a first-order phase's base learning rate, which steering may change
 
     def evaluate(self) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """(total loss, its gradient w.r.t. the variables) at the variables' current values; queues due events."""
         ctx = self.ctx
         ctx.check_stop()
+        if ctx.steering is not None:
+            self._steer()
+            ctx.check_stop()
         now = ctx.clock()
         # Every phase evaluates at least once, so that it hands a guess on: a run overshoots its time by one step.
         if ctx.iteration >= self.end or (self.best is not None and now >= self.deadline):
@@ -180,6 +189,44 @@ class _PhaseTracker:
         ctx.iteration += 1
         return current.total.detach(), grads
 
+    def _steer(self) -> None:
+        """Apply the steering actions due at this evaluation; a live pause waits here, off the attack's clock."""
+        ctx, steering = self.ctx, self.ctx.steering
+        actions = steering.due(ctx.iteration)
+        while actions:
+            action = actions.pop(0)
+            self._apply(action)
+            if action.action == "pause" and steering.live and not any(a.action == "resume" for a in actions):
+                suspended = ctx.now()
+                actions += steering.wait_while_paused(ctx.stop.is_set)
+                ctx.paused += ctx.now() - suspended
+
+    def _apply(self, action: SteerAction) -> None:
+        ctx = self.ctx
+        if action.action == "lr" and self.lr is not None:
+            self.lr = float(action.value)
+        elif action.action == "next_phase":
+            self._resize(max(ctx.iteration, self.start + 1) - self.end)  # the phase still hands a guess on
+            self.deadline = min(self.deadline, ctx.clock())
+        elif action.action == "stop":
+            ctx.stop.set()
+        elif action.action == "extend":
+            if math.isfinite(self.end):
+                self._resize(int(action.value))
+            else:  # a time budget: as many more seconds as this phase took per evaluation so far
+                done = max(ctx.iteration - self.start, 1)
+                self.deadline += action.value * (ctx.clock() - self.began) / done
+        ctx.steering.record(action, ctx.iteration, self.phase)
+        guess = ctx.best[1] if ctx.best is not None else torch.zeros(ctx.shape)
+        self.pending.append(ctx.event("steer", self.phase, {}, guess, f"{action.describe()} at {ctx.iteration}"))
+
+    def _resize(self, change: float) -> None:
+        """Move the phase's last iteration by `change`, and the run's plan with it (an iteration budget only)."""
+        if math.isfinite(self.end) and change:
+            self.end += change
+            self.ctx.total_iterations += int(change)
+            self.ctx.planned += int(change)
+
     def flush(self) -> Iterator[Event]:
         events, self.pending = self.pending, []
         return iter(events)
@@ -192,14 +239,18 @@ def _first_order_steps(tracker: _PhaseTracker, variables: list[torch.Tensor], lr
     cfg = tracker.ctx.config
     optimizer = (torch.optim.Adam(variables, lr=lr) if cfg.optimizer == "adam"
                  else torch.optim.SGD(variables, lr=lr, momentum=0.9))
+    tracker.lr = lr
     while True:
         _, grads = tracker.evaluate()
         yield from tracker.flush()
         for variable, grad in zip(variables, grads):
             variable.grad = grad
+        base = tracker.lr  # the phase's rate, or the one steering set at this evaluation
         if cfg.lr_schedule == "cosine":
-            floor = lr * 0.01
-            optimizer.param_groups[0]["lr"] = floor + (lr - floor) * (1 + math.cos(math.pi * tracker.progress)) / 2
+            floor = base * 0.01
+            optimizer.param_groups[0]["lr"] = floor + (base - floor) * (1 + math.cos(math.pi * tracker.progress)) / 2
+        else:
+            optimizer.param_groups[0]["lr"] = base
         optimizer.step()
         if project is not None:
             with torch.no_grad():
@@ -303,6 +354,8 @@ class Run:
 
     def stop(self) -> None:
         self.context.stop.set()
+        if self.context.steering is not None:
+            self.context.steering.wake()  # a paused run sees the flag at once
 
     def __iter__(self) -> Iterator[Event]:
         ctx = self.context

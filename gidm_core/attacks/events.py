@@ -9,7 +9,8 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-EventKind = str  # "phase" (a phase starts), "progress", "done", "stopped" (by the user), "error" (NaN/inf)
+EventKind = str  # "phase" (a phase starts), "progress", "steer" (a steering action applied), "done", "stopped"
+# (by the user), "error" (NaN/inf)
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class Result:
     status: str = "done"
     message: str = ""
     details: dict[str, float | str] = field(default_factory=dict)  # what the attack read off the update
+    steering: list[dict] = field(default_factory=list)  # the steering actions applied, where (steering.py)
 
 
 class Diverged(RuntimeError):

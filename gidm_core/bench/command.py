@@ -87,6 +87,6 @@ def _check_run_args(args: argparse.Namespace, address: str | None) -> None:
         check_cores("--workers", args.workers, cap=cap)
     check_cores("--threads", args.threads, zero="torch's default", cap=cap)
     if address:
-        from .ray_runner import check_address  # a socket probe; ray itself is not imported for it
+        from ..ray_session import check_address  # a socket probe; ray itself is not imported for it
 
         check_address(address)
