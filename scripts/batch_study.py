@@ -2,7 +2,8 @@
 
 The client (seed `--client-seed`) draws a distinct t per image from its own stream unless `--t` fixes one for all;
 the attack runs on one torch thread for `--seconds` CPU seconds; the evaluator prints the per-image PSNR after the
-Hungarian pairing, the pairing the timesteps give, and the separation's residual, as one JSON line.
+Hungarian pairing, the pairing the timesteps give, and the separation's residual, as one JSON line; before it,
+each phase's best guess slot by slot (slot b holds the guess at t_b), to see which stage fits which image.
 
     PYTHONPATH=. OMP_NUM_THREADS=1 .venv/bin/python scripts/batch_study.py --batch 8 --separation auto
 """
@@ -16,6 +17,7 @@ import torch
 
 from gidm_core.config import ThreatModel, attack_config
 from gidm_core.images import load_named_images
+from gidm_core.metrics import psnr_per_sample, to_unit
 from gidm_core.models import load_model
 from gidm_core.protocol import play
 
@@ -54,6 +56,9 @@ def main() -> None:
         if event.message and event.kind != "progress":
             print(f"[{event.phase}] {event.message}", flush=True)
     result = played.run.result
+    for phase, image in result.snapshots.items():
+        slots = psnr_per_sample(to_unit(image), to_unit(played.batch.x0))
+        print(f"[{phase}] PSNR by slot: {' '.join(f'{v:.1f}' for v in slots)}", flush=True)
     scores = played.evaluator.score_result(result)
     print(json.dumps({"batch": args.batch, "method": args.method, "separation": args.separation,
                       "t": played.batch.t.tolist(), "psnr": scores["psnr"], **played.evaluator.per_image(result),

@@ -15,9 +15,10 @@ import torch
 from ..diffusion import DDIMSampler
 from ..models import DiffusionModel, ModelLoadError
 from .base import AttackContext
+from .curriculum import batch_start
 from .events import Event, Guess
 from .matching import GradientMatcher
-from .per_sample import SeparatedMatcher, pixel_start, separated_matcher, start_objective
+from .per_sample import SeparatedMatcher, separated_matcher, start_objective
 from .pixel import image_objective, matcher_for, pixel_phase
 from .secrets import noise_variable, resolve_timesteps
 from .starts import batched_matching
@@ -78,7 +79,7 @@ def image_phases(ctx: AttackContext, matcher: GradientMatcher, eps: torch.Tensor
             with torch.no_grad():
                 eps.copy_(guess.eps)
     else:
-        start, pixel_iterations = yield from pixel_start(ctx, matcher, ctx.randn() * 0.5, eps, extra, t,
+        start, pixel_iterations = yield from batch_start(ctx, matcher, ctx.randn() * 0.5, eps, extra, t,
                                                          pixel_iterations)
     if cfg.uses_pixel_phase and pixel_iterations > 0:
         guess = yield from pixel_phase(ctx, matcher, start, eps, extra, t, pixel_iterations)

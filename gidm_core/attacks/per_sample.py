@@ -8,7 +8,8 @@ kept beside it (the joint stage). Sample b's d_b(x) on a guess is the gradient o
 layer's output row b (a forward hook), so both come out of the one backward pass the summed update needs.
 
 What it buys is measured in docs/batches.md: the parts are few (864 numbers per image on faces32 against 3072
-pixels), so the start alone does not find the images, and the gain over the summed update is small.
+pixels), so the start alone does not find the images, and the gain over the summed update is small. Where the
+timesteps spread (the usual case), `curriculum.py` replaces the per-sample start and gains more.
 
 Each slot b keeps the client's timestep t_b, so the reconstruction in slot b is sample b's: the t's fix the
 pairing, with no assignment step.

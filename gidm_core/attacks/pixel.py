@@ -13,9 +13,10 @@ import torch
 
 from .adam_delta import confidence, matcher_defence, smoothing
 from .base import AttackContext
+from .curriculum import batch_start
 from .events import Event, Guess, Objective
 from .matching import GradientMatcher, total_variation
-from .per_sample import pixel_start, separated_matcher
+from .per_sample import separated_matcher
 from .secrets import noise_variable, resolve_timesteps
 from .spectral import SpectralPixels, damped
 
@@ -72,6 +73,6 @@ def pixel_attack(ctx: AttackContext) -> Generator[Event, None, None]:
     t = yield from resolve_timesteps(ctx, matcher)
     matcher = yield from separated_matcher(ctx, matcher, t)
     eps, extra = noise_variable(ctx)
-    start, iterations = yield from pixel_start(ctx, matcher, ctx.randn() * 0.5, eps, extra, t,
+    start, iterations = yield from batch_start(ctx, matcher, ctx.randn() * 0.5, eps, extra, t,
                                                ctx.config.pixel_iterations)
     yield from pixel_phase(ctx, matcher, start, eps, extra, t, iterations)
