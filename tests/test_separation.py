@@ -126,3 +126,43 @@ def test_cli_refuses_a_bad_separation_in_one_line(capsys):
     code = main(["attack", "--image", "face-05", "--image", "face-17", "--separation", "maybe"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and "separation" in err and "auto, off" in err
+
+
+def test_a_fresh_noise_delta_separates_into_one_part_per_slot(tiny_model, photos4):
+    """Fresh noise: every slot of every step drew its own t, so an SGD delta of N = 4 images in mini-batches of 2
+    over E = 3 steps splits into 6 parts, slot k's equal to that step's own (per-slot) gradient of its step loss;
+    the matcher's parts at the truth are the targets (to the weights' motion between steps), elsewhere not."""
+    from gidm_core.attacks.per_sample import SeparatedMatcher
+
+    training = LocalTraining(steps=3, lr=1e-3, local_batch=2, noise="fresh")
+    batch = PrivateBatch.draw(photos4, tiny_model.num_train_timesteps, 5, training=training)
+    update = share(tiny_model, batch, PAPER, 5, training)
+    result = separate(tiny_model, update, batch.t, PAPER)
+    assert result.ok and "separated 6 slots" in result.message, result.message
+    assert result.residual < 1e-4 and all(part.shape[0] == 6 for part in result.parts)
+    index = {name: i for i, (name, _) in enumerate(tiny_model.unet.named_parameters())}
+    slots = batch.schedule.order.flatten()
+    # Slot k alone at the start weights, half its step's loss: exact for the first step's slots, close for the
+    # last step's (its weights moved by two steps: the part is at those, the reference at the start).
+    for k, tolerance in ((0, 1e-4), (1, 1e-4), (5, 5e-2)):
+        image = batch.x0[slots[k]:slots[k] + 1]
+        alone = client_update(tiny_model, image, batch.eps[k:k + 1], batch.t[k:k + 1])
+        for name, part in zip(result.names, result.parts):
+            truth = alone[index[f"{name}.bias"]] / 2
+            assert float((part[k] - truth).norm() / truth.norm()) < tolerance, (name, k)
+    matcher = SeparatedMatcher(tiny_model, update, result, "l2", "normalized", None)
+    matcher(batch.x0, batch.eps, batch.t, create_graph=False)
+    at_truth = float(matcher.last["per_sample"])
+    matcher(batch.x0[[1, 0, 3, 2]], batch.eps, batch.t, create_graph=False)
+    assert at_truth < 1e-2 and float(matcher.last["per_sample"]) > 30 * at_truth
+
+
+def test_one_image_over_fresh_steps_is_separated_by_its_steps(tiny_model, photos4, one_thread):
+    """N = 1, E = 4 fresh: nothing to split between images, but the steps' parts are matched beside the delta."""
+    training = LocalTraining(steps=4, lr=1e-3, noise="fresh")
+    config = attack_config("dlg", pixel_iterations=4, report_every=1000)
+    played = play(tiny_model, photos4[:1], PAPER, config, client_seed=3, training=training)
+    events = list(played.run)
+    assert any("separated 4 slots" in e.message for e in events)
+    assert played.run.result.details["separation"] == "separated"
+    assert "per-sample" not in played.run.result.phase_starts  # one image: no start on its parts alone

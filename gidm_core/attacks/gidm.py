@@ -34,7 +34,7 @@ def latent_phase(ctx: AttackContext, matcher: GradientMatcher, eps: torch.Tensor
     check_prior(prior, ctx.shape[1], ctx.shape[2])
     sampler = DDIMSampler(prior, cfg.ddim_steps)
     z = _best_start(ctx, sampler, matcher, eps, t).requires_grad_(True)
-    if isinstance(matcher, SeparatedMatcher):  # one latent per sample, each against its own parts
+    if isinstance(matcher, SeparatedMatcher) and matcher.apart:  # one latent per image, against its own parts
         objective = start_objective(matcher, lambda: sampler(z), eps, t, secret_eps=bool(extra))
     else:
         objective = image_objective(ctx, matcher, lambda: sampler(z), eps, t, secret_eps=bool(extra))

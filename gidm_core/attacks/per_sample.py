@@ -68,11 +68,27 @@ class SeparatedMatcher(GradientMatcher):
         self.params = list(model.unet.parameters())
         # One SGD step shares -lr times the gradient (the parts were divided by it at separation).
         self.step = 1.0 if self.training is None else -self.training.lr
+        # With fresh noise the parts are per slot: slot k holds image order[k] under its own eps and t, and its
+        # step's loss averages B slots where the batched loss averages all E x B (hence the factor E).
+        fresh = self.schedule is not None and self.schedule.fresh
+        self.slot_images = self.schedule.order.flatten() if fresh else None
+        self.slot_factor = float(self.training.steps) if fresh else 1.0
+        # Several images make B independent problems worth a start on their parts alone; one image split by its
+        # steps is one problem, whose parts only rebalance the steps beside the summed update.
+        self.apart = update.batch_size > 1
         self.last: dict[str, torch.Tensor] = {}  # the terms of the latest call, for the loss history
 
     def time_outputs(self) -> AbstractContextManager[list[torch.Tensor | None]]:
         """Inside it, forward passes record the separated layers' outputs (whose gradients are the d_b(x))."""
         return _outputs_of(self.modules)
+
+    def parts_at_start(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor,
+                       create_graph: bool = True) -> list[torch.Tensor]:
+        """The guess's per-sample (or per-slot) parts at the start weights, for an update of several local steps."""
+        images = x0 if self.slot_images is None else x0[self.slot_images.to(x0.device)]
+        with self.time_outputs() as outputs:
+            loss = self.slot_factor * diffusion_loss(self.model, images, eps, t)
+        return list(torch.autograd.grad(loss, outputs, create_graph=create_graph))
 
     def per_sample_distance(self, parts: list[torch.Tensor]) -> torch.Tensor:
         return sum(((d - target).pow(2).sum(1) / norm).mean()
@@ -103,10 +119,7 @@ class SeparatedMatcher(GradientMatcher):
         if training is not None and not training.is_one_sgd_step:
             # Several SGD steps: the summed update is re-simulated, the parts taken at the start weights.
             summed = super().__call__(x0, eps, t, create_graph)
-            with self.time_outputs() as outputs:
-                loss = diffusion_loss(self.model, x0, eps, t)
-            parts = torch.autograd.grad(loss, outputs, create_graph=create_graph)
-            per_sample = self.per_sample_distance(list(parts))
+            per_sample = self.per_sample_distance(self.parts_at_start(x0, eps, t, create_graph))
             self.last = {"summed": summed.detach(), "per_sample": per_sample.detach()}
             return summed + self.weight * per_sample
         with self.time_outputs() as outputs:
@@ -123,9 +136,7 @@ def start_objective(matcher: SeparatedMatcher, make_image: Callable[[], torch.Te
         image = make_image()
         if matcher.training is not None and not matcher.training.is_one_sgd_step:
             matcher(image, eps, t)
-            with matcher.time_outputs() as outputs:
-                loss = diffusion_loss(matcher.model, image, eps, t)
-            per_sample = matcher.per_sample_distance(list(torch.autograd.grad(loss, outputs, create_graph=True)))
+            per_sample = matcher.per_sample_distance(matcher.parts_at_start(image, eps, t))
             summed = matcher.last["summed"]
         else:
             with matcher.time_outputs() as outputs:
@@ -143,7 +154,7 @@ def separated_matcher(ctx: AttackContext, matcher: GradientMatcher, t: torch.Ten
     """`matcher` with per-sample terms when the batch separates (`config.separation` "auto"), else `matcher`
     itself; either way one event says what happened, and the context's `details` keep the residual."""
     cfg = ctx.config
-    if ctx.shape[0] < 2:
+    if ctx.update.secrets < 2:
         return matcher
     if cfg.separation == "off":
         ctx.details["separation"] = "off"
@@ -167,7 +178,7 @@ def pixel_start(ctx: AttackContext, matcher: GradientMatcher, start: torch.Tenso
     """With a separated batch, spend `START_SHARE` of the pixel iterations fitting each image to its own parts
     from `start`; returns (the start of the joint stage, the iterations left for it)."""
     steps = round(START_SHARE * iterations)
-    if not isinstance(matcher, SeparatedMatcher) or steps < 1 or iterations - steps < 1:
+    if not isinstance(matcher, SeparatedMatcher) or not matcher.apart or steps < 1 or iterations - steps < 1:
         return start, iterations
     x = start.detach().clone().clamp(-1, 1).requires_grad_(True)
     objective = start_objective(matcher, lambda: x, eps, t, secret_eps=bool(extra))

@@ -18,6 +18,7 @@ from .events import Event, Guess, Objective
 from .matching import GradientMatcher, total_variation
 from .per_sample import separated_matcher
 from .secrets import noise_variable, resolve_timesteps
+from .spectral import SpectralPixels, damped
 
 
 def matcher_for(ctx: AttackContext) -> GradientMatcher:
@@ -47,11 +48,20 @@ def image_objective(ctx: AttackContext, matcher: GradientMatcher, make_image: Ca
 def pixel_phase(ctx: AttackContext, matcher: GradientMatcher, start: torch.Tensor, eps: torch.Tensor,
                 extra: list[torch.Tensor], t: torch.Tensor, iterations: int | None = None,
                 phase: str = "pixel") -> Generator[Event, None, Guess]:
-    """Optimise pixels (and eps, when it is among `extra`) from `start` against the shared update."""
+    """Optimise pixels (and eps, when it is among `extra`) from `start` against the shared update; an SGD delta
+    with a low-noise step searches them in a damped Fourier basis (`spectral.py`)."""
     cfg = ctx.config
-    x = start.detach().clone().clamp(-1, 1).requires_grad_(True)
-    objective = image_objective(ctx, matcher, lambda: x, eps, t, secret_eps=bool(extra))
     steps = cfg.pixel_iterations if iterations is None else iterations
+    start = start.detach().clamp(-1, 1)
+    if damped(ctx.model, ctx.update, t):
+        ctx.details["pixel_basis"] = "damped Fourier"
+        basis = SpectralPixels(*start.shape[-2:], start.device)
+        z = basis.coefficients(start).requires_grad_(True)
+        objective = image_objective(ctx, matcher, lambda: basis.image(z), eps, t, secret_eps=bool(extra))
+        return (yield from ctx.optimise(phase, [z, *extra], objective, steps, cfg.lr,
+                                        project=lambda: z.copy_(basis.coefficients(basis.image(z).clamp(-1, 1)))))
+    x = start.clone().requires_grad_(True)
+    objective = image_objective(ctx, matcher, lambda: x, eps, t, secret_eps=bool(extra))
     return (yield from ctx.optimise(phase, [x, *extra], objective, steps, cfg.lr,
                                     project=lambda: x.clamp_(-1, 1)))
 

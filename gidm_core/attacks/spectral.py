@@ -1,0 +1,46 @@
+"""Pixels in a damped Fourier basis: the preconditioner an SGD delta with a low-noise step needs.
+
+A step at small t (the UNet sees x_t = ~x0 + sigma_t eps with sigma_t ~ 0.02 at t = 5 on a linear schedule)
+predicts eps from the image's finest detail, so its gradient moves ~1 / sigma_t times faster along high spatial
+frequencies of the image than along low ones; and being the largest of the steps (on faces32 5x a t = 332 step's
+norm), it sets the delta's curvature. L-BFGS from ~100 evaluations cannot learn a 3072-dimensional spectrum, so the
+pixel phase searches coefficients z with x = irfft2(w * z), w(f) = 1 / (1 + f / CORNER)^POWER (f in cycles per
+image): the same images, with the steep directions' steps shrunk. Measured (faces32, face-05, SGD E = 4 fresh, t 332,
+68, 904, 5, 60 CPU-s): docs/realistic_clients.md. A FedSGD gradient or a delta without such a step is left as is.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..client import SharedUpdate
+from ..models import DiffusionModel
+
+LOW_NOISE = 0.1  # sqrt(1 - alpha_bar_t) below which a step counts as low-noise (t < ~20 on a linear schedule)
+CORNER = 2.0  # cycles per image at which a coefficient's step is halved
+POWER = 1.0
+
+
+def damped(model: DiffusionModel, update: SharedUpdate, t: torch.Tensor) -> bool:
+    """Whether the pixel phase should search the damped basis: an SGD delta with at least one low-noise step."""
+    training = update.training
+    if training is None or training.optimizer != "sgd":
+        return False
+    alpha_bar = model.scheduler.alphas_cumprod.to(t.device)[t.long()]
+    return bool(((1 - alpha_bar).sqrt() < LOW_NOISE).any())
+
+
+class SpectralPixels:
+    """The map between images (N, C, H, W) and their damped Fourier coefficients (real view, float)."""
+
+    def __init__(self, height: int, width: int, device: torch.device) -> None:
+        fy = torch.fft.fftfreq(height).abs().view(-1, 1) * height
+        fx = torch.fft.rfftfreq(width).view(1, -1) * width
+        self.weight = (1 / (1 + (fy**2 + fx**2).sqrt() / CORNER) ** POWER).to(device)
+        self.size = (height, width)
+
+    def image(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.fft.irfft2(torch.view_as_complex(z) * self.weight, s=self.size)
+
+    def coefficients(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.view_as_real(torch.fft.rfft2(x) / self.weight).contiguous()
