@@ -45,6 +45,15 @@ def _digest(path: str) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def run_exported_command(folder: Path) -> str:
+    """Run an unzipped export's `command.txt` from its folder, as a user would (no PYTHONPATH), and return it."""
+    command = (folder / "command.txt").read_text().strip().splitlines()[-1]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(["bash", "-c", command], cwd=folder, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return command
+
+
 def _stream(client: Client, **overrides) -> list[tuple]:
     job = client.submit(api_name="/run", **{**TINY, "gallery": _gallery(), **overrides})
     return list(job)
@@ -96,12 +105,8 @@ def test_rerun_command_runs_as_written_from_the_unzipped_folder(app_url, tmp_pat
                       attack_seed=4)
     with zipfile.ZipFile(outputs[-1][EXPORT]) as archive:
         archive.extractall(tmp_path)
-    command = (tmp_path / "command.txt").read_text().strip().splitlines()[-1]
+    command = run_exported_command(tmp_path)
     assert "--client-seed 3 --attack-seed 4" in command and "--keep 0.5" in command
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    done = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=240)
-    assert done.returncode == 0, done.stderr[-2000:]
     metrics = (tmp_path / "rerun" / "metrics.json").read_text()
     assert '"iterations": 3' in metrics and '"attack_seed": 4' in metrics
 

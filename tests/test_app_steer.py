@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import tempfile
 import time
 import zipfile
@@ -16,6 +15,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 pytest.importorskip("gradio_client")
 from gradio_client import Client  # noqa: E402
+from test_app import run_exported_command  # noqa: E402
 
 from app.victims import gallery_items  # noqa: E402
 
@@ -72,12 +72,8 @@ def test_steering_lands_in_the_run_shows_on_the_curve_and_replays_from_the_expor
     report = json.loads((tmp_path / "metrics.json").read_text())
     switched = report["phase_starts"]["pixel"]
     assert switched < TINY["latent_iterations"] and report["iterations"] == switched + 30 + 6
-    command = (tmp_path / "command.txt").read_text().strip().splitlines()[-1]
+    command = run_exported_command(tmp_path)
     assert "--steer steering.json" in command and "--latent-iterations 300" in command
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    done = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=240)
-    assert done.returncode == 0, done.stderr[-2000:]
     rerun = json.loads((tmp_path / "rerun" / "metrics.json").read_text())
     assert rerun["iterations"] == report["iterations"] and rerun["phase_starts"] == report["phase_starts"]
     assert [(a["at"], a["action"]) for a in rerun["steering"]] == [(a["at"], a["action"]) for a in schedule]
