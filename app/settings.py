@@ -36,7 +36,9 @@ SECRETS = {"known": "eps and t known to the server (paper setting; GIDM)",
            "private": "eps and t kept private (GIDM+)"}
 DEFENCES = ("none", "clip + Gaussian noise", "top-k pruning")
 CLIENT_UPDATES = {"fedsgd": "one gradient (FedSGD)", "fedavg": "its weight delta after local training (FedAvg)"}
-METHODS = ("gidm", "gidm-plus", "gidm-latent", "dlg", "ig")  # the app's order: the paper's attacks first
+# The app lists the paper's full attacks first, then the latent-only ablation, then the pixel baselines; derived from
+# the registry so that a new method appears here without an edit.
+METHODS = tuple(sorted(REGISTRY, key=lambda m: (not spec(m).latent_phase, not spec(m).pixel_phase)))
 RESOLUTIONS = ("model's own", "16", "32", "64", "128")
 MAX_BATCH = 8
 # The app's image-size bound: the largest resolution it offers. A public server shares its memory between
@@ -164,7 +166,6 @@ CONTROLS: dict[str, tuple[str, str]] = {
     "plateau": ("Attack", "Stop when converged (window)"),
 }
 assert set(CONTROLS) == set(SETTING_FIELDS)
-assert set(METHODS) == set(METHOD_LABELS)  # the core's methods, each with its label
 
 # The controls a preset fills in; the ones a sweep cell fixes (the victim and model stay the main view's); the ones
 # a method's own defaults reset when it is picked (its matching, optimiser and latent phase: GIDM runs one, GIDM+
