@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ..config import attack_config
+from ..methods import REGISTRY, MethodSpec
 
 
 @dataclass(frozen=True)
@@ -54,15 +55,26 @@ _LATENT: dict[str, Param] = {
     "latent_lr": Float(1e-3, 0.3, log=True),
     "restarts": Int(1, 4),
 }
-SPACES: Mapping[str, Mapping[str, Param]] = MappingProxyType({
-    "dlg": MappingProxyType(dict(_COMMON)),
-    "ig": MappingProxyType({**_COMMON, "tv_weight": Float(1e-5, 1e-1, log=True)}),
-    "gidm-latent": MappingProxyType({**{k: v for k, v in _COMMON.items() if k != "lr"}, **_LATENT,
-                                     "latent_share": Choice((1.0,))}),
-    "gidm": MappingProxyType({**_COMMON, **_LATENT}),
-    "gidm-plus": MappingProxyType({**_COMMON, **_LATENT, "latent_share": Float(0.1, 0.6),
-                                   "residual_share": Float(0.1, 0.5)}),
-})
+
+
+def _space(method: MethodSpec) -> Mapping[str, Param]:
+    """A method's space from its registry entry, so a new method is tunable without an edit here: the common knobs,
+    its latent phase's (a latent-only method's share is all of it, and it has no pixel learning rate), a total
+    variation weight where its defaults use one, and a residual stage's share."""
+    space = dict(_COMMON)
+    if method.latent_phase:
+        space.update(_LATENT)
+    if not method.pixel_phase:
+        del space["lr"]
+        space["latent_share"] = Choice((1.0,))
+    if method.defaults.get("tv_weight", 0.0) > 0:
+        space["tv_weight"] = Float(1e-5, 1e-1, log=True)
+    if "residual" in method.phases:
+        space.update(latent_share=Float(0.1, 0.6), residual_share=Float(0.1, 0.5))
+    return MappingProxyType(space)
+
+
+SPACES: Mapping[str, Mapping[str, Param]] = MappingProxyType({name: _space(m) for name, m in REGISTRY.items()})
 
 
 def suggest(trial: Any, method: str, frozen: tuple[str, ...] = ()) -> dict[str, Any]:
