@@ -104,8 +104,9 @@ def run_tune(session: Session, trials: Any, seconds: Any, *values: Any) -> Itera
         count, per_trial = _budget(trials, seconds)
         settings = parse(dict(zip(SETTING_FIELDS, values)))
         base, threat = configs(settings)
+        frozen = tuple(f for f in FROZEN if f in _space(settings.method))
         config = TuneConfig(method=settings.method, trials=count, seconds=per_trial, clock="wall",
-                            seed=base.attack_seed, frozen=tuple(f for f in FROZEN if f in _space(settings.method)))
+                            attack_seed=base.attack_seed, frozen=frozen)
         model = get_model(settings.model, run_device())
         size = model.image_size if settings.resolution == RESOLUTIONS[0] else int(settings.resolution)
         check_image_size(size, APP_MAX_SIZE)

@@ -33,7 +33,8 @@ def one_face(model, name: str, args: argparse.Namespace) -> dict:
     batch = PrivateBatch.draw(x0, model.num_train_timesteps, args.client_seed)
     update = share(model, batch, threat, seed=args.client_seed)
     evaluator = Evaluator(batch, lpips_every=0)
-    config = TuneConfig(method=args.method, trials=args.trials, seconds=args.seconds, clock="cpu", seed=args.seed)
+    config = TuneConfig(method=args.method, trials=args.trials, seconds=args.seconds, clock="cpu",
+                        attack_seed=args.attack_seed)
     trials = []
     for record in tune(model, update, threat, config):
         o = record.outcome
@@ -44,7 +45,7 @@ def one_face(model, name: str, args: argparse.Namespace) -> dict:
               f"{o.seconds:.1f}s", flush=True)
     records_best = best_trial(trials)
     spent = sum(t["seconds"] for t in trials)
-    default = attack_config(args.method, seconds=spent, clock="cpu", attack_seed=args.seed)
+    default = attack_config(args.method, seconds=spent, clock="cpu", attack_seed=args.attack_seed)
     played = play(model, x0, threat, default, client_seed=args.client_seed)
     result = played.run.run_to_end()
     default_psnr = played.evaluator.metrics(result.reconstruction, lpips=False)["psnr"]
@@ -78,7 +79,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--client-seed", type=int, default=0)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--attack-seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     torch.set_num_threads(1)

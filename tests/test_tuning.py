@@ -37,7 +37,7 @@ def shared(tiny_model):
 
 
 def _study(model, update, trials=3, seed=0, **kwargs):
-    config = TuneConfig(method="gidm", trials=trials, iterations=6, seed=seed)
+    config = TuneConfig(method="gidm", trials=trials, iterations=6, attack_seed=seed)
     return list(tune(model, update, threat_preset("paper"), config, **kwargs))
 
 
@@ -121,7 +121,7 @@ def test_storage_resumes_the_study_and_refuses_other_settings(tmp_path, capsys):
     evaluated = _rows(tmp_path / "b" / "evaluator.csv")
     assert [row["trial"] for row in evaluated] == ["2"]  # earlier trials' answers are not stored: not rescored
     capsys.readouterr()
-    assert _cli(tmp_path, "--trials", "3", "--storage", storage, "--seed", "5", out="c") == 2
+    assert _cli(tmp_path, "--trials", "3", "--storage", storage, "--attack-seed", "5", out="c") == 2
     err = capsys.readouterr().err.strip()
     assert "was made with other settings (seed)" in err and len(err.splitlines()) == 1
 

@@ -1,4 +1,5 @@
-"""What every attack shares: its context (what it may see, its budget, its best guess) and the optimisation loop.
+"""What every attack shares: its context (what it may see, its budget, its best guess) and the phase loop that
+evaluates its objective once per iteration (the optimisers that drive it are in `optimisers.py`).
 
 An attack is a generator of `Event`s. The CLI, the app, the benchmark and the tests all consume the same stream
 through `Run`, which also turns a user's stop request or a NaN into a clean last event and keeps the best guess.
@@ -10,16 +11,16 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterator
 
 import torch
-from torch.optim.lbfgs import _strong_wolfe  # torch is pinned; its line search is reused as is
 
 from ..client import SharedUpdate
 from ..config import AttackConfig, ThreatModel
 from ..models import DiffusionModel
 from ..seeds import stream
 from .events import Diverged, Event, EventKind, Guess, Objective, Result
+from .optimisers import first_order_steps, lbfgs_steps
 from .plateau import Plateau
 from .steering import SteerAction, Steering
 
@@ -100,8 +101,9 @@ class AttackContext:
         """
         self.phase_starts[phase] = self.iteration
         tracker = _PhaseTracker(self, phase, variables, objective, *self._phase_budget(iterations))
-        steps = (_lbfgs_steps(tracker, variables, project) if self.config.optimizer == "lbfgs"
-                 else _first_order_steps(tracker, variables, lr, project))
+        cfg = self.config
+        steps = (lbfgs_steps(tracker, variables, project) if cfg.optimizer == "lbfgs"
+                 else first_order_steps(tracker, variables, lr, project, cfg.optimizer, cfg.lr_schedule))
         try:
             yield from steps
         except _BudgetSpent:  # a steering mark queued by the evaluation that ended the phase still goes out
@@ -227,114 +229,13 @@ class _PhaseTracker:
             self.ctx.total_iterations += int(change)
             self.ctx.planned += int(change)
 
+    @property
+    def iteration(self) -> int:
+        return self.ctx.iteration
+
     def flush(self) -> Iterator[Event]:
         events, self.pending = self.pending, []
         return iter(events)
-
-
-def _first_order_steps(tracker: _PhaseTracker, variables: list[torch.Tensor], lr: float,
-                       project: Callable[[], None] | None) -> Generator[Event, None, None]:
-    """Adam (or SGD with momentum), one evaluation per step, with an optional cosine-annealed learning rate. The
-    cosine follows the phase's progress through its budget, iterations or seconds, so it anneals under either."""
-    cfg = tracker.ctx.config
-    optimizer = (torch.optim.Adam(variables, lr=lr) if cfg.optimizer == "adam"
-                 else torch.optim.SGD(variables, lr=lr, momentum=0.9))
-    tracker.lr = lr
-    while True:
-        _, grads = tracker.evaluate()
-        yield from tracker.flush()
-        for variable, grad in zip(variables, grads):
-            variable.grad = grad
-        base = tracker.lr  # the phase's rate, or the one steering set at this evaluation
-        if cfg.lr_schedule == "cosine":
-            floor = base * 0.01
-            optimizer.param_groups[0]["lr"] = floor + (base - floor) * (1 + math.cos(math.pi * tracker.progress)) / 2
-        else:
-            optimizer.param_groups[0]["lr"] = base
-        optimizer.step()
-        if project is not None:
-            with torch.no_grad():
-                project()
-
-
-LBFGS_HISTORY = 200  # measured: 200 pairs beat 50 by ~1 dB on batches and 7 dB on GIDM+ at equal budget
-LBFGS_FIRST_STEP = 0.1  # largest change of any variable in a fresh start's first trial step (pixels span 2)
-LBFGS_PROJECT_EVERY = 20  # iterations between projections onto the feasible set (each one perturbs the history)
-
-
-def _lbfgs_steps(tracker: _PhaseTracker, variables: list[torch.Tensor],
-                 project: Callable[[], None] | None) -> Generator[Event, None, None]:
-    """L-BFGS (two-loop recursion) with a strong-Wolfe line search; every evaluation counts as one iteration.
-
-    Gradient matching on a trained UNet is smooth but badly conditioned: Adam crawls where a quasi-Newton step
-    follows the curvature. Scale-free by construction, since matching losses on trained models are ~1e-6: the
-    loss is divided by its first value, a fresh start's trial step moves no variable by more than
-    `LBFGS_FIRST_STEP`, and curvature pairs are kept by a relative test (torch's `LBFGS` uses absolute thresholds
-    that stop its history from updating once the loss is small, which stalled it near 25 dB on faces32).
-    """
-    ctx = tracker.ctx
-    sizes = [v.numel() for v in variables]
-
-    def assign(x: torch.Tensor) -> None:
-        with torch.no_grad():
-            for v, chunk in zip(variables, x.split(sizes)):
-                v.copy_(chunk.view_as(v))
-
-    def flat(tensors: Iterable[torch.Tensor]) -> torch.Tensor:
-        return torch.cat([t.reshape(-1) for t in tensors])
-
-    loss, grads = tracker.evaluate()
-    scale = 1.0 / max(float(loss), 1e-30)
-    f, g = float(loss) * scale, flat(grads) * scale
-
-    def directional(x: torch.Tensor, t: float, d: torch.Tensor) -> tuple[float, torch.Tensor]:
-        assign(x + t * d)
-        loss, grads = tracker.evaluate()
-        return float(loss) * scale, flat(grads) * scale
-
-    x = flat(variables).detach().clone()
-    history: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (s, y, 1 / s.y)
-    since_projection = ctx.iteration
-    while True:
-        yield from tracker.flush()
-        d = _two_loop(g, history)
-        gtd = float(g @ d)
-        if not history or gtd >= 0:  # fresh start, or a history that no longer gives a descent direction
-            history.clear()
-            d, gtd = -g, -float(g @ g)
-            first_step = LBFGS_FIRST_STEP / max(float(g.abs().max()), 1e-30)
-        else:
-            first_step = 1.0
-        f_new, g_new, t, _ = _strong_wolfe(directional, x, first_step, d, f, g, gtd)
-        s, y = t * d, g_new - g
-        sy = float(s @ y)
-        if sy > 1e-10 * float(s.norm() * y.norm()):
-            history.append((s, y, torch.tensor(1.0 / sy)))
-            del history[:-LBFGS_HISTORY]
-        x, f, g = x + s, f_new, g_new
-        assign(x)
-        if project is not None and ctx.iteration - since_projection >= LBFGS_PROJECT_EVERY:
-            with torch.no_grad():
-                project()
-            x = flat(variables).detach().clone()
-            f, g = directional(x, 0.0, torch.zeros_like(x))
-            since_projection = ctx.iteration
-
-
-def _two_loop(g: torch.Tensor, history: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-    """-H g for the L-BFGS inverse-Hessian estimate H built from the (s, y) pairs (Nocedal & Wright, Alg. 7.4)."""
-    q = -g.clone()
-    alphas = []
-    for s, y, rho in reversed(history):
-        alpha = rho * (s @ q)
-        q -= alpha * y
-        alphas.append(alpha)
-    if history:
-        s, y, _ = history[-1]
-        q *= (s @ y) / (y @ y)
-    for (s, y, rho), alpha in zip(history, reversed(alphas)):
-        q += (alpha - rho * (y @ q)) * s
-    return q
 
 
 AttackFn = Callable[[AttackContext], Generator[Event, None, None]]

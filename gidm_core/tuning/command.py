@@ -42,7 +42,7 @@ def add_tune_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--iterations-per-trial", type=int, default=None,
                         help="each trial's evaluations instead of a time budget (reproducible on any machine)")
     parser.add_argument("--clock", default="cpu", choices=("cpu", "wall"), help="what a second of budget is")
-    parser.add_argument("--seed", type=int, default=0, help="the tuner's seed: the sampler's, and every trial's "
+    parser.add_argument("--attack-seed", type=int, default=0, help="the tuner's seed: the sampler's, and every trial's "
                         "attacker seed")
     parser.add_argument("--storage", default=None, help="an Optuna storage URL, e.g. sqlite:///study.db: the "
                         "study lives there, and a rerun with the same settings resumes it")
@@ -84,7 +84,7 @@ def _check(args: argparse.Namespace) -> TuneConfig:
     check_spec(args.model, allow_local=True)
     try:
         return TuneConfig(method=args.method, trials=args.trials, seconds=args.seconds_per_trial or 0.0,
-                          iterations=args.iterations_per_trial or 0, clock=args.clock, seed=args.seed,
+                          iterations=args.iterations_per_trial or 0, clock=args.clock, attack_seed=args.attack_seed,
                           pruning=not args.no_pruning)
     except ConfigError as err:
         raise UsageError(str(err)) from None

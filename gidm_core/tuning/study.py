@@ -33,14 +33,14 @@ MAX_TRIALS = 500
 class TuneConfig:
     """A study's settings. Each trial gets `seconds` (on `clock`) or, with `seconds` 0, `iterations` evaluations
     (0: the method's default total); under a time budget `iterations` only splits the time between phases, as in
-    `AttackConfig`. `seed` seeds the sampler and is every trial's attacker seed."""
+    `AttackConfig`. `attack_seed` seeds the sampler and is every trial's attacker seed."""
 
     method: str = "gidm"
     trials: int = 12
     seconds: float = 0.0
     iterations: int = 0
     clock: str = "cpu"
-    seed: int = 0
+    attack_seed: int = 0
     pruning: bool = True
     frozen: tuple[str, ...] = ()  # params of the space left at the method's defaults
 
@@ -53,8 +53,8 @@ class TuneConfig:
             raise ConfigError(f"seconds per trial must be a finite number >= 0, got {self.seconds}", "seconds")
         if not (isinstance(self.iterations, int) and self.iterations >= 0):
             raise ConfigError(f"iterations per trial must be an integer >= 0, got {self.iterations}", "iterations")
-        if not 0 <= self.seed <= MAX_SEED:
-            raise ConfigError(f"seed must be in [0, 2**63 - 1], got {self.seed}", "seed")
+        if not 0 <= self.attack_seed <= MAX_SEED:
+            raise ConfigError(f"attacker seed must be in [0, 2**63 - 1], got {self.attack_seed}", "attack_seed")
         unknown = sorted(set(self.frozen) - set(SPACES[self.method]))
         if unknown:
             raise ConfigError(f"{self.method} has no hyperparameter {unknown[0]!r} to hold fixed", "frozen")
@@ -72,7 +72,7 @@ class TuneConfig:
 
     def attack(self, params: dict[str, Any], report_every: int = 5) -> AttackConfig:
         """The attack config of one point of the space."""
-        return attack_config(self.method, seconds=self.seconds, clock=self.clock, attack_seed=self.seed,
+        return attack_config(self.method, seconds=self.seconds, clock=self.clock, attack_seed=self.attack_seed,
                              report_every=report_every, **overrides(self.method, params, self.nominal_iterations))
 
 
@@ -131,7 +131,7 @@ def tune(model: DiffusionModel, update: SharedUpdate, threat: ThreatModel, confi
     import optuna
 
     setup = {**(setup or {}), "method": config.method, "frozen": list(config.frozen), "seconds": config.seconds,
-             "iterations": config.nominal_iterations, "clock": config.clock, "seed": config.seed,
+             "iterations": config.nominal_iterations, "clock": config.clock, "attack_seed": config.attack_seed,
              "threat": threat.describe()}
     study = open_study(config, storage, study_name, setup)
     states = optuna.trial.TrialState
@@ -145,7 +145,7 @@ def tune(model: DiffusionModel, update: SharedUpdate, threat: ThreatModel, confi
         study.enqueue_trial(config.defaults())
     startup = max(3, min(10, config.trials // 3))  # random proposals first, then TPE
     # Reseeded by how far the study is, so that resuming at a given point proposes the same trials every time.
-    study.sampler = optuna.samplers.TPESampler(seed=derive(config.seed, len(done)) % 2**32,
+    study.sampler = optuna.samplers.TPESampler(seed=derive(config.attack_seed, len(done)) % 2**32,
                                                n_startup_trials=startup)
     study.pruner = (optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=0) if config.pruning
                     else optuna.pruners.NopPruner())
