@@ -123,7 +123,7 @@ def test_storage_resumes_the_study_and_refuses_other_settings(tmp_path, capsys):
     capsys.readouterr()
     assert _cli(tmp_path, "--trials", "3", "--storage", storage, "--attack-seed", "5", out="c") == 2
     err = capsys.readouterr().err.strip()
-    assert "was made with other settings (seed)" in err and len(err.splitlines()) == 1
+    assert "was made with other settings (attack_seed)" in err and len(err.splitlines()) == 1
 
 
 @pytest.mark.parametrize("extra, message", [
