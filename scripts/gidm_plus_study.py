@@ -30,18 +30,28 @@ from gidm_core.protocol import play
 
 
 def run_one(model_spec: str, t: int, seed: int, total: int | None, image: str, seconds: float = 0.0,
-            starts: int | None = None, attack_seed: int | None = None) -> dict:
-    """One attack; `seconds` > 0 is a CPU-time budget (then `total` only splits it between phases)."""
+            starts: int | None = None, attack_seed: int | None = None, **overrides: object) -> dict:
+    """One attack; `seconds` > 0 is a CPU-time budget (then `total` only splits it between phases). `overrides`
+    are further `AttackConfig` fields (None: GIDM+'s own). The record keeps a trace every 25 evaluations: phase,
+    CPU seconds, the attack's current matching loss and (the evaluator's) PSNR of its current guess."""
     model = load_model(model_spec)
     x0 = load_named_images([image], model.image_size, model.channels)
     threat = threat_preset("private-eps-t")
     config = attack_config("gidm-plus", pixel_iterations=total, attack_seed=seed if attack_seed is None
-                           else attack_seed, report_every=50, seconds=seconds, clock="cpu", starts=starts)
+                           else attack_seed, report_every=25, seconds=seconds, clock="cpu", starts=starts,
+                           **overrides)
     played = play(model, x0, threat, config, client_seed=seed, t=[t])
-    result = played.run.run_to_end()
+    trace = []
+    for event in played.run:
+        if event.losses and event.kind in ("phase", "progress"):
+            psnr = played.evaluator.metrics(event.reconstruction, lpips=False)["psnr"]
+            trace.append([event.phase, event.iteration, round(event.elapsed, 2), event.losses["matching"],
+                          round(psnr, 2)])
+    result = played.run.result
     abar = float(model.scheduler.alphas_cumprod[t])
     record = dict(model=model_spec, image=image, t=t, seed=seed, attack_seed=config.attack_seed,
                   budget=config.pixel_iterations, seconds_budget=seconds, starts=config.starts,
+                  residual_share=config.residual_share, latent_iterations=config.latent_iterations, trace=trace,
                   sqrt_abar=abar ** 0.5, amplification=((1 - abar) / abar) ** 0.5,
                   status=result.status if result else "error")
     if result is not None:
@@ -101,18 +111,22 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=0.0, help="CPU-second budget per attack (0: none)")
     parser.add_argument("--starts", type=int, default=None, help="starts per attack (default: GIDM+'s own)")
     parser.add_argument("--attack-seed", type=int, default=None, help="the attacker's seed (default: the client's)")
+    parser.add_argument("--residual-share", type=float, default=None,
+                        help="share of the pixel iterations for the residual stage (default: GIDM+'s own)")
+    parser.add_argument("--latent-iterations", type=int, default=None, help="latent-phase iterations (default: own)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("outputs/gidm_plus_study"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     (args.out / "runs").mkdir(parents=True, exist_ok=True)
     for t, seed, image in itertools.product(args.t, args.seeds, args.images):
-        record = run_one(args.model, t, seed, args.budget, image, args.seconds, args.starts, args.attack_seed)
+        record = run_one(args.model, t, seed, args.budget, image, args.seconds, args.starts, args.attack_seed,
+                         residual_share=args.residual_share, latent_iterations=args.latent_iterations)
         stem = "_".join(x.replace(":", "_").replace("/", "_") for x in (args.model, Path(image).stem))
         name = (f"{stem}_b{record['budget']}_c{args.seconds:g}_n{record['starts']}_t{t}_s{seed}"
-                f"_a{record['attack_seed']}.json")
+                f"_a{record['attack_seed']}_r{record['residual_share']:g}_l{record['latent_iterations']}.json")
         (args.out / "runs" / name).write_text(json.dumps(record, indent=1))
-        print(json.dumps(record), flush=True)
+        print(json.dumps({k: v for k, v in record.items() if k != "trace"}), flush=True)
         runs = [json.loads(p.read_text()) for p in sorted((args.out / "runs").glob("*.json"))]
         (args.out / "results.json").write_text(json.dumps(runs, indent=1))
         (args.out / "results.md").write_text(summarise(runs))
