@@ -142,6 +142,8 @@ def settings_column(s: Settings, items: list[GalleryItem], shown: dict[str, bool
                 with gr.Row():
                     c["attack_seed"] = _number(s, "attack_seed", info="the attacker's own first guess; "
                                                "independent of the client's secret seed")
+                    c["starts"] = _number(s, "starts", info="run this many starts, halving them by matching loss "
+                                          "as they go: the status line says which leads")
                     c["plateau"] = _number(s, "plateau", info="end once the matching loss has stopped improving "
                                            "for this many evaluations (0: run the whole budget)")
 

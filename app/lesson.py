@@ -44,7 +44,8 @@ STEPS = (
     Step("1. The gradient leaks the face", "The server knows the client's noise eps and timestep t (the paper's "
          "setting) and finds the image whose gradient matches the one it received.", "Fast CPU demo"),
     Step("2. Secret eps and t do not help", "The client keeps eps and t to itself: GIDM+ reads t off the update "
-         "exactly and recovers eps with the image; it is slower (2 minutes take this face past 30 dB).",
+         "exactly and recovers eps with the image, racing two starts (the status line says which leads); it is "
+         "slower: 78 s took this face past 30 dB on our busy 2-core CPU.",
          "Private eps and t (GIDM+)"),
     Step("3. A realistic client", "The client trains 4 AdamW steps with fresh noise before sharing; the server "
          "reads all 4 timesteps and replays the steps on its guesses, 4 times the work per guess.",

@@ -16,6 +16,7 @@ from gidm_core.config import (
     CLIENT_OPTIMIZERS,
     LAYER_WEIGHTS,
     MAX_LOCAL_STEPS,
+    MAX_STARTS,
     NOISE_POLICIES,
     OPTIMIZERS,
     AttackConfig,
@@ -65,16 +66,15 @@ PRESETS: dict[str, dict[str, Any]] = {
                                         latent_iterations=2500, latent_lr=0.01, ddim_steps=16, distance="l2",
                                         tv_weight=0.0, lr_schedule="constant", optimizer="adam",
                                         layer_weights="uniform", report_every=25, plateau=0),
-    # GIDM+ follows the core's own defaults for it (1000 evaluations: 300 in GIDM's latent phase, then its joint and
-    # residual stages; ~2 min; face-05 at t = 400: 32.4 dB, eps error 0.43), at a client timestep where it works:
-    # at t = 100 and 400 it recovered most held-out faces at 32-68 dB with their noise; it fails at t = 10 (a rugged
-    # matching landscape, hard even with eps known) and t = 800 (errors reach x0 amplified 4.6x); docs/gidm_plus.md.
-    "Private eps and t (GIDM+)": dict(method="gidm-plus", secrets="private", client_t=400, defence="none",
-                                      pixel_iterations=_PLUS.pixel_iterations, lr=_PLUS.lr,
-                                      latent_iterations=_PLUS.latent_iterations, latent_lr=0.05,
+    # GIDM+ at t = 100 (where it recovers most held-out faces with their noise, docs/starts.md) on a one-minute plan:
+    # 150 latent evaluations, then 350 mostly in its residual stage, which converges fast once the latent phase has
+    # found the basin; two starts, so the status line says which leads. It fails at t = 10 (a rugged landscape, hard
+    # even with eps known) and t = 800 (errors reach x0 amplified 4.6x); docs/gidm_plus.md.
+    "Private eps and t (GIDM+)": dict(method="gidm-plus", secrets="private", client_t=100, defence="none",
+                                      pixel_iterations=250, lr=_PLUS.lr, latent_iterations=100, latent_lr=0.05,
                                       ddim_steps=2, distance="l2", tv_weight=0.0, lr_schedule=_PLUS.lr_schedule,
-                                      optimizer=_PLUS.optimizer, layer_weights=_PLUS.layer_weights, report_every=10,
-                                      plateau=0),
+                                      optimizer=_PLUS.optimizer, layer_weights=_PLUS.layer_weights, starts=2,
+                                      report_every=10, plateau=0),
     # What a diffusers-style client sends: 4 AdamW steps (weight decay 0.01) with new eps and t at every step.
     # The attack decodes nothing here (several Adam steps) and replays them with a smoothed Adam: on face-05, client
     # seed 0, GIDM reached 42.7 dB in 120 CPU-s (docs/adam_deltas.md); each evaluation replays 4 steps, so ~3 min.
@@ -130,6 +130,7 @@ class Settings:
     layer_weights: str = "normalized"
     client_seed: int = 0
     attack_seed: int = 0
+    starts: int = 1
     report_every: int = 5
     plateau: int = 0
 
@@ -162,6 +163,7 @@ CONTROLS: dict[str, tuple[str, str]] = {
     "distance": ("Attack", "Gradient distance"), "tv_weight": ("Attack", "TV weight"),
     "lr_schedule": ("Attack", "Learning-rate schedule"), "optimizer": ("Attack", "Optimiser"),
     "layer_weights": ("Attack", "Layer weights"), "attack_seed": ("Attack", "Attacker's seed"),
+    "starts": ("Attack", "Starts (the best by matching loss)"),
     "report_every": ("Attack", "Update every (iterations)"),
     "plateau": ("Attack", "Stop when converged (window)"),
 }
@@ -180,14 +182,14 @@ LIMITS = {
     "latent_lr": (1e-6, 10.0), "tv_weight": (0.0, 100.0), "client_seed": (0, 2**31 - 1), "attack_seed": (0, 2**31 - 1),
     "report_every": (1, 1000), "batch_size": (1, MAX_BATCH), "client_t": (-1, 100000), "clip": (0.0, 1e6),
     "sigma": (0.0, 1e3), "keep": (1e-6, 1.0), "plateau": (0, 10000), "local_steps": (1, MAX_LOCAL_STEPS),
-    "client_lr": (1e-6, 10.0), "weight_decay": (0.0, 10.0),
+    "client_lr": (1e-6, 10.0), "weight_decay": (0.0, 10.0), "starts": (1, MAX_STARTS),
 }
 CHOICES = {"method": METHODS, "distance": ("l2", "cosine"), "lr_schedule": ("constant", "cosine"),
            "optimizer": OPTIMIZERS, "layer_weights": LAYER_WEIGHTS, "defence": DEFENCES, "secrets": tuple(SECRETS),
            "resolution": RESOLUTIONS, "source": SOURCES, "client_update": tuple(CLIENT_UPDATES),
            "client_optimizer": CLIENT_OPTIMIZERS, "noise_per_step": NOISE_POLICIES, "control": CONTROL_UPDATES}
 INTEGER_FIELDS = {"pixel_iterations", "latent_iterations", "ddim_steps", "client_seed", "attack_seed", "report_every",
-                  "batch_size", "client_t", "plateau", "local_steps"}
+                  "batch_size", "client_t", "plateau", "local_steps", "starts"}
 
 
 def applies(values: dict[str, Any]) -> dict[str, bool]:
@@ -369,7 +371,7 @@ def configs(settings: Settings) -> tuple[AttackConfig, ThreatModel]:
                            ddim_steps=settings.ddim_steps, distance=settings.distance, tv_weight=settings.tv_weight,
                            lr_schedule=settings.lr_schedule, optimizer=settings.optimizer,
                            layer_weights=settings.layer_weights, attack_seed=settings.attack_seed,
-                           report_every=settings.report_every, plateau=settings.plateau)
+                           starts=settings.starts, report_every=settings.report_every, plateau=settings.plateau)
     return config, threat
 
 

@@ -31,7 +31,7 @@ from .texts import teach
 from .victims import pick_victims
 from .zerogpu import MAX_GPU_S, REFUSED_S, SETUP_S, active, gpu, run_duration
 
-FROZEN = ("starts", "restarts", "residual_share")  # no main-view control holds them
+FROZEN = ("starts", "restarts", "residual_share")  # not tuned: trials keep the method's own (starts: one)
 TRIALS = (1, 40)
 SECONDS = (1.0, 60.0)
 # The main view's controls a best trial sets (its latent share becomes the two iteration counts).

@@ -82,7 +82,7 @@ def add_attack_arguments(parser: argparse.ArgumentParser) -> None:
     hyper.add_argument("--starts", type=int, help="run this many starts, dropping the worse half by matching loss "
                        "at checkpoints (successive halving); --seconds covers them all")
     hyper.add_argument("--residual-share", type=float, help="GIDM+: fraction of its iterations for the residual "
-                       "stage (default 0.3)")
+                       "stage (default 0.9)")
     hyper.add_argument("--separation", help="auto (default: split a batch's update into per-sample parts through "
                        "the time conditioning where it can) or off")
     hyper.add_argument("--report-every", type=int, help="iterations between events")

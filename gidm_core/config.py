@@ -221,7 +221,8 @@ def threat_preset(name: str) -> ThreatModel:
 class AttackConfig:
     """How an attack optimises. Phase 1 (`latent_*`) is GIDM's search over the DDIM start latent; the pixel phase is
     DLG/IG's only phase and GIDM's phase 2. GIDM+ runs GIDM's phases with eps as a variable beside the image, then
-    gives `residual_share` of its pixel iterations to its residual stage (attacks/gidm_plus.py).
+    gives `residual_share` of its pixel iterations to its residual stage (attacks/gidm_plus.py): 0.9, since that
+    stage converges far faster than the joint one once the latent phase has found the basin (docs/starts.md).
 
     `optimizer` "lbfgs" (the default) is quasi-Newton with a line search and needs no learning rate: `lr`,
     `latent_lr` and `lr_schedule` apply to "adam" and "sgd". Every optimiser counts one objective evaluation as
@@ -258,7 +259,7 @@ class AttackConfig:
     lr_schedule: str = "cosine"
     restarts: int = 1
     starts: int = 1
-    residual_share: float = 0.3
+    residual_share: float = 0.9
     report_every: int = 10
     attack_seed: int = 0
     seconds: float = 0.0

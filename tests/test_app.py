@@ -86,6 +86,17 @@ def test_streams_images_and_metrics_that_change(app_url):
     assert "--pixel-iterations 30" in command and "--latent-iterations 2" in command
 
 
+def test_several_starts_say_in_the_status_line_which_one_leads(app_url):
+    """The Attack tab's starts reach the attack, and the live status line names the leading start and its loss;
+    the export reruns them too."""
+    outputs = _stream(_client(app_url), starts=2)
+    live = [o[STATUS] for o in outputs[:-1]]
+    assert any(re.search(r"start [12] of 2 leads, matching [0-9.e+-]+", s) for s in live), live
+    assert outputs[-1][STATUS].startswith("**Finished**"), outputs[-1][STATUS]
+    with zipfile.ZipFile(outputs[-1][EXPORT]) as archive:
+        assert "--starts 2" in archive.read("command.txt").decode()
+
+
 def test_a_realistic_client_is_attacked_and_its_training_exported(app_url, tmp_path):
     """The Threat tab's client training reaches the attack (a FedAvg delta after 2 AdamW steps with fresh noise)
     and the rerun command, which spells it out."""

@@ -21,7 +21,7 @@ SPEED_CASES = (  # (label, method, private eps/t, AttackConfig iteration fields 
     ("GIDM pixel step", "gidm", False, lambda n: dict(latent_iterations=0, pixel_iterations=n)),
     ("DLG pixel+eps step (private eps)", "dlg", True, lambda n: dict(pixel_iterations=n)),
     ("GIDM+ pixel step (70 % joint x0, eps; 30 % residual x_t, r)", "gidm-plus", True,
-     lambda n: dict(latent_iterations=0, pixel_iterations=n)),
+     lambda n: dict(latent_iterations=0, pixel_iterations=n, residual_share=0.3)),  # the split its label names
 )
 
 # A separated batch's matching step (distinct t, per-sample terms on), against the B = 1 DLG step: the bound

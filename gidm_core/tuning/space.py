@@ -70,7 +70,7 @@ def _space(method: MethodSpec) -> Mapping[str, Param]:
     if method.defaults.get("tv_weight", 0.0) > 0:
         space["tv_weight"] = Float(1e-5, 1e-1, log=True)
     if "residual" in method.phases:
-        space.update(latent_share=Float(0.1, 0.6), residual_share=Float(0.1, 0.5))
+        space.update(latent_share=Float(0.1, 0.6), residual_share=Float(0.1, 0.95))
     return MappingProxyType(space)
 
 

@@ -1,0 +1,57 @@
+"""Time a preset in the browser: serve the app, pick the preset in headless Chromium, press Run, and report the wall
+seconds from the click until the live status line first shows PSNR >= 30 dB, and the last status line that named
+the leading start (a preset with several starts says which one leads).
+
+    .venv/bin/python scripts/preset_time.py --preset "Private eps and t (GIDM+)"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+
+from screenshot import app_page, serve
+
+
+def time_preset(url: str, preset: str, target: float, patience: float) -> dict:
+    with app_page(url) as page:
+        page.locator("#preset input").click(timeout=60_000)
+        page.get_by_role("option", name=preset, exact=True).click()
+        page.wait_for_timeout(1500)  # the preset's values fill the controls
+        status = page.locator("#status")
+        page.locator("#run-btn").click()
+        clicked = time.perf_counter()
+        record: dict = dict(preset=preset, target_db=target, reached_s=None, last_status="", leader_line="")
+        while time.perf_counter() - clicked < patience:
+            text = status.inner_text()
+            record["last_status"] = text
+            if "leads" in text:
+                record["leader_line"] = text
+            match = re.search(r"PSNR ([0-9.]+) dB", text)
+            if match and float(match.group(1)) >= target:
+                record["reached_s"] = round(time.perf_counter() - clicked, 1)
+                break
+            if text.startswith(("Finished", "Stopped", "Refused", "Cannot", "Ended")):
+                break
+            page.wait_for_timeout(250)
+        page.locator("#stop-btn").click()
+        return record
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="Private eps and t (GIDM+)")
+    parser.add_argument("--target", type=float, default=30.0, help="PSNR dB")
+    parser.add_argument("--patience", type=float, default=300.0, help="give up after this many wall seconds")
+    args = parser.parse_args()
+    demo, url = serve()
+    try:
+        print(json.dumps(time_preset(url, args.preset, args.target, args.patience)), flush=True)
+    finally:
+        demo.close()
+
+
+if __name__ == "__main__":
+    main()
