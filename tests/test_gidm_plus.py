@@ -52,7 +52,7 @@ def test_gidm_plus_recovers_image_noise_and_timestep_from_the_trained_model() ->
 def test_residual_stage_starts_where_the_joint_stage_ended(small_model, photo32: torch.Tensor) -> None:
     """The residual stage takes the joint stage's best (x0, eps) as its start: mapped to (x_t, r) and back, it is the
     same guess, so the budget split loses nothing at the switch."""
-    config = attack_config("gidm-plus", latent_iterations=0, pixel_iterations=20, report_every=1)
+    config = attack_config("gidm-plus", latent_iterations=0, pixel_iterations=20, residual_share=0.3, report_every=1)
     played = play(small_model, photo32, threat_preset("private-eps-t"), config, client_seed=2, t=[300])
     events = list(played.run)
     result = played.run.result
