@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 from dataclasses import replace
 from pathlib import Path
 
 from ..errors import UsageError
 from ..flags import check_cores
+from ..methods import PEER_INSTALL_HINT
 from ..outputs import check_out_folder
 from .grid import SUITES, Row, build_suite
 from .jobs import SpeedProbe
@@ -21,7 +23,9 @@ def add_bench_command(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("bench", help="run the benchmark grid and write results.json, results.md, plots")
     parser.add_argument("--suite", default="quick", choices=SUITES,
                         help="quick: a 32 px slice for a 2-core CPU (<= 15 min); standard: the claims at n = 8 per "
-                        "cell (<= 2 h on 2 cores); full: every axis (hours; with --device cuda also a 128 px row)")
+                        "cell (<= 2 h on 2 cores); full: every axis (hours; with --device cuda also a 128 px row); "
+                        "peer: breaching's shipped attacks beside this project's (~12 CPU-minutes; needs "
+                        "requirements-peer.txt)")
     parser.add_argument("--out", type=Path, required=True, help="output folder; cells already there are skipped")
     parser.add_argument("--workers", type=int, default=None,
                         help="parallel worker processes (default: CPU cores on CPU, 1 on CUDA)")
@@ -47,6 +51,8 @@ def bench_command(args: argparse.Namespace) -> int:
     address = args.address or (os.environ.get("RAY_ADDRESS") if args.ray else None)
     if not args.list:
         _check_run_args(args, address)
+        if args.suite == "peer" and importlib.util.find_spec("breaching") is None:
+            raise UsageError(PEER_INSTALL_HINT)
     if args.list:
         rows, _ = _select(*build_suite(args.suite, args.device), args)
         cells = [cell for row in rows for cell in row.cells]

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..config import DefenceConfig
-from ..methods import METHOD_LABELS
+from ..methods import METHOD_LABELS, PEER_METHODS
 from ..privacy import describe as dp_budget
 from .claims import claims
 from .grid import SETTINGS
@@ -43,16 +43,26 @@ def _label(row: dict) -> str:
     return f"{row['label']} {budget}" if budget else row["label"]
 
 
+def _methods(rows: list[dict]) -> tuple[str, ...]:
+    """The table's method columns: the project's, then the peers (breaching's configs) that the rows hold."""
+    return METHOD_ORDER + tuple(m for m in PEER_METHODS if any(m in r["methods"] for r in rows))
+
+
+def _name(method: str) -> str:
+    return METHOD_LABELS[method] if method in METHOD_LABELS else PEER_METHODS[method][1]
+
+
 def _table(rows: list[dict], value: Callable[[dict], str], bold_best: bool = False) -> list[str]:
     """One line per row, one column per method (and, with `bold_best`, the row's best PSNR in bold)."""
-    lines = ["| setting | budget per run | " + " | ".join(METHOD_LABELS[m] for m in METHOD_ORDER) + " |",
-             "|---|---:|" + "---:|" * len(METHOD_ORDER)]
+    methods = _methods(rows)
+    lines = ["| setting | budget per run | " + " | ".join(_name(m) for m in methods) + " |",
+             "|---|---:|" + "---:|" * len(methods)]
     for row in rows:
-        cells = [value(row["methods"][m]) if m in row["methods"] else "" for m in METHOD_ORDER]
+        cells = [value(row["methods"][m]) if m in row["methods"] else "" for m in methods]
         scored = [(row["methods"][m]["psnr"]["mean"], m) for m in row["methods"]
                   if row["methods"][m]["psnr"]["mean"] is not None]
         if bold_best and len(scored) > 1:
-            i = METHOD_ORDER.index(max(scored)[1])
+            i = methods.index(max(scored)[1])
             cells[i] = f"**{cells[i]}**"
         lines.append(f"| {_label(row)} | {_budget(row['config'])} | " + " | ".join(cells) + " |")
     return lines
@@ -136,12 +146,12 @@ def markdown(results: dict[str, Any]) -> str:
               "s to 25 dB | s to 30 dB | step ratio | peak MB | device |",
               "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for row in rows:
-        for method in METHOD_ORDER:
+        for method in _methods(rows):
             e = row["methods"].get(method)
             if e is None:
                 continue
             lines.append(
-                f"| {_label(row)} | {METHOD_LABELS[method]} | {_budget(row['config'])} | "
+                f"| {_label(row)} | {_name(method)} | {_budget(row['config'])} | "
                 f"{_fmt(e['iterations']['mean'], '.0f')} | {_pm(e['psnr'])} | {_pm(e['ssim'], '.3f')} | "
                 f"{_pm(e['lpips'], '.3f')} | {_pm(e['mse'], '.4f')} | {_pm(e['t_accuracy'], '.2f')} | "
                 f"{_pm(e['eps_error'], '.2f')} | {_pm(e['seconds'])} | {_pm(e['iterations_per_second'])} | "
