@@ -14,6 +14,7 @@ threat model reveals them (the paper's setting: both). Its initial guess comes f
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import time
 import warnings
@@ -67,11 +68,10 @@ def residual_loss(residual: torch.Tensor, labels: object = None) -> torch.Tensor
 
 
 def require_breaching() -> None:
-    """One `UsageError` line saying how to install breaching when it is missing."""
-    try:
-        import breaching  # noqa: F401
-    except ImportError:
-        raise UsageError(PEER_INSTALL_HINT) from None
+    """One `UsageError` line saying how to install breaching when it is missing (found, not imported: importing
+    it compiles TorchScript)."""
+    if importlib.util.find_spec("breaching") is None:
+        raise UsageError(PEER_INSTALL_HINT)
 
 
 @dataclass(frozen=True)
@@ -148,13 +148,12 @@ def breaching_attack(model: DiffusionModel, update: SharedUpdate, method: str, s
     step-size schedules (step decay; warm-up and cosine decay), laid over 24,000 iterations, get the
     `max_iterations` that fit the budget at this machine's speed, so that they run to the end within it. DLG
     (L-BFGS, no schedule) keeps its 1,200 iterations: the budget ends it first, as it ends every config."""
-    require_breaching()
-    import breaching
-
     if update.eps is None or update.t is None:
         raise UsageError("breaching attacks with eps and t known (the paper's threat model): this update keeps them")
     if update.training is not None:
         raise UsageError("breaching's peer attacks one FedSGD gradient here, not a FedAvg delta")
+    require_breaching()
+    import breaching
     name = PEER_METHODS[method][0]
     device = model.device
     module = DenoisingResidual(model, update.eps.to(device), update.t.to(device)).eval()

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 from dataclasses import replace
 from pathlib import Path
 
 from ..errors import UsageError
 from ..flags import check_cores
-from ..methods import PEER_INSTALL_HINT
 from ..outputs import check_out_folder
 from .grid import SUITES, Row, build_suite
 from .jobs import SpeedProbe
@@ -51,8 +49,10 @@ def bench_command(args: argparse.Namespace) -> int:
     address = args.address or (os.environ.get("RAY_ADDRESS") if args.ray else None)
     if not args.list:
         _check_run_args(args, address)
-        if args.suite == "peer" and importlib.util.find_spec("breaching") is None:
-            raise UsageError(PEER_INSTALL_HINT)
+        if args.suite == "peer":  # before any cell runs, one line saying how to install the peer
+            from ..attacks.peer import require_breaching
+
+            require_breaching()
     if args.list:
         rows, _ = _select(*build_suite(args.suite, args.device), args)
         cells = [cell for row in rows for cell in row.cells]

@@ -1,0 +1,91 @@
+"""The peer (`attacks/peer.py`): breaching attacks this project's problem through a torch-only wrapper whose loss
+gradient is exactly the client's update, on the same rounds and budgets as ours (`bench --suite peer`). The tests
+that run breaching itself skip, with the reason, where the optional requirements-peer.txt is not installed."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+
+import pytest
+import torch
+
+from gidm_core.attacks.peer import DenoisingResidual, breaching_attack, residual_loss
+from gidm_core.bench.grid import PEER_SECONDS, build_suite
+from gidm_core.cli import main
+from gidm_core.client import PrivateBatch, client_update, share
+from gidm_core.config import LocalTraining, ThreatModel, threat_preset
+from gidm_core.errors import UsageError
+from gidm_core.evaluation import Evaluator
+from gidm_core.methods import PEER_METHODS
+from gidm_core.models import random_model
+
+HAS_BREACHING = importlib.util.find_spec("breaching") is not None
+needs_breaching = pytest.mark.skipif(not HAS_BREACHING, reason="breaching is not installed (optional: "
+                                     "pip install -r requirements-peer.txt)")
+
+
+def _wrapper_gradient(module: torch.nn.Module, x0: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    return torch.autograd.grad(residual_loss(module(x0), labels=torch.zeros(1)), list(module.parameters()))
+
+
+@pytest.mark.parametrize("kind", ["epsilon", "v_prediction", "sample"])
+def test_the_wrappers_gradient_is_the_clients_update(kind, photo32):
+    model = random_model("tiny", 32, kind)
+    x0 = torch.cat([photo32, photo32.flip(-1)])
+    eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(3))
+    t = torch.tensor([40, 700])
+    module = DenoisingResidual(model, eps, t)
+    assert [n.removeprefix("unet.") for n, _ in module.named_parameters()] == [
+        n for n, _ in model.unet.named_parameters()]  # breaching pairs gradients with parameters by position
+    expected = client_update(model, x0, eps, t)
+    for got in (_wrapper_gradient(module, x0), _wrapper_gradient(copy.deepcopy(module), x0)):  # breaching copies it
+        assert len(got) == len(expected)
+        for a, b in zip(got, expected):
+            assert torch.allclose(a, b, rtol=1e-5, atol=1e-8)
+    other = _wrapper_gradient(DenoisingResidual(model, eps, torch.tensor([41, 700])), x0)
+    assert not all(torch.allclose(a, b, rtol=1e-5, atol=1e-8) for a, b in zip(other, expected))
+
+
+def test_the_peer_suite_gives_every_method_the_same_rounds_and_time(capsys):
+    (row,), probes = build_suite("peer")
+    assert not probes and {c.method for c in row.cells} == {"ig", "dlg", "gidm", *PEER_METHODS}
+    shared = {(c.model, c.images, c.client_seeds, c.t, c.knows_eps, c.knows_t, c.defence, c.seconds, c.control)
+              for c in row.cells}
+    assert len(shared) == 1 and row.cells[0].seconds == PEER_SECONDS and len(row.cells[0].groups()) >= 2
+    assert main(["bench", "--list", "--suite", "peer", "--out", "unused"]) == 0  # listing needs no breaching
+    assert "6 cells in 1 rows" in capsys.readouterr().out
+
+
+def test_without_breaching_the_peer_suite_says_in_one_line_how_to_install_it(monkeypatch, capsys, tmp_path):
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "breaching" else
+                        find_spec(name, *a))
+    out = tmp_path / "peer"
+    assert main(["bench", "--suite", "peer", "--out", str(out), "--workers", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pip install -r requirements-peer.txt" in err
+    assert not (out / "cells").exists()  # refused before any work
+
+
+def test_breaching_gets_only_what_the_threat_model_reveals(tiny_model, photo32):
+    private = threat_preset("private-eps-t")
+    batch = PrivateBatch.draw(photo32, tiny_model.num_train_timesteps, seed=0, t=[100])
+    with pytest.raises(UsageError, match="eps and t known"):
+        breaching_attack(tiny_model, share(tiny_model, batch, private), "breaching-dlg", 1.0, attack_seed=1000)
+    fedavg = LocalTraining(steps=2)
+    update = share(tiny_model, PrivateBatch.draw(photo32, 1000, seed=0, t=[100], training=fedavg), ThreatModel(),
+                   training=fedavg)
+    with pytest.raises(UsageError, match="FedSGD"):
+        breaching_attack(tiny_model, update, "breaching-dlg", 1.0, attack_seed=1000)
+
+
+@needs_breaching
+def test_breaching_reconstructs_from_the_wrapper_within_its_budget(tiny_model, photo32, one_thread):
+    batch = PrivateBatch.draw(photo32, tiny_model.num_train_timesteps, seed=0, t=[100])
+    update = share(tiny_model, batch, ThreatModel())
+    result = breaching_attack(tiny_model, update, "breaching-dlg", 6.0, attack_seed=1000)
+    psnr = Evaluator(batch, lpips_every=0).metrics(result.reconstruction)["psnr"]
+    assert result.reconstruction.shape == photo32.shape and result.evaluations > 10
+    assert result.seconds <= 6.0 + 1.0
+    assert psnr > 20.0, psnr
