@@ -89,3 +89,20 @@ def test_breaching_reconstructs_from_the_wrapper_within_its_budget(tiny_model, p
     assert result.reconstruction.shape == photo32.shape and result.evaluations > 10
     assert result.seconds <= 6.0 + 1.0
     assert psnr > 20.0, psnr
+
+
+def test_the_report_pairs_each_project_method_with_each_peer():
+    from gidm_core.bench.report import _table, peer_table
+    from tests.test_bench import _planted
+
+    results = _planted([("peer row", {"seconds": 30}, {"dlg": [30, 32, 31, 33], "gidm": [40, 41, 40, 41],
+                                                           "breaching-dlg": [20, 22, 21, 23],
+                                                           "breaching-ig": [31, 12, 30, 13]})], group="peer")
+    header = _table(results["rows"], lambda e: f"{e['psnr']['mean']:.1f}")[0]
+    assert header.endswith("| breaching IG | breaching DLG |")  # the project's methods, then the peers present
+    lines = peer_table(results["rows"], results["cells"])
+    assert lines[2] == "| setting | method | minus breaching IG | minus breaching DLG |"
+    dlg, gidm = lines[4], lines[5]
+    assert dlg.startswith("| peer row | DLG | ") and "+10.0 [+10.0, +10.0], n = 4 |" in dlg  # DLG - breaching DLG
+    assert gidm == "| peer row | GIDM | +19.0 [+9.5, +28.5], n = 4 | +19.0 [+18.2, +19.8], n = 4 |"
+    assert peer_table(_planted([("no peers", {}, {"dlg": [30, 31]})])["rows"], {}) == []
