@@ -16,7 +16,6 @@ from gidm_core.cli import main
 from gidm_core.client import PrivateBatch, client_update, share
 from gidm_core.config import LocalTraining, ThreatModel, threat_preset
 from gidm_core.errors import UsageError
-from gidm_core.evaluation import Evaluator
 from gidm_core.methods import PEER_METHODS
 from gidm_core.models import random_model
 
@@ -81,14 +80,35 @@ def test_breaching_gets_only_what_the_threat_model_reveals(tiny_model, photo32):
 
 
 @needs_breaching
-def test_breaching_reconstructs_from_the_wrapper_within_its_budget(tiny_model, photo32, one_thread):
+def test_breaching_poses_the_problem_whose_minimum_is_the_victim(tiny_model, photo32):
+    """breaching's own gradient-matching objective, on its own copy of the wrapper and payload, is ~0 at the
+    victim and far from 0 a little away from it: it is handed this project's problem, not another."""
+    from breaching.attacks import prepare_attack
+    from breaching.attacks.auxiliaries.objectives import Euclidean
+
+    from gidm_core.attacks.peer import _attack_config, payloads
+
     batch = PrivateBatch.draw(photo32, tiny_model.num_train_timesteps, seed=0, t=[100])
     update = share(tiny_model, batch, ThreatModel())
-    result = breaching_attack(tiny_model, update, "breaching-dlg", 6.0, attack_seed=1000)
-    psnr = Evaluator(batch, lpips_every=0).metrics(result.reconstruction)["psnr"]
-    assert result.reconstruction.shape == photo32.shape and result.evaluations > 10
-    assert result.seconds <= 6.0 + 1.0
-    assert psnr > 20.0, psnr
+    module = DenoisingResidual(tiny_model, update.eps, update.t).eval()
+    cfg = _attack_config("invertinggradients", [])
+    server, shared = payloads(module, list(update.gradients), update)
+    attacker = prepare_attack(module, residual_loss, cfg, dict(device=torch.device("cpu"), dtype=torch.float))
+    models, labels, _ = attacker.prepare_attack(server, shared)
+    objective = Euclidean()
+    objective.initialize(residual_loss, cfg.impl, None)
+    at = {name: objective(models[0], shared[0]["gradients"], x.clone().requires_grad_(), labels)[0].item()
+          for name, x in (("victim", batch.x0), ("near", batch.x0 + 0.05 * torch.randn_like(batch.x0)))}
+    assert at["victim"] < 1e-6 * at["near"], at
+
+
+@needs_breaching
+def test_breaching_answers_within_its_budget(tiny_model, photo32, one_thread):
+    update = share(tiny_model, PrivateBatch.draw(photo32, 1000, seed=0, t=[100]), ThreatModel())
+    result = breaching_attack(tiny_model, update, "breaching-modern", 3.0, attack_seed=1000)
+    assert result.reconstruction.shape == photo32.shape and torch.isfinite(result.reconstruction).all()
+    assert result.evaluations > 5 and result.seconds <= 3.0 + 1.0 and 1 <= result.max_iterations < 24_000
+    assert result.config["regularization"]["features"]["scale"] == 0  # the classifier-only term is off
 
 
 def test_the_report_pairs_each_project_method_with_each_peer():

@@ -138,6 +138,24 @@ def _seconds_per_evaluation(module: DenoisingResidual, gradients: list[torch.Ten
     return took
 
 
+def payloads(module: DenoisingResidual, gradients: list[torch.Tensor], update: SharedUpdate,
+             joint: bool = False) -> tuple[list[dict], list[dict]]:
+    """breaching's (server payload, shared data) for one update: the model's parameters and the known eps and t
+    (the module's buffers), image metadata whose normalisation (mean = std = 0.5) makes breaching's space our
+    [-1, 1], and the gradients. A dummy label per image (the loss ignores it); none for `joint` attacks (DLG),
+    which search labels themselves."""
+    from omegaconf import OmegaConf
+
+    channels = update.image_shape[0]
+    metadata = OmegaConf.create(dict(shape=list(update.image_shape), mean=[0.5] * channels, std=[0.5] * channels,
+                                     modality="vision", task="classification", classes=1))
+    labels = None if joint else torch.zeros(update.batch_size, dtype=torch.long, device=gradients[0].device)
+    server = [dict(parameters=list(module.parameters()), buffers=list(module.buffers()), metadata=metadata)]
+    shared = [dict(gradients=gradients, buffers=None,
+                   metadata=dict(num_data_points=update.batch_size, labels=labels, local_hyperparams=None))]
+    return server, shared
+
+
 def breaching_attack(model: DiffusionModel, update: SharedUpdate, method: str, seconds: float,
                      attack_seed: int, clock: Callable[[], float] = time.process_time) -> PeerResult:
     """Run breaching's shipped config for `method` (a key of `methods.PEER_METHODS`) against `update` for
@@ -154,6 +172,8 @@ def breaching_attack(model: DiffusionModel, update: SharedUpdate, method: str, s
         raise UsageError("breaching's peer attacks one FedSGD gradient here, not a FedAvg delta")
     require_breaching()
     import breaching
+    from omegaconf import OmegaConf  # hydra's config library, installed with breaching's requirements
+
     name = PEER_METHODS[method][0]
     device = model.device
     module = DenoisingResidual(model, update.eps.to(device), update.t.to(device)).eval()
@@ -165,16 +185,7 @@ def breaching_attack(model: DiffusionModel, update: SharedUpdate, method: str, s
     if cfg.optim.step_size_decay or cfg.optim.warmup:
         fit = int((seconds - budget.elapsed()) / max(_seconds_per_evaluation(module, gradients, shape, clock), 1e-6))
         cfg = _attack_config(name, [*overrides, f"optim.max_iterations={max(1, fit)}"])
-    from omegaconf import OmegaConf  # hydra's config library, installed with breaching's requirements
-
-    metadata = OmegaConf.create(dict(shape=list(update.image_shape), mean=[0.5] * update.image_shape[0],
-                                     std=[0.5] * update.image_shape[0], modality="vision", task="classification",
-                                     classes=1))  # mean = std = 0.5: breaching's normalised space is [-1, 1]
-    joint = cfg.attack_type == "joint-optimization"  # DLG also searches labels; the loss ignores them
-    labels = None if joint else torch.zeros(update.batch_size, dtype=torch.long, device=device)
-    server_payload = [dict(parameters=list(module.parameters()), buffers=list(module.buffers()), metadata=metadata)]
-    shared_data = [dict(gradients=gradients, buffers=None,
-                        metadata=dict(num_data_points=update.batch_size, labels=labels, local_hyperparams=None))]
+    server_payload, shared_data = payloads(module, gradients, update, joint=cfg.attack_type == "joint-optimization")
     setup = dict(device=device, dtype=torch.float)
     attacker = breaching.attacks.prepare_attack(module, budget.loss_fn(), cfg, setup)
     generator = stream(attack_seed, "attacker")
