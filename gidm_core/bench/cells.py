@@ -47,27 +47,27 @@ def cell_scenario(cell: Cell, names: tuple[str, ...], client_seed: int, device: 
 
 
 def _run_peer_group(cell: Cell, load, names: tuple[str, ...], client_seed: int, device: str) -> dict[str, Any]:
-    """A peer's run (`attacks/peer.py`): the round DLG's cell plays (same images, client secrets, update and
+    """A peer's run (`attacks/peer.py`): the round DLG's cell shares (same images, client secrets, update and
     attacker seed), attacked by breaching for the cell's budget, scored by the same evaluator. Its curve is its
     final answer only: breaching reports no images while it runs."""
     from dataclasses import replace
 
     from ..attacks.peer import breaching_attack
-    from ..protocol import play_scenario
+    from ..evaluation import Evaluator
+    from ..protocol import share_scenario
 
     scenario = cell_scenario(replace(cell, method="dlg"), names, client_seed, device)
-    played = play_scenario(scenario, load)
-    model = load(scenario.model)
-    result = breaching_attack(model, played.update, cell.method, cell.seconds, scenario.attack.attack_seed,
+    shared = share_scenario(scenario, load)
+    result = breaching_attack(shared.model, shared.update, cell.method, cell.seconds, scenario.attack.attack_seed,
                               clock=functools.partial(now, device))
-    scores = played.evaluator.metrics(result.reconstruction)
+    scores = Evaluator(shared.batch).metrics(result.reconstruction)
     point = [result.evaluations, round(result.seconds, 4), round(scores["psnr"], 3), round(scores["ssim"], 4),
              round(scores["lpips"], 4)]
     reach = {f"{kind}_to_{db:g}db": None if scores["psnr"] < db else value
              for db in THRESHOLDS_DB for kind, value in (("seconds", result.seconds), ("iterations",
                                                                                       result.evaluations))}
     return {"images": list(names), "client_seed": client_seed, "attack_seed": scenario.attack.attack_seed,
-            "clock": scenario.attack.clock, "status": "done", "message": "", "t_true": played.batch.t.tolist(),
+            "clock": scenario.attack.clock, "status": "done", "message": "", "t_true": shared.batch.t.tolist(),
             "t_estimate": None, "mse": scores["mse"], "psnr": scores["psnr"], "ssim": scores["ssim"],
             "lpips": scores["lpips"], "t_accuracy": None, "eps_error": None, "iterations": result.evaluations,
             "seconds": result.seconds, "iterations_per_second": result.evaluations / max(result.seconds, 1e-9),
