@@ -164,8 +164,7 @@ CONTROLS: dict[str, tuple[str, str]] = {
     "distance": ("Attack", "Gradient distance"), "tv_weight": ("Attack", "TV weight"),
     "lr_schedule": ("Attack", "Learning-rate schedule"), "optimizer": ("Attack", "Optimiser"),
     "layer_weights": ("Attack", "Layer weights"), "attack_seed": ("Attack", "Attacker's seed"),
-    "starts": ("Attack", "Starts (the best by matching loss)"),
-    "report_every": ("Attack", "Update every (iterations)"),
+    "starts": ("Attack", "Starts (the best by matching loss)"), "report_every": ("Attack", "Update every (iterations)"),
     "plateau": ("Attack", "Stop when converged (window)"),
 }
 assert set(CONTROLS) == set(SETTING_FIELDS)
