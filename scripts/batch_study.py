@@ -3,7 +3,7 @@
 The client (seed `--client-seed`) draws a distinct t per image from its own stream unless `--t` fixes one for all;
 the attack runs on one torch thread for `--seconds` CPU seconds; the evaluator prints the per-image PSNR after the
 Hungarian pairing, the pairing the timesteps give, and the separation's residual, as one JSON line; before it,
-each phase's best guess slot by slot (slot b holds the guess at t_b), to see which stage fits which image.
+each phase's best guess image by image (paired by the timesteps), to see which stage fits which image.
 
 `--probe` runs only the curriculum's first stage (the loudest group, L-BFGS from the attack's noise) for
 `--seconds`, to ask what limits it: "stage" as the attack runs it (the quieter images held at zero), "oracle" (held
@@ -29,6 +29,7 @@ from gidm_core.attacks.per_sample import SeparatedMatcher
 from gidm_core.attacks.secrets import noise_variable
 from gidm_core.attacks.separation import separate
 from gidm_core.config import ThreatModel, attack_config
+from gidm_core.evaluation import pairing_by_t
 from gidm_core.images import load_named_images
 from gidm_core.metrics import psnr_per_sample, to_unit
 from gidm_core.models import load_model
@@ -126,9 +127,11 @@ def main() -> None:
         if event.message and event.kind != "progress":
             print(f"[{event.phase}] {event.message}", flush=True)
     result = played.run.result
+    by_t = pairing_by_t(result.t_estimate, played.batch.t.tolist())  # image i's slot; the identity if t repeat
+    order = torch.tensor(by_t if by_t is not None else range(args.batch))
     for phase, image in result.snapshots.items():
-        slots = psnr_per_sample(to_unit(image), to_unit(played.batch.x0))
-        print(f"[{phase}] PSNR by slot: {' '.join(f'{v:.1f}' for v in slots)}", flush=True)
+        images = psnr_per_sample(to_unit(image[order]), to_unit(played.batch.x0))
+        print(f"[{phase}] PSNR by image (paired by t): {' '.join(f'{v:.1f}' for v in images)}", flush=True)
     scores = played.evaluator.score_result(result)
     print(json.dumps({"batch": args.batch, "method": args.method, "separation": args.separation,
                       "t": played.batch.t.tolist(), "psnr": scores["psnr"], **played.evaluator.per_image(result),
