@@ -78,24 +78,3 @@ def test_separated_with_the_curriculum_beats_the_summed_update(tiny_model, separ
     summed_only = off.evaluator.score_result(off_result)["psnr"]
     assert with_parts > summed_only + 1.5 and with_parts > 10.5, (with_parts, summed_only)
     assert on.evaluator.per_image(on_result)["pairing_by_t_agrees"] is True
-
-
-def test_gidm_runs_the_curriculum_from_its_per_sample_latents(tiny_model, separated, one_thread):
-    """GIDM on a separated batch: one latent per image against its own parts, then the curriculum from those images
-    (the quiet ones held at their latent image, not at zero), then the joint pixel stage; with eps private (GIDM+)
-    there is no curriculum."""
-    batch, matcher = separated
-    config = attack_config("gidm", latent_iterations=6, pixel_iterations=20, report_every=1000)
-    played = play(tiny_model, batch.x0, PAPER, config, client_seed=3, t=SPREAD_T)
-    played.run.run_to_end()
-    phases = list(played.run.result.phase_starts)
-    assert phases[0] == "latent" and phases[1].startswith("group 1/") and phases[-1] == "pixel", phases
-    latent = played.run.result.snapshots["latent"]
-    first = played.run.result.snapshots[phases[1]]
-    quiet = signal_groups(matcher, batch.t)[-1]
-    assert torch.equal(first[quiet], latent[quiet].clamp(-1, 1))  # held where the prior put them
-    private = play(tiny_model, batch.x0, ThreatModel(knows_eps=False, knows_t=False),
-                   attack_config("gidm-plus", latent_iterations=4, pixel_iterations=8,
-                                 report_every=1000), client_seed=3, t=SPREAD_T)
-    private.run.run_to_end()
-    assert not any(phase.startswith("group") for phase in private.run.result.phase_starts)

@@ -94,16 +94,13 @@ class GroupMatcher:
 
 
 def curriculum(ctx: AttackContext, matcher: SeparatedMatcher, start: torch.Tensor, eps: torch.Tensor,
-               t: torch.Tensor, iterations: int, hold_at_start: bool = False
-               ) -> Generator[Event, None, tuple[torch.Tensor, int]]:
-    """Free the groups of `signal_groups` one by one from `start`, the quiet ones held until their turn at zero
-    (a start from noise) or at `start` (`hold_at_start`: a prior's images, already fitted to their own parts);
-    returns (the start of the joint stage, the iterations left for it)."""
+               t: torch.Tensor, iterations: int) -> Generator[Event, None, tuple[torch.Tensor, int]]:
+    """Free the groups of `signal_groups` one by one from `start` (the quiet ones held at zero until their
+    turn); returns (the start of the joint stage, the iterations left for it)."""
     groups = signal_groups(matcher, t)
     x = start.detach().clone().clamp(-1, 1)
-    if not hold_at_start:
-        for group in groups[1:]:
-            x[group] = 0.0
+    for group in groups[1:]:
+        x[group] = 0.0
     per_image = (1 - JOINT_SHARE) * iterations / x.shape[0]
     used = 0
     for k, rows in enumerate(groups):
@@ -129,16 +126,11 @@ def curriculum(ctx: AttackContext, matcher: SeparatedMatcher, start: torch.Tenso
 def batch_start(ctx: AttackContext, matcher: GradientMatcher, start: torch.Tensor, eps: torch.Tensor,
                 extra: list[torch.Tensor], t: torch.Tensor, iterations: int
                 ) -> Generator[Event, None, tuple[torch.Tensor, int]]:
-    """The stages before the joint one for a batch from noise: the curriculum where it `applies`, else the
-    per-sample start (`per_sample.pixel_start`)."""
-    if applies(matcher, extra, t, iterations):
+    """The stages before the joint one for a batch: the curriculum where it applies (a separated one-step update,
+    eps known, timesteps spread over more than one group, at least two iterations per group), else the per-sample
+    start (`per_sample.pixel_start`)."""
+    training = matcher.training
+    if (isinstance(matcher, SeparatedMatcher) and not extra and (training is None or training.is_one_sgd_step)
+            and 1 < len(signal_groups(matcher, t)) <= (1 - JOINT_SHARE) * iterations / 2):
         return (yield from curriculum(ctx, matcher, start, eps, t, iterations))
     return (yield from pixel_start(ctx, matcher, start, eps, extra, t, iterations))
-
-
-def applies(matcher: GradientMatcher, extra: list[torch.Tensor], t: torch.Tensor, iterations: int) -> bool:
-    """Whether the curriculum runs: a separated one-step update, eps known, timesteps spread over more than one
-    group, at least two iterations per group."""
-    training = matcher.training
-    return (isinstance(matcher, SeparatedMatcher) and not extra and (training is None or training.is_one_sgd_step)
-            and 1 < len(signal_groups(matcher, t)) <= (1 - JOINT_SHARE) * iterations / 2)

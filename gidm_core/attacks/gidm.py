@@ -14,8 +14,8 @@ import torch
 
 from ..diffusion import DDIMSampler
 from ..models import DiffusionModel, ModelLoadError
-from . import curriculum
 from .base import AttackContext
+from .curriculum import batch_start
 from .events import Event, Guess
 from .matching import GradientMatcher
 from .per_sample import SeparatedMatcher, separated_matcher, start_objective
@@ -78,12 +78,8 @@ def image_phases(ctx: AttackContext, matcher: GradientMatcher, eps: torch.Tensor
         if guess.eps is not None:
             with torch.no_grad():
                 eps.copy_(guess.eps)
-        elif cfg.uses_pixel_phase and curriculum.applies(matcher, extra, t, pixel_iterations):
-            # Each image fitted its own parts through the prior; the loud ones now fit the update first.
-            start, pixel_iterations = yield from curriculum.curriculum(ctx, matcher, start, eps, t, pixel_iterations,
-                                                                       hold_at_start=True)
     else:
-        start, pixel_iterations = yield from curriculum.batch_start(ctx, matcher, ctx.randn() * 0.5, eps, extra, t,
+        start, pixel_iterations = yield from batch_start(ctx, matcher, ctx.randn() * 0.5, eps, extra, t,
                                                          pixel_iterations)
     if cfg.uses_pixel_phase and pixel_iterations > 0:
         guess = yield from pixel_phase(ctx, matcher, start, eps, extra, t, pixel_iterations)
