@@ -8,7 +8,8 @@ each phase's best guess image by image (paired by the timesteps), to see which s
 `--probe` runs only the curriculum's first stage (the loudest group, L-BFGS from the attack's noise) for
 `--seconds`, to ask what limits it: "stage" as the attack runs it (the quieter images held at zero), "oracle" (held
 at the truth instead: does their error limit the loud fit?), "solo:B" (image B alone, every other at the truth: its
-own difficulty), "without:B" (the group less image B, held at the truth), "sweeps:K" (block coordinates: each loud
+own difficulty), "without:B" (the group less image B, held at the truth), "wait:B" (held at zero, as a
+quieter image waits), "sweeps:K" (block coordinates: each loud
 image K evaluations alone, the others at their current guess, in turn). The truth enters these diagnostics only as
 the held images, never an attack's choice.
 
@@ -75,9 +76,9 @@ def probe(played, kind: str, seconds: float, weight: float) -> dict:
     if name == "solo":
         rows = [int(number)]
         x = torch.where(torch.arange(len(x))[:, None, None, None] == rows[0], x, truth)
-    if name == "without":
+    if name in ("without", "wait"):
         rows = [r for r in rows if r != int(number)]
-        x[int(number)] = truth[int(number)]
+        x[int(number)] = truth[int(number)] if name == "without" else 0.0
     blocks = [[r] for r in rows] if name == "sweeps" else [rows]
     evaluations = int(number) if name == "sweeps" else 10**9
     began = time.process_time()
@@ -115,7 +116,7 @@ def main() -> None:
     parser.add_argument("--client-seed", type=int, default=0)
     parser.add_argument("--t", type=int, default=None, help="one timestep for the whole batch")
     parser.add_argument("--private", action="store_true", help="eps and t private (GIDM+'s threat)")
-    parser.add_argument("--probe", default=None, help="stage, oracle, solo:B, without:B or sweeps:K (see above)")
+    parser.add_argument("--probe", default=None, help="a diagnostic of the first stage (see above)")
     parser.add_argument("--weight", type=float, default=1.0, help="the probe's per-sample weight")
     args = parser.parse_args()
     torch.set_num_threads(1)
