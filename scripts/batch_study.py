@@ -8,10 +8,9 @@ each phase's best guess image by image (paired by the timesteps), to see which s
 `--probe` runs only the curriculum's first stage (the loudest group, L-BFGS from the attack's noise) for
 `--seconds`, to ask what limits it: "stage" as the attack runs it (the quieter images held at zero), "oracle" (held
 at the truth instead: does their error limit the loud fit?), "solo:B" (image B alone, every other at the truth: its
-own difficulty), "without:B" (the group less image B, held at the truth), "wait:B" (held at zero, as a
-quieter image waits), "sweeps:K" (block coordinates: each loud
-image K evaluations alone, the others at their current guess, in turn). The truth enters these diagnostics only as
-the held images, never an attack's choice.
+own difficulty), "without:B" (the group less image B, held at the truth), "wait:B" (the same, B held at zero as a
+waiting image), "sweeps:K" (block coordinates: each loud image K evaluations alone, the others at their current
+guess, in turn). The truth enters these diagnostics only as the held images, never an attack's choice.
 
     PYTHONPATH=. OMP_NUM_THREADS=1 .venv/bin/python scripts/batch_study.py --batch 8 --separation auto
     PYTHONPATH=. OMP_NUM_THREADS=1 .venv/bin/python scripts/batch_study.py --batch 8 --probe solo:1 --seconds 60
