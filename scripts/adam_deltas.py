@@ -17,6 +17,7 @@ import time
 import torch
 
 from gidm_core.attacks import adam_delta
+from gidm_core.attacks.pixel import matcher_for
 from gidm_core.config import LocalTraining, attack_config, threat_preset
 from gidm_core.images import load_image
 from gidm_core.models import load_model
@@ -52,10 +53,18 @@ def main() -> None:
                   t=None if args.t < 0 else [args.t], training=training)
     started = time.process_time()
     result = played.run.run_to_end()
+    seconds = time.process_time() - started
     scores = played.evaluator.score_result(result)
-    print(json.dumps(dict(vars(args), t=played.batch.t.tolist(), cpu_seconds=round(time.process_time() - started, 1),
+    # Surrogate or search? The matching loss (at kappa SMOOTHING) of the answer and of the truth, evaluator side.
+    ctx = played.run.context
+    matcher = matcher_for(ctx)
+    update = ctx.update
+    losses = {name: float(matcher(image.to(ctx.device), update.eps, update.t, create_graph=False).detach())
+              for name, image in (("answer", result.reconstruction), ("truth", x0))}
+    print(json.dumps(dict(vars(args), t=played.batch.t.tolist(), cpu_seconds=round(seconds, 1),
                           iterations=result.iterations, psnr=round(scores["psnr"], 2),
-                          lpips=round(scores["lpips"], 4))))
+                          lpips=round(scores["lpips"], 4), loss_answer=losses["answer"],
+                          loss_truth=losses["truth"])))
 
 
 if __name__ == "__main__":

@@ -28,11 +28,14 @@ import torch
 from ..client import SharedUpdate
 from ..config import DefenceConfig
 from ..models import DiffusionModel
+from .matching import GradientMatcher
 
 ADAM_KINDS = ("adam", "adamw")
 ROUNDING = 1.6e-7  # the decoded |g|'s error is about ROUNDING * g^2 / eps (float32 rounding of s near 1, measured)
 KNEE_ERROR = 1e-2  # relative decoding error at which an entry's confidence is one half
 SMOOTHING = 0.1  # kappa of the smoothed re-simulation of E > 1 Adam steps (measured: docs/adam_deltas.md)
+# The pixel phase's kappa schedule: (kappa / SMOOTHING, share of its iterations), each stage from the last's best.
+ANNEALING = ((3.0, 0.5), (1.0, 0.5))
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,14 @@ def confidence(update: SharedUpdate) -> tuple[torch.Tensor, ...] | None:
 def smoothing(update: SharedUpdate) -> float:
     """The smoothing the matcher's re-simulation needs: SMOOTHING for Adam steps left undecoded, else none."""
     return SMOOTHING if is_adam_delta(update) else 0.0
+
+
+def annealing(matcher: GradientMatcher) -> tuple[tuple[float, float], ...]:
+    """The pixel phase's stages (kappa, share of its iterations): a smoothed re-simulation's surrogate minimum sits
+    near, not at, the truth, so once the broad kappa has found the basin a sharper one takes it closer. Anything
+    else is matched in one stage, as it is."""
+    kappa = matcher.smoothing
+    return tuple((kappa * factor, share) for factor, share in ANNEALING) if kappa > 0 else ((0.0, 1.0),)
 
 
 def matcher_defence(update: SharedUpdate, defence: DefenceConfig) -> DefenceConfig:
