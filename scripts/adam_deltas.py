@@ -3,7 +3,9 @@
 The client trains E local steps of `--client-optimizer` on one image (eps and t known: the paper's threat), the
 attack runs `--seconds` CPU seconds on one torch thread, the evaluator scores its answer. `--smoothing` overrides
 the smoothed re-simulation's kappa (0: the exact Adam, i.e. plain L2 matching of the delta); `--no-decode` matches
-a one-step delta as sent instead of decoding it.
+a one-step delta as sent instead of decoding it; `--anneal` overrides the pixel phase's kappa stages. Besides PSNR
+and LPIPS it reports the matching loss (at kappa SMOOTHING) of the answer and of the truth: an answer whose loss is
+above the truth's is short of search, not misled by the surrogate.
 
     OMP_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python scripts/adam_deltas.py --image face-05 --steps 4 --method gidm
 """
@@ -37,10 +39,14 @@ def main() -> None:
     parser.add_argument("--client-seed", type=int, default=0)
     parser.add_argument("--smoothing", type=float, default=None)
     parser.add_argument("--no-decode", action="store_true")
+    parser.add_argument("--anneal", default=None,
+                        help="the pixel phase's kappa stages as FACTOR:SHARE,... of --smoothing ('1:1': fixed kappa)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.smoothing is not None:
         adam_delta.SMOOTHING = args.smoothing
+    if args.anneal is not None:
+        adam_delta.ANNEALING = tuple(tuple(float(v) for v in stage.split(":")) for stage in args.anneal.split(","))
     if args.no_decode:
         adam_delta.decodable = lambda update, defence: False
     model = load_model("faces32")
