@@ -19,13 +19,13 @@ from PIL import Image
 from gidm_core.errors import UserError
 from gidm_core.evaluation import Evaluator
 from gidm_core.protocol import play_scenario
-from gidm_core.scenario import Scenario
 
 from .frames import verdict
 from .images import paired, show
 from .model_cache import get_model, run_device
 from .session import Session
-from .settings import Settings, configs, training
+from .settings import Settings, configs
+from .settings import scenario as settings_scenario
 from .victims import gallery_items, pick_victims
 
 LESSON_MODEL = "faces32"  # GIDM_LESSON_MODEL overrides it (tests use a tiny random model)
@@ -118,9 +118,7 @@ def run_step(index: int) -> dict:
     device = run_device()
     model = get_model(name, device)
     victim, x0, _ = pick_victims(settings, model.image_size, model.channels)[0]
-    scenario = Scenario(model=name, images=(victim,), client_seed=settings.client_seed,
-                        t=None if settings.client_t < 0 else (settings.client_t,), training=training(settings),
-                        threat=threat, attack=config)
+    scenario = settings_scenario(settings, (victim,), attack=config)
     played = play_scenario(scenario, lambda spec: get_model(spec, device), images=x0)
     result = played.run.run_to_end()
     if result is None:

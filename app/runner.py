@@ -23,7 +23,6 @@ from gidm_core.errors import UserError, out_of_memory, out_of_memory_message
 from gidm_core.evaluation import Evaluator
 from gidm_core.models import DiffusionModel, check_image_size
 from gidm_core.protocol import play_scenario
-from gidm_core.scenario import Scenario
 
 from .export import rerun_command
 from .frames import Frame, final_frame, live_frame, thin
@@ -31,7 +30,8 @@ from .images import paired, show
 from .model_cache import get_model, run_device
 from .server_view import server_figure
 from .session import RunRecord, Session
-from .settings import APP_MAX_SIZE, RESOLUTIONS, Settings, configs, hints, training
+from .settings import APP_MAX_SIZE, RESOLUTIONS, Settings, configs, hints
+from .settings import scenario as settings_scenario
 from .victims import pick_victims
 from .zerogpu import fit_run
 
@@ -66,10 +66,7 @@ def stream(session: Session, settings: Settings, min_interval: float = 0.4) -> I
             x0 = torch.cat([v[1] for v in named])
             if settings.client_t >= model.num_train_timesteps:
                 raise ConfigError(f"client t must be below {model.num_train_timesteps} for {model.name}")
-            scenario = Scenario(model=settings.model, images=tuple(name for name, _, _ in named), size=size,
-                                client_seed=settings.client_seed,
-                                t=None if settings.client_t < 0 else (settings.client_t,),
-                                training=training(settings), threat=threat, attack=config)
+            scenario = settings_scenario(settings, tuple(name for name, _, _ in named), size, config)
             steering = session.steering = Steering(config)
             played = play_scenario(scenario, lambda spec: get_model(spec, device), images=x0, stop=stop,
                                    lpips_every=5, steering=steering)

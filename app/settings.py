@@ -30,6 +30,7 @@ from gidm_core.errors import UserError
 from gidm_core.methods import METHOD_LABELS, REGISTRY, spec
 from gidm_core.models import check_spec
 from gidm_core.privacy import describe as dp_budget
+from gidm_core.scenario import Scenario
 
 SOURCES = ("Gallery", "Upload", "Webcam")
 SECRETS = {"known": "eps and t known to the server (paper setting; GIDM)",
@@ -380,6 +381,16 @@ def training(settings: Settings) -> LocalTraining | None:
     decay = settings.weight_decay if settings.client_optimizer != "sgd" else 0.0
     return LocalTraining(steps=settings.local_steps, lr=settings.client_lr, optimizer=settings.client_optimizer,
                          weight_decay=decay, noise=settings.noise_per_step)
+
+
+def scenario(settings: Settings, images: tuple[str, ...], size: int | None = None,
+             attack: AttackConfig | None = None) -> Scenario:
+    """The round the settings describe on the victims named `images` (the app hands their pictures over itself),
+    attacked with `attack` where the caller has fitted the settings' config to a budget."""
+    config, threat = configs(settings)
+    return Scenario(model=settings.model, images=images, size=size, client_seed=settings.client_seed,
+                    t=None if settings.client_t < 0 else (settings.client_t,), training=training(settings),
+                    threat=threat, attack=attack or config)
 
 
 def as_typed(value: Any) -> Any:

@@ -17,16 +17,17 @@ from typing import Any
 import gradio as gr
 import torch
 
-from gidm_core.client import PrivateBatch, share
 from gidm_core.errors import UserError
 from gidm_core.evaluation import Evaluator
 from gidm_core.models import check_image_size
+from gidm_core.protocol import share_scenario
 from gidm_core.tuning import TrialRecord, TuneConfig, best, tune
 
 from . import handlers
 from .model_cache import get_model, run_device
 from .session import Session
-from .settings import APP_MAX_SIZE, RESOLUTIONS, SETTING_FIELDS, Refusal, as_typed, configs, parse, training
+from .settings import APP_MAX_SIZE, RESOLUTIONS, SETTING_FIELDS, Refusal, as_typed, configs, parse
+from .settings import scenario as settings_scenario
 from .texts import teach
 from .victims import pick_victims
 from .zerogpu import MAX_GPU_S, REFUSED_S, SETUP_S, active, gpu, run_duration
@@ -107,17 +108,15 @@ def run_tune(session: Session, trials: Any, seconds: Any, *values: Any) -> Itera
         frozen = tuple(f for f in FROZEN if f in _space(settings.method))
         config = TuneConfig(method=settings.method, trials=count, seconds=per_trial, clock="wall",
                             attack_seed=base.attack_seed, frozen=frozen)
-        model = get_model(settings.model, run_device())
+        device = run_device()
+        model = get_model(settings.model, device)
         size = model.image_size if settings.resolution == RESOLUTIONS[0] else int(settings.resolution)
         check_image_size(size, APP_MAX_SIZE)
-        model.check_size(size)
-        prior = None if threat.prior == "attacked" else get_model(threat.prior, run_device())
-        x0 = torch.cat([v[1] for v in pick_victims(settings, size, model.channels)])
-        t = None if settings.client_t < 0 else [settings.client_t]
-        local = training(settings)
+        named = pick_victims(settings, size, model.channels)
+        scenario = settings_scenario(settings, tuple(name for name, _, _ in named), size)
         # The client's side, once: only the update goes to the tuner; the batch stays with the evaluator.
-        batch = PrivateBatch.draw(x0, model.num_train_timesteps, settings.client_seed, t, local)
-        update = share(model, batch, threat, seed=settings.client_seed, training=local)
+        shared = share_scenario(scenario, lambda spec: get_model(spec, device),
+                                images=torch.cat([v[1] for v in named]))
     except (Refusal, UserError, ValueError) as err:
         yield f"**Tuning refused**: {str(err).splitlines()[0]}", skip, skip, skip, None
         return
@@ -125,13 +124,13 @@ def run_tune(session: Session, trials: Any, seconds: Any, *values: Any) -> Itera
     if stop is None:
         yield "A run is already going in this session: press Stop first.", skip, skip, skip, None
         return
-    evaluator = Evaluator(batch, lpips_every=0)
+    evaluator = Evaluator(shared.batch, lpips_every=0)
     rows: list[list[Any]] = []
     records: list[TrialRecord] = []
     history = importance = None
     try:
         yield f"Tuning {settings.method}: trial 0 (the defaults) of {count} ...", [], None, None, None
-        for record in tune(model, update, threat, config, prior=prior, stop=stop):
+        for record in tune(shared.model, shared.update, threat, config, prior=shared.prior, stop=stop):
             records.append(record)
             rows.append(_row(record, evaluator))
             history, importance = _figures(record.study, history, importance)

@@ -39,6 +39,23 @@ class Round:
         return self.evaluator.track(self.run)
 
 
+@dataclass
+class Shared:
+    """A round up to the attack: the models, what the client kept (for the evaluator) and what it shared. The
+    tuner attacks one such update many times; `attack` starts one attack on it."""
+
+    model: DiffusionModel
+    prior: DiffusionModel | None
+    threat: ThreatModel
+    batch: PrivateBatch
+    update: SharedUpdate
+
+    def attack(self, config: AttackConfig, *, stop: threading.Event | None = None, lpips_every: int = 0,
+               steering: Steering | None = None) -> Round:
+        run = start_attack(self.model, self.update, self.threat, config, self.prior, stop, steering)
+        return Round(self.batch, self.update, run, Evaluator(self.batch, lpips_every))
+
+
 def play(model: DiffusionModel, images: torch.Tensor, threat: ThreatModel, config: AttackConfig, *,
          client_seed: int = 0, t: list[int] | None = None, prior: DiffusionModel | None = None,
          stop: threading.Event | None = None, lpips_every: int = 0,
@@ -53,6 +70,16 @@ def play(model: DiffusionModel, images: torch.Tensor, threat: ThreatModel, confi
     With `threat.control` set, the attack is handed a control update instead (`control.py`; "other-image" needs
     `control_images`, e.g. `images.control_names`' pictures), while the evaluator still holds the real victims:
     the round then measures what the attack returns when nothing of the victim leaks."""
+    shared = client_side(model, images, threat, config, client_seed=client_seed, t=t, prior=prior,
+                         training=training, control_images=control_images)
+    return shared.attack(config, stop=stop, lpips_every=lpips_every, steering=steering)
+
+
+def client_side(model: DiffusionModel, images: torch.Tensor, threat: ThreatModel, config: AttackConfig, *,
+                client_seed: int = 0, t: list[int] | None = None, prior: DiffusionModel | None = None,
+                training: LocalTraining | None = None, control_images: torch.Tensor | None = None) -> Shared:
+    """`play` without the attack: checks the round (including that `config`'s prior fits), draws the client's
+    private batch and shares its update."""
     model.check_size(images.shape[-1])
     if config.uses_latent_phase:
         check_prior(prior or model, images.shape[1], images.shape[-1])
@@ -63,17 +90,15 @@ def play(model: DiffusionModel, images: torch.Tensor, threat: ThreatModel, confi
     batch = PrivateBatch.draw(images, model.num_train_timesteps, client_seed, t, training)
     update = share(model, batch, threat, seed=client_seed, training=training)
     update = control_update(model, update, threat, client_seed, others=control_images, t=t, training=training)
-    run = start_attack(model, update, threat, config, prior, stop, steering)
-    return Round(batch, update, run, Evaluator(batch, lpips_every))
+    return Shared(model, prior, threat, batch, update)
 
 
-def play_scenario(scenario: Scenario, load: Callable[[str], DiffusionModel], *, images: torch.Tensor | None = None,
-                  stop: threading.Event | None = None, lpips_every: int = 0, steering: Steering | None = None
-                  ) -> Round:
-    """`play` for a described round: `load` turns a model spec into a model (the CLI's loader, the benchmark's, the
-    app's cache), used for the attacked model and, when the scenario names one, GIDM's prior. `images` overrides
-    loading `scenario.images` by name (a front end's own pictures, such as the app's uploads). An "other-image"
-    control's stand-ins are the bundled images `images.control_names` picks for those names."""
+def share_scenario(scenario: Scenario, load: Callable[[str], DiffusionModel], *,
+                   images: torch.Tensor | None = None) -> Shared:
+    """A described round up to the attack: `load` turns a model spec into a model (the CLI's loader, the
+    benchmark's, the app's cache), used for the attacked model and, when the scenario names one, GIDM's prior.
+    `images` overrides loading `scenario.images` by name (a front end's own pictures, such as the app's uploads).
+    An "other-image" control's stand-ins are the bundled images `images.control_names` picks for those names."""
     model = load(scenario.model)
     size = scenario.size or model.image_size
     model.check_size(size)
@@ -82,6 +107,14 @@ def play_scenario(scenario: Scenario, load: Callable[[str], DiffusionModel], *, 
     others = None
     if scenario.threat.control == "other-image":  # the next bundled image of each victim's kind stands in
         others = load_named_images(control_names(list(scenario.images)), size, model.channels)
-    return play(model, x0, scenario.threat, scenario.attack, client_seed=scenario.client_seed,
-                t=None if scenario.t is None else list(scenario.t), prior=prior, stop=stop, lpips_every=lpips_every,
-                training=scenario.training, control_images=others, steering=steering)
+    return client_side(model, x0, scenario.threat, scenario.attack, client_seed=scenario.client_seed,
+                       t=None if scenario.t is None else list(scenario.t), prior=prior, training=scenario.training,
+                       control_images=others)
+
+
+def play_scenario(scenario: Scenario, load: Callable[[str], DiffusionModel], *, images: torch.Tensor | None = None,
+                  stop: threading.Event | None = None, lpips_every: int = 0, steering: Steering | None = None
+                  ) -> Round:
+    """`play` for a described round (`share_scenario`, then the scenario's attack)."""
+    return share_scenario(scenario, load, images=images).attack(scenario.attack, stop=stop,
+                                                                lpips_every=lpips_every, steering=steering)

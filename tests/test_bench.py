@@ -284,7 +284,7 @@ def test_under_a_time_budget_each_phase_gets_its_iterations_share_of_the_time(ti
 
 
 def test_every_row_of_the_suites_gives_its_methods_the_same_time_and_names_its_setting():
-    for suite in ("quick", "standard", "full"):
+    for suite in ("quick", "standard", "resolution", "full"):
         rows, _ = bench.build_suite(suite, "cpu")
         for row in rows:
             assert len({c.seconds for c in row.cells}) == 1 and row.cells[0].seconds > 0, row.label
@@ -297,6 +297,13 @@ def test_every_row_of_the_suites_gives_its_methods_the_same_time_and_names_its_s
     extra = [r for r in gpu_rows if r.label not in {c.label for c in cpu_rows}]
     assert [(r.cells[-1].size, r.cells[-1].ddim_steps, r.cells[-1].model) for r in extra] == \
         [(128, 16, "random:ddpm-128")]
+
+
+def test_the_resolution_suite_pays_each_size_by_its_pixels_and_probes_its_step_time():
+    rows, probes = bench.build_suite("resolution", "cpu")
+    cells = [c for r in rows for c in r.cells]
+    assert sorted({c.size for c in cells}) == [32, 64, 128] == sorted(p.size for p in probes)
+    assert {c.seconds / (c.size / 32) ** 2 for c in cells} == {cells[0].seconds}
 
 
 def test_the_standard_suite_runs_eight_per_cell_within_two_hours_on_two_workers(capsys):

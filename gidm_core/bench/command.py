@@ -21,7 +21,8 @@ def add_bench_command(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("bench", help="run the benchmark grid and write results.json, results.md, plots")
     parser.add_argument("--suite", default="quick", choices=SUITES,
                         help="quick: a 32 px slice for a 2-core CPU (<= 15 min); standard: the claims at n = 8 per "
-                        "cell (<= 2 h on 2 cores); full: every axis (hours; with --device cuda also a 128 px row)")
+                        "cell (<= 2 h on 2 cores); resolution: 32 / 64 / 128 px on a CPU (~20 min); full: every axis "
+                        "(hours; with --device cuda also a 128 px row)")
     parser.add_argument("--out", type=Path, required=True, help="output folder; cells already there are skipped")
     parser.add_argument("--workers", type=int, default=None,
                         help="parallel worker processes (default: CPU cores on CPU, 1 on CUDA)")

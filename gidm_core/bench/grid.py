@@ -16,7 +16,7 @@ from ..faces import SKIMAGE_PHOTOS
 from ..methods import KNOWN_SECRET_METHODS
 from .jobs import METHOD_ORDER, Cell, SpeedProbe
 
-SUITES = ("quick", "standard", "full", "tiny")
+SUITES = ("quick", "standard", "resolution", "full", "tiny")
 SETTINGS = {"released": "(a) released code", "federated": "(b) federated"}
 RELEASED_T = 10  # "a very small t": the released code's setting
 
@@ -239,15 +239,43 @@ def _standard() -> tuple[list[Row], list[SpeedProbe]]:
     return rows + realistic, [SpeedProbe(late, optimizer="lbfgs")]
 
 
+# What resolution costs on a CPU: the same attack at 32, 64 and 128 px, seconds growing with the pixels (x 4 per
+# doubling), n = 2 per cell (21 attack CPU-minutes in all), with the step-time probe at each size.
+RESOLUTION_SECONDS = 15.0
+
+
+def _resolution() -> tuple[list[Row], list[SpeedProbe]]:
+    """32 and 64 px on the bundled trained models (eps and t known, t = 100), and 128 px the only way this project
+    reaches it: a random-init small UNet (the released code's setting, t = RELEASED_T) with the largest trained
+    model as GIDM's prior (fully convolutional, so it draws 128 px images)."""
+    rows, probes = [], []
+    for size in (32, 64):
+        late, _ = pick_models(size)
+        cell = Cell(method="dlg", model=late, images=pick_images(2), size=size, total_iterations=1000, t=100,
+                    report_every=5, seconds=RESOLUTION_SECONDS * (size // 32) ** 2)
+        rows.append(_row(f"{size} px, eps and t known", "size", cell, ("dlg", "gidm")))
+        probes.append(SpeedProbe(late, size=size, optimizer="lbfgs"))
+    prior, _ = pick_models(64)
+    big = Cell(method="dlg", model="random:small-128", images=pick_images(2), size=128, total_iterations=1000,
+               t=RELEASED_T, report_every=5, seconds=16 * RESOLUTION_SECONDS, prior=prior)
+    rows.append(_row(f"128 px, random-init UNet, prior {prior}, t = {RELEASED_T}", "size", big, ("dlg", "gidm"),
+                     setting="released"))
+    probes.append(SpeedProbe("random:small-128", size=128, optimizer="lbfgs"))
+    return rows, probes
+
+
 def build_suite(name: str, device: str = "cpu") -> tuple[list[Row], list[SpeedProbe]]:
     """The rows and speed probes of suite `name`: tiny (tests), quick (a 2-core CPU in 15 minutes), standard (n = 8
-    per cell in 2 hours on a 2-core CPU), full (hours; + 128 px on a GPU when `device` is cuda)."""
+    per cell in 2 hours on a 2-core CPU), resolution (32 / 64 / 128 px on a CPU), full (hours; + 128 px on a GPU
+    when `device` is cuda)."""
     if name == "tiny":
         return _tiny()
     if name == "quick":
         return _quick()
     if name == "standard":
         return _standard()
+    if name == "resolution":
+        return _resolution()
     if name == "full":
         return _full(device)
     raise ValueError(f"unknown suite {name!r}: choose one of {', '.join(SUITES)}")

@@ -17,6 +17,7 @@ from ..errors import UsageError
 from ..faces import load_dataset
 from ..flags import check_cores
 from ..outputs import check_out_folder
+from ..scenario import Scenario
 from .config import FederationConfig
 
 
@@ -59,23 +60,47 @@ def add_federate_command(commands: argparse._SubParsersAction) -> None:
                         "client's batches, eps and t")
     parser.add_argument("--attack-seed", type=int, default=defaults.attack_seed, help="the attacker's own seed "
                         "(its stream is independent of every client's)")
+    parser.add_argument("--attack-options", default=defaults.attack_options, help="a JSON object of further attack "
+                        "settings, e.g. '{\"lr\": 0.05}'")
+    parser.add_argument("--scenario", type=Path, default=None, help="take the clients' training, the threat and the "
+                        "attack from a saved round (the scenario.json `attack` writes); the flags above then set "
+                        "only the federation itself")
     parser.add_argument("--cpus", type=int, default=0, help="CPUs Ray may use, one per client at a time "
                         "(0: min(clients, this machine's cores))")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the server's attack")
     parser.set_defaults(func=run_federate)
 
 
+# What a --scenario file sets; none of these flags may be given beside it.
+_SCENARIO_FLAGS = ("local_steps", "client_lr", "client_optimizer", "weight_decay", "local_batch", "noise",
+                   "client_clip", "dropout", "method", "threat", "pixel_iterations", "seconds", "attack_seed",
+                   "attack_options")
+
+
 def _config(args: argparse.Namespace) -> FederationConfig:
     check_cores("--cpus", args.cpus, zero="min(clients, this machine's cores)")
     check_cores("--threads", args.threads)
+    federation = dict(model_config=args.model_config, clients=args.clients, rounds=args.rounds,
+                      batch_size=args.batch_size, seed=args.seed)
     try:
-        config = FederationConfig(
-            model_config=args.model_config, clients=args.clients, rounds=args.rounds, local_steps=args.local_steps,
-            client_lr=args.client_lr, client_optimizer=args.client_optimizer, batch_size=args.batch_size,
-            weight_decay=args.weight_decay, local_batch=args.local_batch, noise=args.noise,
-            client_clip=args.client_clip, dropout=DEFAULT_DROPOUT if args.dropout == "on" else 0.0,
-            method=args.method, threat=args.threat, pixel_iterations=args.pixel_iterations, seconds=args.seconds,
-            seed=args.seed, attack_seed=args.attack_seed)
+        if args.scenario is not None:
+            defaults = {**FederationConfig().to_record(), "dropout": "off"}
+            given = [name for name in _SCENARIO_FLAGS if getattr(args, name) != defaults[name]]
+            if given:
+                raise UsageError(f"--scenario sets the clients' training and the attack: drop "
+                                 f"{', '.join('--' + name.replace('_', '-') for name in given)}")
+            scenario = Scenario.load(args.scenario)
+            if args.batch_size == FederationConfig.batch_size:  # one client's batch is the scenario's images
+                federation["batch_size"] = len(scenario.images)
+            config = FederationConfig.from_scenario(scenario, **federation)
+        else:
+            config = FederationConfig(
+                **federation, local_steps=args.local_steps, client_lr=args.client_lr,
+                client_optimizer=args.client_optimizer, weight_decay=args.weight_decay, local_batch=args.local_batch,
+                noise=args.noise, client_clip=args.client_clip,
+                dropout=DEFAULT_DROPOUT if args.dropout == "on" else 0.0, method=args.method, threat=args.threat,
+                pixel_iterations=args.pixel_iterations, seconds=args.seconds, attack_seed=args.attack_seed,
+                attack_options=args.attack_options)
         config.check_data(len(load_dataset(config.dataset)))
     except ConfigError as err:
         raise UsageError(str(err)) from None

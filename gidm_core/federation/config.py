@@ -1,11 +1,15 @@
 """The federation's settings, validated once at the edge and sent to every client in each round's config.
 
 Everything is a plain int, float or str, so the same fields travel in a Flower `ConfigRecord` to the clients and
-come from a `pyproject.toml` [tool.flwr.app.config] section on a multi-machine deployment.
+come from a `pyproject.toml` [tool.flwr.app.config] section on a multi-machine deployment. What a client does and
+what the server knows and runs are the same objects a `Scenario` holds (`training`, `threat_model`,
+`attack_config`), built from these fields; `from_scenario` goes the other way, so a round studied with `attack` or
+`tune` becomes a whole federation.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
@@ -13,6 +17,7 @@ from typing import Any
 
 from ..config import METHODS, THREAT_PRESETS, AttackConfig, ConfigError, LocalTraining, ThreatModel, attack_config
 from ..faces import DATASETS
+from ..scenario import Scenario
 from ..seeds import MAX_SEED
 from ..training.trainer import ARCHITECTURES, TrainConfig
 
@@ -35,7 +40,8 @@ class FederationConfig:
     The server sets all of these, so the attack knows them; it knows eps, t, the batch order and dropout masks only
     under a `threat` that says so.
     `pixel_iterations` 0 keeps the attack method's default budget; `seconds` > 0 gives each attack a time budget instead
-    (the iterations then only split it between the method's phases).
+    (the iterations then only split it between the method's phases). `attack_options` is a JSON object of any other
+    `AttackConfig` fields, e.g. '{"lr": 0.05, "distance": "cosine"}' (a Flower run config holds no nested values).
     """
 
     model_config: str = "small-32"
@@ -57,6 +63,7 @@ class FederationConfig:
     seconds: float = 0.0
     seed: int = 0
     attack_seed: int = 0
+    attack_options: str = ""
 
     def __post_init__(self) -> None:
         match = _MODEL_CONFIG.match(self.model_config)
@@ -86,7 +93,14 @@ class FederationConfig:
             self.training.batch_size(self.batch_size)  # built once here, so a bad training setting fails now
         except ConfigError as err:
             raise ConfigError(str(err), _TRAINING_FIELDS.get(err.field, err.field)) from None
-        _ = self.attack_config  # and a bad budget
+        try:
+            _ = self.attack_config  # and a bad budget or attack option
+        except TypeError as err:  # a value of the wrong type in attack_options
+            raise ConfigError(f"attack_options: {err}", "attack_options") from None
+        except ConfigError as err:
+            if err.field in _options(self.attack_options):
+                raise ConfigError(f"attack_options: {err}", "attack_options") from None
+            raise
         try:
             _ = self.train_config
         except ValueError as err:
@@ -109,8 +123,33 @@ class FederationConfig:
 
     @property
     def attack_config(self) -> AttackConfig:
-        return attack_config(self.method, pixel_iterations=self.pixel_iterations or None, seconds=self.seconds,
-                             attack_seed=self.attack_seed)
+        options = _options(self.attack_options)
+        return attack_config(self.method, **{**options, "pixel_iterations": self.pixel_iterations or None,
+                                             "seconds": self.seconds, "attack_seed": self.attack_seed})
+
+    @classmethod
+    def from_scenario(cls, scenario: Scenario, **federation: Any) -> FederationConfig:
+        """The federation whose clients train, and whose server attacks, as `scenario`'s round does; `federation`
+        sets the rest (model_config, clients, rounds, batch_size, seed ...). FedSGD becomes one SGD step (its delta
+        is -lr times the gradient). A threat that is not a preset, or Adam betas the run config cannot carry, is
+        refused in one line."""
+        threat = next((name for name, preset in THREAT_PRESETS.items() if preset == scenario.threat), None)
+        if threat is None:
+            raise ConfigError(f"a federation's threat is one of the presets {', '.join(THREAT_PRESETS)}; the "
+                              f"scenario's ({scenario.threat.describe()}) is none of them", "threat")
+        training = scenario.training or LocalTraining()
+        if (training.betas, training.adam_eps) != (LocalTraining.betas, LocalTraining.adam_eps):
+            raise ConfigError("a federation's clients use Adam's default betas and eps", "training")
+        attack = scenario.attack
+        fixed = {"method", "pixel_iterations", "seconds", "attack_seed", "clock", "report_every"}
+        defaults = attack_config(attack.method)
+        options = {f.name: getattr(attack, f.name) for f in fields(AttackConfig)
+                   if f.name not in fixed and getattr(attack, f.name) != getattr(defaults, f.name)}
+        values = {**{ours: getattr(training, theirs) for theirs, ours in _TRAINING_FIELDS.items()},
+                  "method": attack.method, "threat": threat, "pixel_iterations": attack.pixel_iterations,
+                  "seconds": attack.seconds, "attack_seed": attack.attack_seed,
+                  "attack_options": json.dumps(options, sort_keys=True) if options else ""}
+        return cls(**{**values, **federation})
 
     @property
     def threat_model(self) -> ThreatModel:
@@ -141,3 +180,18 @@ class FederationConfig:
         """A config from a ConfigRecord or run config: known fields only, each cast to its declared type."""
         casts = {"int": int, "float": float, "str": str}
         return cls(**{f.name: casts[f.type](values[f.name]) for f in fields(cls) if f.name in values})
+
+
+def _options(text: str) -> dict[str, Any]:
+    """`attack_options` as AttackConfig overrides: a JSON object of its fields, or one `ConfigError` line."""
+    if not text:
+        return {}
+    try:
+        options = json.loads(text)
+    except ValueError as err:
+        raise ConfigError(f"attack_options must be a JSON object, got {text!r} ({err})", "attack_options") from None
+    known = {f.name for f in fields(AttackConfig)} - {"method", "pixel_iterations", "seconds", "attack_seed"}
+    if not isinstance(options, dict) or set(options) - known:
+        raise ConfigError(f"attack_options must be a JSON object of AttackConfig fields ({', '.join(sorted(known))}),"
+                          f" got {text!r}", "attack_options")
+    return options

@@ -101,30 +101,29 @@ def tune_command(args: argparse.Namespace) -> int:
     out = check_out_folder(args.out or Path("runs") / f"tune-{config.method}-{time.strftime('%Y%m%d-%H%M%S')}")
     import torch
 
-    from ..client import PrivateBatch, share
     from ..evaluation import Evaluator
-    from ..images import load_image
     from ..models import load_model, resolve_device
+    from ..protocol import share_scenario
+    from ..scenario import Scenario
     from .study import tune
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    model = load_model(args.model, device, allow_local=True)
     threat = threat_preset(args.threat)
-    x0 = torch.cat([load_image(source, model.image_size, model.channels) for source in args.image])
+    scenario = Scenario(model=args.model, images=tuple(args.image), client_seed=args.client_seed, t=args.t,
+                        threat=threat, attack=config.attack({}))
     # The client's side: its private batch and the update it shares, made once. Only the update reaches the tuner.
-    batch = PrivateBatch.draw(x0, model.num_train_timesteps, args.client_seed, args.t)
-    update = share(model, batch, threat, seed=args.client_seed)
-    evaluator = Evaluator(batch, lpips_every=0)
+    shared = share_scenario(scenario, lambda spec: load_model(spec, device, allow_local=True))
+    evaluator = Evaluator(shared.batch, lpips_every=0)
     setup = {"model": args.model, "images": list(args.image), "client_seed": args.client_seed, "t": args.t}
     plan = RayPlan(args.model, threat.prior, device, args.workers, args.threads, args.address) if args.ray else None
     records: list[TrialRecord] = []
     scores: dict[int, dict[str, float]] = {}
     out.mkdir(parents=True, exist_ok=True)
     print(f"{'trial':>5} {'state':9} {'matching loss':>13} {'PSNR':>6}  params")
-    for record in tune(model, update, threat, config, storage=args.storage, study_name=args.study_name,
-                       setup=setup, ray=plan):
+    for record in tune(shared.model, shared.update, threat, config, prior=shared.prior, storage=args.storage,
+                       study_name=args.study_name, setup=setup, ray=plan):
         records.append(record)
         if record.outcome.reconstruction is not None:  # the evaluator's score, kept apart from the tuner's table
             metrics = evaluator.metrics(record.outcome.reconstruction, lpips=False)
