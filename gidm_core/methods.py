@@ -62,6 +62,15 @@ METHODS: tuple[str, ...] = tuple(REGISTRY)  # table order: every front end lists
 METHOD_LABELS: Mapping[str, str] = MappingProxyType({spec.name: spec.label for spec in SPECS})
 KNOWN_SECRET_METHODS: tuple[str, ...] = tuple(spec.name for spec in SPECS if not spec.for_private_secrets)
 
+# Peers: the reference toolkit breaching's shipped attack configs, run on the same rounds by `attacks/peer.py`
+# (optional: requirements-peer.txt). Not methods of this project: no front end but the benchmark offers them.
+# name -> (breaching's config, label), in table order after the project's methods.
+PEER_METHODS: Mapping[str, tuple[str, str]] = MappingProxyType({
+    "breaching-ig": ("invertinggradients", "breaching IG"), "breaching-dlg": ("deepleakage", "breaching DLG"),
+    "breaching-modern": ("modern", "breaching modern")})
+PEER_INSTALL_HINT = ("the peer suite runs the reference toolkit breaching, which is not installed: "
+                     "pip install -r requirements-peer.txt")
+
 
 def spec(method: str) -> MethodSpec:
     """The spec of `method` (a KeyError names an unknown one: callers validate names first, in `config`)."""

@@ -19,8 +19,9 @@ from typing import Any
 
 import torch
 
+from ..methods import PEER_METHODS
 from .jobs import ATTACKER_SEED_OFFSET, BENCH_VERSION, THRESHOLDS_DB, Cell
-from .machine import PeakMemory, budget_clock, device_name, time_forward_backward
+from .machine import PeakMemory, budget_clock, device_name, now, time_forward_backward
 
 
 def _threat(cell: Cell):
@@ -45,10 +46,42 @@ def cell_scenario(cell: Cell, names: tuple[str, ...], client_seed: int, device: 
                     training=training, threat=_threat(cell), attack=config)
 
 
+def _run_peer_group(cell: Cell, load, names: tuple[str, ...], client_seed: int, device: str) -> dict[str, Any]:
+    """A peer's run (`attacks/peer.py`): the round DLG's cell shares (same images, client secrets, update and
+    attacker seed), attacked by breaching for the cell's budget, scored by the same evaluator. Its curve is its
+    final answer only: breaching reports no images while it runs."""
+    from dataclasses import replace
+
+    from ..attacks.peer import breaching_attack
+    from ..evaluation import Evaluator
+    from ..protocol import share_scenario
+
+    scenario = cell_scenario(replace(cell, method="dlg"), names, client_seed, device)
+    shared = share_scenario(scenario, load)
+    result = breaching_attack(shared.model, shared.update, cell.method, cell.seconds, scenario.attack.attack_seed,
+                              clock=functools.partial(now, device))
+    scores = Evaluator(shared.batch).metrics(result.reconstruction)
+    point = [result.evaluations, round(result.seconds, 4), round(scores["psnr"], 3), round(scores["ssim"], 4),
+             round(scores["lpips"], 4)]
+    reach = {f"{kind}_to_{db:g}db": None if scores["psnr"] < db else value
+             for db in THRESHOLDS_DB for kind, value in (("seconds", result.seconds), ("iterations",
+                                                                                      result.evaluations))}
+    return {"images": list(names), "client_seed": client_seed, "attack_seed": scenario.attack.attack_seed,
+            "clock": scenario.attack.clock, "status": "done", "message": "", "t_true": shared.batch.t.tolist(),
+            "t_estimate": None, "mse": scores["mse"], "psnr": scores["psnr"], "ssim": scores["ssim"],
+            "lpips": scores["lpips"], "t_accuracy": None, "eps_error": None, "iterations": result.evaluations,
+            "seconds": result.seconds, "iterations_per_second": result.evaluations / max(result.seconds, 1e-9),
+            "step_seconds": result.seconds / max(result.evaluations, 1), "phase_step_seconds": {},
+            "matching_loss": result.objective, **reach, "curve": [point], "messages": [],
+            "peer": {"config": result.config, "max_iterations": result.max_iterations}}
+
+
 def _run_group(cell: Cell, load, names: tuple[str, ...], client_seed: int, device: str,
                stop: threading.Event | None = None) -> dict[str, Any]:
     from ..protocol import play_scenario
 
+    if cell.method in PEER_METHODS:
+        return _run_peer_group(cell, load, names, client_seed, device)
     scenario = cell_scenario(cell, names, client_seed, device)
     config = scenario.attack
     played = play_scenario(scenario, load, stop=stop)

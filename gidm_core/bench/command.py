@@ -22,7 +22,8 @@ def add_bench_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--suite", default="quick", choices=SUITES,
                         help="quick: a 32 px slice for a 2-core CPU (<= 15 min); standard: the claims at n = 8 per "
                         "cell (<= 2 h on 2 cores); resolution: 32 / 64 / 128 px on a CPU (~20 min); full: every axis "
-                        "(hours; with --device cuda also a 128 px row)")
+                        "(hours; with --device cuda also a 128 px row); peer: breaching's shipped attacks beside "
+                        "this project's (~12 CPU-minutes; needs requirements-peer.txt)")
     parser.add_argument("--out", type=Path, required=True, help="output folder; cells already there are skipped")
     parser.add_argument("--workers", type=int, default=None,
                         help="parallel worker processes (default: CPU cores on CPU, 1 on CUDA)")
@@ -48,6 +49,10 @@ def bench_command(args: argparse.Namespace) -> int:
     address = args.address or (os.environ.get("RAY_ADDRESS") if args.ray else None)
     if not args.list:
         _check_run_args(args, address)
+        if args.suite == "peer":  # before any cell runs, one line saying how to install the peer
+            from ..attacks.peer import require_breaching
+
+            require_breaching()
     if args.list:
         rows, _ = _select(*build_suite(args.suite, args.device), args)
         cells = [cell for row in rows for cell in row.cells]

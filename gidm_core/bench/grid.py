@@ -13,10 +13,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from ..faces import SKIMAGE_PHOTOS
-from ..methods import KNOWN_SECRET_METHODS
+from ..methods import KNOWN_SECRET_METHODS, PEER_METHODS
 from .jobs import METHOD_ORDER, Cell, SpeedProbe
 
-SUITES = ("quick", "standard", "resolution", "full", "tiny")
+SUITES = ("quick", "standard", "resolution", "full", "peer", "tiny")
 SETTINGS = {"released": "(a) released code", "federated": "(b) federated"}
 RELEASED_T = 10  # "a very small t": the released code's setting
 
@@ -239,6 +239,21 @@ def _standard() -> tuple[list[Row], list[SpeedProbe]]:
     return rows + realistic, [SpeedProbe(late, optimizer="lbfgs")]
 
 
+# The peer suite: breaching's shipped configs beside the project's IG, DLG and GIDM on the same rounds (held-out
+# faces, client seeds, t = 100, eps and t known), each run PEER_SECONDS CPU-s: 6 x 4 x 30 = 720 attack CPU-s.
+PEER_SECONDS = 30.0
+PEER_PROJECT_METHODS = ("ig", "dlg", "gidm")
+
+
+def _peer() -> tuple[list[Row], list[SpeedProbe]]:
+    """One row: breaching (`attacks/peer.py`, optional) and the project's pixel and GIDM attacks, at equal time."""
+    late, _ = pick_models(32)
+    base = Cell(method="dlg", model=late, images=pick_images(4), client_seeds=(0,), total_iterations=1000, t=100,
+                report_every=5, seconds=PEER_SECONDS)
+    return [_row("eps and t known, breaching beside this project", "peer", base,
+                 (*PEER_PROJECT_METHODS, *PEER_METHODS))], []
+
+
 # What resolution costs on a CPU: the same attack at 32, 64 and 128 px, seconds growing with the pixels (x 4 per
 # doubling), n = 2 per cell (21 attack CPU-minutes in all), with the step-time probe at each size.
 RESOLUTION_SECONDS = 15.0
@@ -267,7 +282,7 @@ def _resolution() -> tuple[list[Row], list[SpeedProbe]]:
 def build_suite(name: str, device: str = "cpu") -> tuple[list[Row], list[SpeedProbe]]:
     """The rows and speed probes of suite `name`: tiny (tests), quick (a 2-core CPU in 15 minutes), standard (n = 8
     per cell in 2 hours on a 2-core CPU), resolution (32 / 64 / 128 px on a CPU), full (hours; + 128 px on a GPU
-    when `device` is cuda)."""
+    when `device` is cuda), peer (breaching beside this project, ~12 CPU-minutes)."""
     if name == "tiny":
         return _tiny()
     if name == "quick":
@@ -278,4 +293,6 @@ def build_suite(name: str, device: str = "cpu") -> tuple[list[Row], list[SpeedPr
         return _resolution()
     if name == "full":
         return _full(device)
+    if name == "peer":
+        return _peer()
     raise ValueError(f"unknown suite {name!r}: choose one of {', '.join(SUITES)}")
