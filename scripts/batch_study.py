@@ -3,19 +3,34 @@
 The client (seed `--client-seed`) draws a distinct t per image from its own stream unless `--t` fixes one for all;
 the attack runs on one torch thread for `--seconds` CPU seconds; the evaluator prints the per-image PSNR after the
 Hungarian pairing, the pairing the timesteps give, and the separation's residual, as one JSON line; before it,
-each phase's best guess slot by slot (slot b holds the guess at t_b), to see which stage fits which image.
+each phase's best guess image by image (paired by the timesteps), to see which stage fits which image.
+
+`--probe` runs only the curriculum's first stage (the loudest group, L-BFGS from the attack's noise) for
+`--seconds`, to ask what limits it: "stage" as the attack runs it (the quieter images held at zero), "oracle" (held
+at the truth instead: does their error limit the loud fit?), "solo:B" (image B alone, every other at the truth: its
+own difficulty), "without:B" (the group less image B, held at the truth), "wait:B" (the same, B held at zero as a
+waiting image), "sweeps:K" (block coordinates: each loud image K evaluations alone, the others at their current
+guess, in turn). The truth enters these diagnostics only as the held images, never an attack's choice.
 
     PYTHONPATH=. OMP_NUM_THREADS=1 .venv/bin/python scripts/batch_study.py --batch 8 --separation auto
+    PYTHONPATH=. OMP_NUM_THREADS=1 .venv/bin/python scripts/batch_study.py --batch 8 --probe solo:1 --seconds 60
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 
 import torch
 
+from gidm_core.attacks.curriculum import GroupMatcher, signal_groups
+from gidm_core.attacks.events import Guess, Objective
+from gidm_core.attacks.per_sample import SeparatedMatcher
+from gidm_core.attacks.secrets import noise_variable
+from gidm_core.attacks.separation import separate
 from gidm_core.config import ThreatModel, attack_config
+from gidm_core.evaluation import pairing_by_t
 from gidm_core.images import load_named_images
 from gidm_core.metrics import psnr_per_sample, to_unit
 from gidm_core.models import load_model
@@ -36,6 +51,61 @@ def victims(batch: int) -> torch.Tensor:
     return pool[:batch]
 
 
+def _drive(phase):
+    """Run a phase generator to its end; its return value (the phase's best guess)."""
+    try:
+        while True:
+            next(phase)
+    except StopIteration as end:
+        return end.value
+
+
+def probe(played, kind: str, seconds: float, weight: float) -> dict:
+    """The first curriculum stage under diagnostic `kind` (see the module's docstring), PSNR of its free images."""
+    ctx, truth, t = played.run.context, played.batch.x0, played.update.t
+    eps, _ = noise_variable(ctx)
+    matcher = SeparatedMatcher(ctx.model, ctx.update, separate(ctx.model, ctx.update, t, ctx.threat), "l2",
+                               "normalized", ctx.threat.defence, weight)
+    groups = signal_groups(matcher, t)
+    name, _, number = kind.partition(":")
+    x = (ctx.randn() * 0.5).clamp(-1, 1)
+    rows = groups[0]
+    quiet = sum(groups[1:], [])
+    x[quiet] = truth[quiet] if name == "oracle" else 0.0
+    if name == "solo":
+        rows = [int(number)]
+        x = torch.where(torch.arange(len(x))[:, None, None, None] == rows[0], x, truth)
+    if name in ("without", "wait"):
+        rows = [r for r in rows if r != int(number)]
+        x[int(number)] = truth[int(number)] if name == "without" else 0.0
+    blocks = [[r] for r in rows] if name == "sweeps" else [rows]
+    evaluations = int(number) if name == "sweeps" else 10**9
+    began = time.process_time()
+    while time.process_time() - began < seconds:
+        for block in blocks:
+            group = GroupMatcher(matcher, block, x, eps, t)
+            free = x[block].clone().requires_grad_(True)
+
+            def objective(group=group, free=free, held=x):
+                summed, per_sample = group(free)
+                loss = summed + weight * per_sample
+                image = held.clone()
+                image[group.rows] = free.detach()
+                return Objective(loss, loss, {}, Guess(image, None, t))
+
+            left = seconds - (time.process_time() - began)
+            if left <= 0:
+                break
+            # A time budget for one stage; K evaluations per block for sweeps (checked against the time here).
+            ctx.config = attack_config("dlg", separation="auto", clock="cpu", pixel_iterations=evaluations,
+                                       seconds=0 if name == "sweeps" else ctx.clock() + left)
+            x = _drive(ctx.optimise(f"probe {block}", [free], objective, evaluations, 1.0,
+                                    project=lambda free=free: free.clamp_(-1, 1))).image.detach().clone()
+    scores = psnr_per_sample(to_unit(x), to_unit(truth))
+    return {"probe": kind, "t": t.tolist(), "rows": rows, "psnr_rows": [round(float(scores[r]), 2) for r in rows],
+            "evaluations": ctx.iteration, "cpu_seconds": round(time.process_time() - began, 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=8)
@@ -45,6 +115,8 @@ def main() -> None:
     parser.add_argument("--client-seed", type=int, default=0)
     parser.add_argument("--t", type=int, default=None, help="one timestep for the whole batch")
     parser.add_argument("--private", action="store_true", help="eps and t private (GIDM+'s threat)")
+    parser.add_argument("--probe", default=None, help="a diagnostic of the first stage (see above)")
+    parser.add_argument("--weight", type=float, default=1.0, help="the probe's per-sample weight")
     args = parser.parse_args()
     torch.set_num_threads(1)
     model = load_model("faces32")
@@ -52,13 +124,18 @@ def main() -> None:
     config = attack_config(args.method, separation=args.separation, seconds=args.seconds, clock="cpu")
     played = play(model, victims(args.batch), threat, config, client_seed=args.client_seed,
                   t=None if args.t is None else [args.t])
+    if args.probe:
+        print(json.dumps(probe(played, args.probe, args.seconds, args.weight)))
+        return
     for event in played.run:
         if event.message and event.kind != "progress":
             print(f"[{event.phase}] {event.message}", flush=True)
     result = played.run.result
+    by_t = pairing_by_t(result.t_estimate, played.batch.t.tolist())  # image i's slot; the identity if t repeat
+    order = torch.tensor(by_t if by_t is not None else range(args.batch))
     for phase, image in result.snapshots.items():
-        slots = psnr_per_sample(to_unit(image), to_unit(played.batch.x0))
-        print(f"[{phase}] PSNR by slot: {' '.join(f'{v:.1f}' for v in slots)}", flush=True)
+        images = psnr_per_sample(to_unit(image[order]), to_unit(played.batch.x0))
+        print(f"[{phase}] PSNR by image (paired by t): {' '.join(f'{v:.1f}' for v in images)}", flush=True)
     scores = played.evaluator.score_result(result)
     print(json.dumps({"batch": args.batch, "method": args.method, "separation": args.separation,
                       "t": played.batch.t.tolist(), "psnr": scores["psnr"], **played.evaluator.per_image(result),

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from gidm_core.attacks import spectral
 from gidm_core.attacks.timestep import recover_timesteps
 from gidm_core.client import PrivateBatch, share
 from gidm_core.config import CLIENT_OPTIMIZERS, DEFAULT_DROPOUT, LocalTraining, attack_config, threat_preset
@@ -48,9 +49,14 @@ def main() -> None:
     parser.add_argument("--client-seed", type=int, default=0)
     parser.add_argument("--attack-seed", type=int, default=1)
     parser.add_argument("--t-only", action="store_true")
+    parser.add_argument("--coarse-to-fine", default=None,
+                        help="a low-noise SGD delta's pixel stages, CORNER:SHARE,... (0: pixels; '2:1': damped only)")
     parser.add_argument("--out", type=Path, default=Path("runs/realistic_clients.jsonl"))
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.coarse_to_fine is not None:
+        spectral.COARSE_TO_FINE = tuple(tuple(float(v) for v in stage.split(":"))
+                                        for stage in args.coarse_to_fine.split(","))
 
     model = load_model(args.model)
     x0 = torch.cat([load_image(image, model.image_size, model.channels) for image in args.image])
@@ -61,7 +67,8 @@ def main() -> None:
     if args.hide_masks:
         threat = replace(threat, knows_masks=False)
     record = dict(model=args.model, images=args.image, training=training.describe(), threat=threat.describe(),
-                  method=args.method, client_seed=args.client_seed, attack_seed=args.attack_seed)
+                  method=args.method, client_seed=args.client_seed, attack_seed=args.attack_seed,
+                  coarse_to_fine=spectral.COARSE_TO_FINE)
     if args.t_only:
         batch = PrivateBatch.draw(x0, model.num_train_timesteps, args.client_seed, training=training)
         update = share(model, batch, threat_preset("private-eps-t"), args.client_seed, training)

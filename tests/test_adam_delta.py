@@ -128,3 +128,24 @@ def test_decoded_match_is_zero_at_the_true_image_only(tiny_model, photo32):
     elsewhere = matcher(torch.zeros_like(batch.x0), batch.eps, batch.t, create_graph=False)
     assert float(at_truth.detach()) < 1e-4 * float(elsewhere)
     assert torch.isfinite(torch.autograd.grad(at_truth, x)[0]).all()
+
+
+def test_the_pixel_phase_anneals_kappa_and_answers_under_the_last(tiny_model, photo32, one_thread):
+    """A several-step Adam delta's pixel phase runs the kappa stages of `adam_delta.annealing` (kappa 0.3, then
+    the shipped 0.1), each L-BFGS stage from the last one's best: the answer is chosen by the last stage's loss,
+    so its matching loss is that surrogate's at the answer and not the broader first stage's."""
+    training = LocalTraining(steps=2, lr=1e-3, optimizer="adamw", weight_decay=0.01)
+    config = attack_config("dlg", pixel_iterations=8, report_every=1000)
+    played = play(tiny_model, photo32, PAPER, config, client_seed=0, t=[500], training=training)
+    result = played.run.run_to_end()
+    stages = adam_delta.annealing(GradientMatcher(tiny_model, played.update, smoothing=adam_delta.SMOOTHING))
+    assert [kappa for kappa, _ in stages] == pytest.approx([0.3, 0.1])
+    assert sum(h["phase"] == "pixel" for h in result.history) == 8
+
+    def loss_under(kappa: float) -> float:
+        matcher = GradientMatcher(tiny_model, played.update, config.distance, config.layer_weights, smoothing=kappa)
+        update = played.update
+        return float(matcher(result.reconstruction, update.eps, update.t).detach())  # as the attack scored it
+
+    assert result.matching_loss == pytest.approx(loss_under(0.1), rel=1e-4)
+    assert abs(loss_under(0.3) - loss_under(0.1)) > 1e-2 * loss_under(0.1)

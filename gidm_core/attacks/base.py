@@ -85,6 +85,12 @@ class AttackContext:
         return Event(kind, self.iteration, self.total_iterations, phase, losses,
                      guess.image.detach().float().cpu().clamp(-1, 1), self.t_estimate, self.clock(), message, eps)
 
+    def restart_best(self) -> None:
+        """Forget the best guess and the plateau's memory: the objective changed (a sharper surrogate), so the
+        losses before no longer compare with those after; the next phase, started from that guess, keeps it."""
+        self.best = None
+        self.plateau = Plateau(self.config.plateau)
+
     def consider(self, matching: float, guess: Guess) -> None:
         """Keep `guess` as the run's answer if it matches better than every earlier one (guess already detached)."""
         if self.best is None or matching < self.best[0]:

@@ -8,17 +8,18 @@ are kept inside the image range [-1, 1] after every step.
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
+from dataclasses import dataclass
 
 import torch
 
-from .adam_delta import confidence, matcher_defence, smoothing
+from .adam_delta import annealing, confidence, matcher_defence, smoothing
 from .base import AttackContext
 from .curriculum import batch_start
 from .events import Event, Guess, Objective
 from .matching import GradientMatcher, total_variation
 from .per_sample import separated_matcher
 from .secrets import noise_variable, resolve_timesteps
-from .spectral import SpectralPixels, damped
+from .spectral import SpectralPixels, coarse_to_fine, damped
 
 
 def matcher_for(ctx: AttackContext) -> GradientMatcher:
@@ -45,25 +46,66 @@ def image_objective(ctx: AttackContext, matcher: GradientMatcher, make_image: Ca
     return objective
 
 
+@dataclass(frozen=True)
+class Stage:
+    """One stretch of the pixel phase, from the last stretch's best guess: its share of the phase's iterations, the
+    basis it searches (a damped Fourier basis's corner in cycles per image, `spectral.py`, or 0: raw pixels) and the
+    smoothing kappa of an Adam re-simulation (`adam_delta.annealing`)."""
+
+    share: float
+    corner: float = 0.0
+    smoothing: float = 0.0
+
+
+def pixel_stages(ctx: AttackContext, matcher: GradientMatcher, t: torch.Tensor) -> tuple[Stage, ...]:
+    """An SGD delta with a low-noise step goes coarse to fine (`spectral.coarse_to_fine`), a smoothed Adam
+    re-simulation through its kappa schedule; anything else is one stage."""
+    if damped(ctx.model, ctx.update, t):
+        return tuple(Stage(share, corner, matcher.smoothing) for corner, share in coarse_to_fine())
+    return tuple(Stage(share, 0.0, kappa) for kappa, share in annealing(matcher))
+
+
 def pixel_phase(ctx: AttackContext, matcher: GradientMatcher, start: torch.Tensor, eps: torch.Tensor,
                 extra: list[torch.Tensor], t: torch.Tensor, iterations: int | None = None,
                 phase: str = "pixel") -> Generator[Event, None, Guess]:
-    """Optimise pixels (and eps, when it is among `extra`) from `start` against the shared update; an SGD delta
-    with a low-noise step searches them in a damped Fourier basis (`spectral.py`)."""
+    """Optimise pixels (and eps, when it is among `extra`) from `start` against the shared update, in the stages
+    `pixel_stages` plans (each restarts L-BFGS; a phase of fewer iterations than stages runs the first alone)."""
     cfg = ctx.config
     steps = cfg.pixel_iterations if iterations is None else iterations
-    start = start.detach().clamp(-1, 1)
-    if damped(ctx.model, ctx.update, t):
-        ctx.details["pixel_basis"] = "damped Fourier"
-        basis = SpectralPixels(*start.shape[-2:], start.device)
-        z = basis.coefficients(start).requires_grad_(True)
-        objective = image_objective(ctx, matcher, lambda: basis.image(z), eps, t, secret_eps=bool(extra))
-        return (yield from ctx.optimise(phase, [z, *extra], objective, steps, cfg.lr,
-                                        project=lambda: z.copy_(basis.coefficients(basis.image(z).clamp(-1, 1)))))
-    x = start.clone().requires_grad_(True)
-    objective = image_objective(ctx, matcher, lambda: x, eps, t, secret_eps=bool(extra))
-    return (yield from ctx.optimise(phase, [x, *extra], objective, steps, cfg.lr,
-                                    project=lambda: x.clamp_(-1, 1)))
+    stages = pixel_stages(ctx, matcher, t)
+    stages = stages if steps >= len(stages) else stages[:1]
+    guess, left, image = None, steps, start.detach().clamp(-1, 1)
+    for number, stage in enumerate(stages):
+        if guess is not None:
+            image = guess.image.detach()
+            if guess.eps is not None:
+                with torch.no_grad():
+                    eps.copy_(guess.eps)
+        if stage.smoothing != matcher.smoothing:  # another surrogate: earlier losses no longer compare with its own
+            matcher.smoothing = stage.smoothing
+            ctx.restart_best()
+        if stage.corner:
+            ctx.details["pixel_basis"] = "damped Fourier"
+        share = left if number == len(stages) - 1 else max(round(steps * stage.share), 1)
+        left -= share
+        variable, make_image, project = _search_space(image, stage.corner)
+        objective = image_objective(ctx, matcher, make_image, eps, t, secret_eps=bool(extra))
+        began = ctx.phase_starts.get(phase)
+        guess = yield from ctx.optimise(phase, [variable, *extra], objective, share, cfg.lr, project)
+        if number:  # one phase to whoever plots it
+            ctx.phase_starts[phase] = began
+    return guess
+
+
+def _search_space(image: torch.Tensor, corner: float
+                  ) -> tuple[torch.Tensor, Callable[[], torch.Tensor], Callable[[], torch.Tensor]]:
+    """(the variable, the image it makes, its projection onto [-1, 1]) for raw pixels or a damped basis."""
+    if not corner:
+        x = image.clone().requires_grad_(True)
+        return x, lambda: x, lambda: x.clamp_(-1, 1)
+    basis = SpectralPixels(*image.shape[-2:], image.device, corner)
+    z = basis.coefficients(image).requires_grad_(True)
+    return z, lambda: basis.image(z), lambda: z.copy_(basis.coefficients(basis.image(z).clamp(-1, 1)))
 
 
 def pixel_attack(ctx: AttackContext) -> Generator[Event, None, None]:
