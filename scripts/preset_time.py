@@ -2,7 +2,7 @@
 seconds from the click until the live status line first shows PSNR >= 30 dB, and the last status line that named
 the leading start (a preset with several starts says which one leads).
 
-    .venv/bin/python scripts/preset_time.py --preset "Private eps and t (GIDM+)"
+    .venv/bin/python scripts/preset_time.py --preset "Private eps and t (GIDM+)" --shot /tmp/gidm-plus
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ import time
 from screenshot import app_page, serve
 
 
-def time_preset(url: str, preset: str, target: float, patience: float) -> dict:
+def time_preset(url: str, preset: str, target: float, patience: float, shot: str | None = None) -> dict:
+    """With `shot`, the page is saved as `shot`-desktop.png and `shot`-phone.png (390x844) when the target is met
+    (or the run ends): what a user sees at that moment."""
     with app_page(url) as page:
         page.locator("#preset input").click(timeout=60_000)
         page.get_by_role("option", name=preset, exact=True).click()
@@ -36,6 +38,10 @@ def time_preset(url: str, preset: str, target: float, patience: float) -> dict:
             if text.startswith(("Finished", "Stopped", "Refused", "Cannot", "Ended")):
                 break
             page.wait_for_timeout(250)
+        if shot:
+            page.screenshot(path=f"{shot}-desktop.png", full_page=True)
+            page.set_viewport_size({"width": 390, "height": 844})
+            page.screenshot(path=f"{shot}-phone.png")
         page.locator("#stop-btn").click()
         return record
 
@@ -45,10 +51,11 @@ def main() -> None:
     parser.add_argument("--preset", default="Private eps and t (GIDM+)")
     parser.add_argument("--target", type=float, default=30.0, help="PSNR dB")
     parser.add_argument("--patience", type=float, default=300.0, help="give up after this many wall seconds")
+    parser.add_argument("--shot", default=None, help="save desktop and phone screenshots under this path prefix")
     args = parser.parse_args()
     demo, url = serve()
     try:
-        print(json.dumps(time_preset(url, args.preset, args.target, args.patience)), flush=True)
+        print(json.dumps(time_preset(url, args.preset, args.target, args.patience, args.shot)), flush=True)
     finally:
         demo.close()
 
