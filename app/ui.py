@@ -62,16 +62,23 @@ def _wire(demo: gr.Blocks, session: gr.State, c: dict[str, Any], w: dict[str, An
     steer.wire(w, session)
     lesson.wire(w, session, attacks)
 
-    w["preset"].input(handlers.apply_preset, [w["preset"]], [c[name] for name in PRESET_FIELDS], **private)
-    c["method"].input(handlers.method_defaults, [c["method"]], [c[name] for name in METHOD_FIELDS], **private)
-    # Which controls apply, and what this combination will do, follow every control they depend on.
+    # Which controls apply, and what this combination will do, follow every control they depend on. A preset
+    # changes several at once and each change fires a refresh, some with half the preset applied: all refreshes
+    # share one first-in-first-out slot, and one more runs after the preset, so the last to end saw all of it.
     dependent = list(applies({}))
     holders = {**c, "uploads": w["upload_row"]}  # the upload's preview shows and hides with it
     refresh_outputs = [holders[name] for name in dependent] + [w["t_plot"], w["hints"]]
+    refresh: dict[str, Any] = dict(show_progress="hidden", concurrency_id="refresh", concurrency_limit=1, **private)
+
+    def refreshed(*values: Any) -> tuple:
+        return handlers.refresh(dependent, *values)
+
+    w["preset"].input(handlers.apply_preset, [w["preset"]], [c[name] for name in PRESET_FIELDS], **private).then(
+        refreshed, inputs, refresh_outputs, **refresh)
+    c["method"].input(handlers.method_defaults, [c["method"]], [c[name] for name in METHOD_FIELDS], **private)
     for name in _REFRESH_ON_CHANGE + _REFRESH_ON_BLUR:
         event = c[name].change if name in _REFRESH_ON_CHANGE else c[name].blur
-        event(lambda *values: handlers.refresh(dependent, *values), inputs, refresh_outputs, show_progress="hidden",
-              **private)
+        event(refreshed, inputs, refresh_outputs, **refresh)
     w["gallery_view"].select(handlers.pick_gallery, [c["gallery"], c["batch_size"]], [c["gallery"], c["source"]],
                              **private)
     c["uploads"].change(handlers.upload_previews, [c["uploads"]], [w["upload_preview"]], **private)

@@ -135,6 +135,19 @@ def test_settings_that_do_not_apply_are_hidden(browser, app_url):
     page.locator("#upload-preview img").first.wait_for(state="visible", timeout=20_000)
 
 
+def test_a_preset_leaves_the_hints_of_its_own_settings(browser, app_url):
+    """A preset changes several controls at once, each firing a refresh of the hints; one refresh that saw the
+    GIDM+ preset's private secrets with the old method used to end last and say GIDM was not designed for them."""
+    page = _open(browser, app_url)
+    for _ in range(3):
+        for preset in ("Private eps and t (GIDM+)", "Fast CPU demo"):
+            page.locator("#preset input").click(timeout=60_000)
+            page.get_by_role("option", name=preset, exact=True).click()
+            page.wait_for_timeout(2500)
+            hints = page.locator("#hints").inner_text()
+            assert "not designed for" not in hints, f"{preset}: a stale hint: {hints}"
+
+
 def test_a_gallery_click_picks_the_image_the_next_run_attacks(browser, app_url):
     page = _open(browser, app_url)
     page.get_by_role("tab", name="Attack").click()
