@@ -18,7 +18,7 @@ from ..faces import load_dataset
 from ..flags import check_cores
 from ..outputs import check_out_folder
 from ..scenario import Scenario
-from .config import FederationConfig
+from .config import SCENARIO_FIELDS, FederationConfig
 
 
 def add_federate_command(commands: argparse._SubParsersAction) -> None:
@@ -71,12 +71,6 @@ def add_federate_command(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run_federate)
 
 
-# What a --scenario file sets; none of these flags may be given beside it.
-_SCENARIO_FLAGS = ("local_steps", "client_lr", "client_optimizer", "weight_decay", "local_batch", "noise",
-                   "client_clip", "dropout", "method", "threat", "pixel_iterations", "seconds", "attack_seed",
-                   "attack_options")
-
-
 def _config(args: argparse.Namespace) -> FederationConfig:
     check_cores("--cpus", args.cpus, zero="min(clients, this machine's cores)")
     check_cores("--threads", args.threads)
@@ -85,7 +79,7 @@ def _config(args: argparse.Namespace) -> FederationConfig:
     try:
         if args.scenario is not None:
             defaults = {**FederationConfig().to_record(), "dropout": "off"}
-            given = [name for name in _SCENARIO_FLAGS if getattr(args, name) != defaults[name]]
+            given = [name for name in SCENARIO_FIELDS if getattr(args, name) != defaults[name]]
             if given:
                 raise UsageError(f"--scenario sets the clients' training and the attack: drop "
                                  f"{', '.join('--' + name.replace('_', '-') for name in given)}")

@@ -25,6 +25,10 @@ from ..training.trainer import ARCHITECTURES, TrainConfig
 _TRAINING_FIELDS = {"steps": "local_steps", "lr": "client_lr", "optimizer": "client_optimizer",
                     "weight_decay": "weight_decay", "local_batch": "local_batch", "noise": "noise",
                     "clip": "client_clip", "dropout": "dropout"}
+# AttackConfig's fields the run config holds as its own; attack_options carries the rest
+_ATTACK_FIELDS = ("method", "pixel_iterations", "seconds", "attack_seed")
+# What a Scenario sets of a federation: the clients' training, the threat and the attack
+SCENARIO_FIELDS = (*_TRAINING_FIELDS.values(), "threat", *_ATTACK_FIELDS, "attack_options")
 _MODEL_CONFIG = re.compile(r"^(?P<arch>[a-z0-9]+)-(?P<size>\d+)$")
 
 
@@ -141,7 +145,7 @@ class FederationConfig:
         if (training.betas, training.adam_eps) != (LocalTraining.betas, LocalTraining.adam_eps):
             raise ConfigError("a federation's clients use Adam's default betas and eps", "training")
         attack = scenario.attack
-        fixed = {"method", "pixel_iterations", "seconds", "attack_seed", "clock", "report_every"}
+        fixed = {*_ATTACK_FIELDS, "clock", "report_every"}
         defaults = attack_config(attack.method)
         options = {f.name: getattr(attack, f.name) for f in fields(AttackConfig)
                    if f.name not in fixed and getattr(attack, f.name) != getattr(defaults, f.name)}
@@ -190,7 +194,7 @@ def _options(text: str) -> dict[str, Any]:
         options = json.loads(text)
     except ValueError as err:
         raise ConfigError(f"attack_options must be a JSON object, got {text!r} ({err})", "attack_options") from None
-    known = {f.name for f in fields(AttackConfig)} - {"method", "pixel_iterations", "seconds", "attack_seed"}
+    known = {f.name for f in fields(AttackConfig)} - set(_ATTACK_FIELDS)
     if not isinstance(options, dict) or set(options) - known:
         raise ConfigError(f"attack_options must be a JSON object of AttackConfig fields ({', '.join(sorted(known))}),"
                           f" got {text!r}", "attack_options")
