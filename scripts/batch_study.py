@@ -29,7 +29,7 @@ from gidm_core.attacks.events import Guess, Objective
 from gidm_core.attacks.per_sample import SeparatedMatcher
 from gidm_core.attacks.secrets import noise_variable
 from gidm_core.attacks.separation import separate
-from gidm_core.config import ThreatModel, attack_config
+from gidm_core.config import OPTIMIZERS, ThreatModel, attack_config
 from gidm_core.evaluation import pairing_by_t
 from gidm_core.images import load_named_images
 from gidm_core.metrics import psnr_per_sample, to_unit
@@ -87,23 +87,26 @@ def probe(played, kind: str, seconds: float, weight: float) -> dict:
             free = x[block].clone().requires_grad_(True)
 
             def objective(group=group, free=free, held=x):
-                summed, per_sample = group(free)
+                summed, per_sample = group(free, weight)
                 loss = summed + weight * per_sample
                 image = held.clone()
                 image[group.rows] = free.detach()
-                return Objective(loss, loss, {}, Guess(image, None, t))
+                return Objective(loss, loss, {}, Guess(image, None, t), group.residuals)
 
             left = seconds - (time.process_time() - began)
             if left <= 0:
                 break
             # A time budget for one stage; K evaluations per block for sweeps (checked against the time here).
             ctx.config = attack_config("dlg", separation="auto", clock="cpu", pixel_iterations=evaluations,
+                                       optimizer=ctx.config.optimizer,
                                        seconds=0 if name == "sweeps" else ctx.clock() + left)
             x = _drive(ctx.optimise(f"probe {block}", [free], objective, evaluations, 1.0,
                                     project=lambda free=free: free.clamp_(-1, 1))).image.detach().clone()
     scores = psnr_per_sample(to_unit(x), to_unit(truth))
-    return {"probe": kind, "t": t.tolist(), "rows": rows, "psnr_rows": [round(float(scores[r]), 2) for r in rows],
-            "evaluations": ctx.iteration, "cpu_seconds": round(time.process_time() - began, 1)}
+    return {"probe": kind, "optimizer": ctx.config.optimizer, "t": t.tolist(), "rows": rows,
+            "psnr_rows": [round(float(scores[r]), 2) for r in rows],
+            "matching": ctx.best[0] if ctx.best else None, "evaluations": ctx.iteration,
+            "cpu_seconds": round(time.process_time() - began, 1)}
 
 
 def main() -> None:
@@ -117,11 +120,13 @@ def main() -> None:
     parser.add_argument("--private", action="store_true", help="eps and t private (GIDM+'s threat)")
     parser.add_argument("--probe", default=None, help="a diagnostic of the first stage (see above)")
     parser.add_argument("--weight", type=float, default=1.0, help="the probe's per-sample weight")
+    parser.add_argument("--optimizer", default="lbfgs", choices=OPTIMIZERS, help="the attack's optimiser")
     args = parser.parse_args()
     torch.set_num_threads(1)
     model = load_model("faces32")
     threat = ThreatModel(knows_eps=not args.private, knows_t=not args.private)
-    config = attack_config(args.method, separation=args.separation, seconds=args.seconds, clock="cpu")
+    config = attack_config(args.method, separation=args.separation, seconds=args.seconds, clock="cpu",
+                           optimizer=args.optimizer)
     played = play(model, victims(args.batch), threat, config, client_seed=args.client_seed,
                   t=None if args.t is None else [args.t])
     if args.probe:
@@ -137,7 +142,8 @@ def main() -> None:
         images = psnr_per_sample(to_unit(image[order]), to_unit(played.batch.x0))
         print(f"[{phase}] PSNR by image (paired by t): {' '.join(f'{v:.1f}' for v in images)}", flush=True)
     scores = played.evaluator.score_result(result)
-    print(json.dumps({"batch": args.batch, "method": args.method, "separation": args.separation,
+    print(json.dumps({"batch": args.batch, "method": args.method, "optimizer": args.optimizer,
+                      "separation": args.separation,
                       "t": played.batch.t.tolist(), "psnr": scores["psnr"], **played.evaluator.per_image(result),
                       **result.details, "iterations": result.iterations, "cpu_seconds": result.seconds}))
 

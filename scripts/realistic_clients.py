@@ -23,7 +23,14 @@ import torch
 from gidm_core.attacks import spectral
 from gidm_core.attacks.timestep import recover_timesteps
 from gidm_core.client import PrivateBatch, share
-from gidm_core.config import CLIENT_OPTIMIZERS, DEFAULT_DROPOUT, LocalTraining, attack_config, threat_preset
+from gidm_core.config import (
+    CLIENT_OPTIMIZERS,
+    DEFAULT_DROPOUT,
+    OPTIMIZERS,
+    LocalTraining,
+    attack_config,
+    threat_preset,
+)
 from gidm_core.evaluation import set_accuracy
 from gidm_core.images import load_image
 from gidm_core.models import load_model
@@ -48,6 +55,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=120.0)
     parser.add_argument("--client-seed", type=int, default=0)
     parser.add_argument("--attack-seed", type=int, default=1)
+    parser.add_argument("--attack-optimizer", default="lbfgs", choices=OPTIMIZERS, help="the attack's optimiser")
     parser.add_argument("--t-only", action="store_true")
     parser.add_argument("--coarse-to-fine", default=None,
                         help="a low-noise SGD delta's pixel stages, CORNER:SHARE,... (0: pixels; '2:1': damped only)")
@@ -67,7 +75,8 @@ def main() -> None:
     if args.hide_masks:
         threat = replace(threat, knows_masks=False)
     record = dict(model=args.model, images=args.image, training=training.describe(), threat=threat.describe(),
-                  method=args.method, client_seed=args.client_seed, attack_seed=args.attack_seed,
+                  method=args.method, attack_optimizer=args.attack_optimizer,
+                  client_seed=args.client_seed, attack_seed=args.attack_seed,
                   coarse_to_fine=spectral.COARSE_TO_FINE)
     if args.t_only:
         batch = PrivateBatch.draw(x0, model.num_train_timesteps, args.client_seed, training=training)
@@ -78,7 +87,7 @@ def main() -> None:
                       t_set_accuracy=set_accuracy(estimate.t.tolist(), batch.t.tolist()))
     else:
         config = attack_config(args.method, seconds=args.seconds, clock="cpu", attack_seed=args.attack_seed,
-                               report_every=1000)
+                               report_every=1000, optimizer=args.attack_optimizer)
         started = time.process_time()
         played = play(model, x0, threat, config, client_seed=args.client_seed, training=training)
         result = played.run.run_to_end()
