@@ -87,11 +87,11 @@ def probe(played, kind: str, seconds: float, weight: float) -> dict:
             free = x[block].clone().requires_grad_(True)
 
             def objective(group=group, free=free, held=x):
-                summed, per_sample = group(free, weight)
+                summed, per_sample = group(free)
                 loss = summed + weight * per_sample
                 image = held.clone()
                 image[group.rows] = free.detach()
-                return Objective(loss, loss, {}, Guess(image, None, t), group.residuals)
+                return Objective(loss, loss, {}, Guess(image, None, t))
 
             left = seconds - (time.process_time() - began)
             if left <= 0:

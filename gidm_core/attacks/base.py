@@ -20,7 +20,6 @@ from ..config import AttackConfig, ThreatModel
 from ..models import DiffusionModel
 from ..seeds import stream
 from .events import Diverged, Event, EventKind, Guess, Objective, Result
-from .least_squares import gauss_newton_steps
 from .optimisers import first_order_steps, lbfgs_steps
 from .plateau import Plateau
 from .steering import SteerAction, Steering
@@ -109,12 +108,8 @@ class AttackContext:
         self.phase_starts[phase] = self.iteration
         tracker = _PhaseTracker(self, phase, variables, objective, *self._phase_budget(iterations))
         cfg = self.config
-        if cfg.optimizer == "lbfgs":
-            steps = lbfgs_steps(tracker, variables, project)
-        elif cfg.optimizer in ("gauss-newton", "newton"):
-            steps = gauss_newton_steps(tracker, variables, project, cfg.optimizer)
-        else:
-            steps = first_order_steps(tracker, variables, lr, project, cfg.optimizer, cfg.lr_schedule)
+        steps = (lbfgs_steps(tracker, variables, project) if cfg.optimizer == "lbfgs"
+                 else first_order_steps(tracker, variables, lr, project, cfg.optimizer, cfg.lr_schedule))
         try:
             yield from steps
         except _BudgetSpent:  # a steering mark queued by the evaluation that ended the phase still goes out
@@ -168,37 +163,18 @@ class _PhaseTracker:
         self.first = True
         self.progress = 0.0  # the fraction of the phase's budget (iterations or time) spent before this evaluation
         self.lr: float | None = None  # a first-order phase's base learning rate, which steering may change
-        self.residuals: tuple[torch.Tensor, ...] = ()  # the latest evaluation's, with its graph if kept
-        self.owed = 0.0  # evaluations' worth of work charged and not yet counted as iterations
 
-    def charge(self, evaluations: float) -> None:
-        """Count work other than an evaluation (a Gauss-Newton product) as the evaluations it costs, so that an
-        iteration budget compares across optimisers; raises as `evaluate` does once the budget is spent."""
-        self.owed += evaluations
-        whole = int(self.owed)
-        self.ctx.iteration += whole
-        self.owed -= whole
-        self._check_budget()
-
-    def _check_budget(self) -> float:
-        ctx = self.ctx
-        ctx.check_stop()
-        now = ctx.clock()
-        # Every phase evaluates at least once, so that it hands a guess on: a run overshoots its time by one step.
-        if ctx.iteration >= self.end or (self.best is not None and now >= self.deadline):
-            raise _BudgetSpent
-        return now
-
-    def evaluate(self, keep_graph: bool = False, differentiable: bool = False
-                 ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        """(total loss, its gradient w.r.t. the variables) at the variables' current values; queues due events.
-        `keep_graph` keeps the objective's graph, so that `residuals` can be differentiated again;
-        `differentiable` also gives the gradient a graph (for Hessian products)."""
+    def evaluate(self) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """(total loss, its gradient w.r.t. the variables) at the variables' current values; queues due events."""
         ctx = self.ctx
         ctx.check_stop()
         if ctx.steering is not None:
             self._steer()
-        now = self._check_budget()
+            ctx.check_stop()
+        now = ctx.clock()
+        # Every phase evaluates at least once, so that it hands a guess on: a run overshoots its time by one step.
+        if ctx.iteration >= self.end or (self.best is not None and now >= self.deadline):
+            raise _BudgetSpent
         self.progress = max((ctx.iteration - self.start) / (self.end - self.start),
                             (now - self.began) / max(self.deadline - self.began, 1e-9))
         current = self.objective()
@@ -217,9 +193,7 @@ class _PhaseTracker:
             self.first = False
         elif ctx.iteration % ctx.config.report_every == 0:
             self.pending.append(ctx.event("progress", self.phase, losses, current.guess))
-        grads = torch.autograd.grad(current.total, self.variables, retain_graph=keep_graph or differentiable,
-                                    create_graph=differentiable)
-        self.residuals = current.residuals
+        grads = torch.autograd.grad(current.total, self.variables)
         ctx.iteration += 1
         return current.total.detach(), grads
 

@@ -64,7 +64,6 @@ class GroupMatcher:
         target = copy.copy(matcher)  # same weights and distance; its targets and parts become the group's
         self.target = target
         self.held_distance = torch.zeros((), device=x.device)
-        self.residuals: tuple[torch.Tensor, ...] = ()
         if held:
             grads = self._grads(x[held].detach(), eps[held], t[held], create_graph=False)
             split = len(matcher.params)
@@ -80,26 +79,18 @@ class GroupMatcher:
             loss = m.step * diffusion_loss(m.model, x, eps, t) * (x.shape[0] / self.batch)
         return torch.autograd.grad(loss, m.params + outputs, create_graph=create_graph)
 
-    def _per_sample_residuals(self, parts: tuple[torch.Tensor, ...], rows: list[int]) -> list[torch.Tensor]:
-        """Per layer, the `rows`' (d_b - d_b*) / sqrt(B ||d_b*||^2) (the joint loss's mean over the batch)."""
-        m = self.matcher
-        return [(d / m.step - p[rows]) / (n[rows] * self.batch).sqrt()[:, None]
-                for d, p, n in zip(parts, m.parts, m.norms)]
-
     def _per_sample(self, parts: tuple[torch.Tensor, ...], rows: list[int]) -> torch.Tensor:
-        """Sum over `rows` of the per-sample distances, over the batch size."""
-        return sum(r.pow(2).sum() for r in self._per_sample_residuals(parts, rows))
+        """Sum over `rows` of the per-sample distances, over the batch size (the joint loss's mean)."""
+        m = self.matcher
+        return sum(((d / m.step - p[rows]).pow(2).sum(1) / n[rows]).sum()
+                   for d, p, n in zip(parts, m.parts, m.norms)) / self.batch
 
-    def __call__(self, x_rows: torch.Tensor, weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-        """(summed distance, per-sample distance) of the whole batch with `x_rows` in this group's slots; the
-        residuals of summed + `weight` * per-sample (less the held images' constant) are kept in `residuals`."""
+    def __call__(self, x_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(summed distance, per-sample distance) of the whole batch with `x_rows` in this group's slots."""
         grads = self._grads(x_rows, self.eps, self.t, create_graph=True)
         split = len(self.matcher.params)
         summed = self.target.distance_to(grads[:split])
-        per_sample = self._per_sample_residuals(grads[split:], self.rows)
-        self.residuals = ((*self.target.residuals, *(r * weight ** 0.5 for r in per_sample))
-                          if self.target.residuals else ())
-        return summed, sum(r.pow(2).sum() for r in per_sample) + self.held_distance
+        return summed, self._per_sample(grads[split:], self.rows) + self.held_distance
 
 
 def curriculum(ctx: AttackContext, matcher: SeparatedMatcher, start: torch.Tensor, eps: torch.Tensor,
@@ -117,12 +108,12 @@ def curriculum(ctx: AttackContext, matcher: SeparatedMatcher, start: torch.Tenso
         x_rows = x[group.rows].clone().requires_grad_(True)
 
         def objective(group: GroupMatcher = group, x_rows: torch.Tensor = x_rows, held: torch.Tensor = x) -> Objective:
-            summed, per_sample = group(x_rows, matcher.weight)
+            summed, per_sample = group(x_rows)
             matching = summed + matcher.weight * per_sample
             image = held.clone()
             image[group.rows] = x_rows.detach()
             return Objective(matching, matching, {"summed": summed.detach(), "per_sample": per_sample.detach()},
-                             Guess(image, None, t), group.residuals)
+                             Guess(image, None, t))
 
         steps = max(1, round(per_image * len(rows)))
         guess = yield from ctx.optimise(f"group {k + 1}/{len(groups)}", [x_rows], objective, steps, ctx.config.lr,

@@ -73,12 +73,9 @@ class Diverged(RuntimeError):
 
 @dataclass
 class Objective:
-    """One evaluation: `total` is what the optimiser descends; `matching` alone ranks guesses. `residuals`, where
-    the objective is a least-squares one, are the tensors r with total = sum ||r||^2 + a constant (the Gauss-Newton
-    optimiser linearises them; empty otherwise)."""
+    """One evaluation: `total` is what the optimiser descends; `matching` alone ranks guesses."""
 
     total: torch.Tensor
     matching: torch.Tensor
     terms: dict[str, torch.Tensor]
     guess: Guess
-    residuals: tuple[torch.Tensor, ...] = ()

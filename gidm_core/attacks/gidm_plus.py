@@ -100,6 +100,6 @@ def residual_phase(ctx: AttackContext, matcher: GradientMatcher, start: Guess, t
         else:
             matching = matcher.distance_to(torch.autograd.grad(surrogate, params, create_graph=True))
         x0, eps = split_target(model, x_t.detach(), (r + prediction).detach(), t)
-        return Objective(matching, matching, {}, Guess(x0, eps, t), matcher.residuals)
+        return Objective(matching, matching, {}, Guess(x0, eps, t))
 
     return (yield from ctx.optimise("residual", [x_t, u], objective, iterations, ctx.config.lr))

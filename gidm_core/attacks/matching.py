@@ -24,7 +24,6 @@ class GradientMatcher:
     - "l2": sum over tensors of w_l * ||g_l - g*_l||^2 (DLG, and the GIDM paper).
     - "cosine": 1 - <w g, g*> / (||w g|| ||w g*||) over the whole update (Inverting Gradients); blind to scale, so
       it suits updates whose norm was clipped.
-    An l2 distance keeps its residuals (`residuals`, one tensor per parameter) for a Gauss-Newton optimiser.
     Layer weights: "uniform", or "normalized" (w_l = 1 / ||g*_l||^2, so that every tensor counts alike instead of
     the few with the largest gradients; floored so that small, noisy tensors do not dominate the distance).
 
@@ -59,7 +58,6 @@ class GradientMatcher:
         else:
             self.weights = [torch.ones(()) for _ in self.targets]
         self.weights = [w.to(model.device) for w in self.weights]
-        self.residuals: tuple[torch.Tensor, ...] = ()  # the latest l2 distance's r, distance = sum ||r||^2
         if distance == "cosine":
             self._target_norm = torch.sqrt(sum((w * t.pow(2)).sum() for w, t in zip(self.weights, self.targets)))
 
@@ -79,9 +77,7 @@ class GradientMatcher:
         if self.scales is not None:
             grads = tuple(g * c for g, c in zip(grads, self.scales))
         if self.distance == "l2":
-            self.residuals = tuple(w.sqrt() * (g - t_) for w, g, t_ in zip(self.weights, grads, self.targets))
-            return sum(r.pow(2).sum() for r in self.residuals)
-        self.residuals = ()  # cosine is no least-squares distance
+            return sum((w * (g - t_).pow(2)).sum() for w, g, t_ in zip(self.weights, grads, self.targets))
         dot = sum((w * g * t_).sum() for w, g, t_ in zip(self.weights, grads, self.targets))
         norm = torch.sqrt(sum((w * g.pow(2)).sum() for w, g in zip(self.weights, grads)))
         return 1 - dot / (norm * self._target_norm).clamp_min(1e-20)

@@ -1,5 +1,4 @@
-"""The optimisers that drive an attack's phase: Adam / SGD, and the project's own L-BFGS (Gauss-Newton is in
-`least_squares.py`).
+"""The optimisers that drive an attack's phase: Adam / SGD, and the project's own L-BFGS.
 
 Each one only asks its phase (`base._PhaseTracker`, described by `Phase`) for objective evaluations, one per
 iteration, and yields the events the phase queued; budgets, stop requests, steering and the best guess stay with
@@ -20,22 +19,16 @@ from .events import Event
 
 class Phase(Protocol):
     """What an optimiser needs of the phase it runs: `evaluate` the objective (loss, gradient w.r.t. the variables;
-    one iteration, and it raises when the budget is spent; `keep_graph` keeps the latest `residuals` of a
-    least-squares objective differentiable), `charge` other work as evaluations, `flush` the events due, how far
-    through its budget the phase is (`progress`, 0..1), its base learning rate (`lr`, which steering may change) and
-    the run's iteration."""
+    one iteration, and it raises when the budget is spent), `flush` the events due, how far through its budget the
+    phase is (`progress`, 0..1), its base learning rate (`lr`, which steering may change) and the run's iteration."""
 
     lr: float | None
     progress: float
-    residuals: tuple[torch.Tensor, ...]
 
     @property
     def iteration(self) -> int: ...
 
-    def evaluate(self, keep_graph: bool = False, differentiable: bool = False
-                 ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]: ...
-
-    def charge(self, evaluations: float) -> None: ...
+    def evaluate(self) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]: ...
 
     def flush(self) -> Iterator[Event]: ...
 

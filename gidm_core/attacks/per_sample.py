@@ -90,20 +90,9 @@ class SeparatedMatcher(GradientMatcher):
             loss = self.slot_factor * diffusion_loss(self.model, images, eps, t)
         return list(torch.autograd.grad(loss, outputs, create_graph=create_graph))
 
-    def per_sample_residuals(self, parts: list[torch.Tensor]) -> list[torch.Tensor]:
-        """One tensor per layer, (d_b - d_b*) / sqrt(B ||d_b*||^2), whose squares sum to the per-sample distance."""
-        return [(d - target) / (norm * d.shape[0]).sqrt()[:, None]
-                for d, target, norm in zip(parts, self.parts, self.norms)]
-
     def per_sample_distance(self, parts: list[torch.Tensor]) -> torch.Tensor:
-        return sum(r.pow(2).sum() for r in self.per_sample_residuals(parts))
-
-    def _keep_residuals(self, summed: tuple[torch.Tensor, ...], parts: list[torch.Tensor], weight: float) -> None:
-        """`residuals` of summed + weight * per-sample distance (none where the summed one is not least squares)."""
-        if self.distance != "l2":
-            self.residuals = ()
-            return
-        self.residuals = (*summed, *(r * weight ** 0.5 for r in self.per_sample_residuals(parts)))
+        return sum(((d - target).pow(2).sum(1) / norm).mean()
+                   for d, target, norm in zip(parts, self.parts, self.norms))
 
     def joint_distance(self, loss: torch.Tensor, outputs: list[torch.Tensor], create_graph: bool = True
                        ) -> torch.Tensor:
@@ -120,10 +109,8 @@ class SeparatedMatcher(GradientMatcher):
         split = len(self.params)
         summed_grads = grads[:split] if descend_summed else tuple(g.detach() for g in grads[:split])
         summed = self.distance_to(summed_grads)
-        parts = [g / self.step for g in grads[split:]]
-        per_sample = self.per_sample_distance(parts)
+        per_sample = self.per_sample_distance([g / self.step for g in grads[split:]])
         self.last = {"summed": summed.detach(), "per_sample": per_sample.detach()}
-        self._keep_residuals(self.residuals if descend_summed else (), parts, self.weight if descend_summed else 1.0)
         return summed, per_sample
 
     def __call__(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, create_graph: bool = True
@@ -132,10 +119,8 @@ class SeparatedMatcher(GradientMatcher):
         if training is not None and not training.is_one_sgd_step:
             # Several SGD steps: the summed update is re-simulated, the parts taken at the start weights.
             summed = super().__call__(x0, eps, t, create_graph)
-            parts = self.parts_at_start(x0, eps, t, create_graph)
-            per_sample = self.per_sample_distance(parts)
+            per_sample = self.per_sample_distance(self.parts_at_start(x0, eps, t, create_graph))
             self.last = {"summed": summed.detach(), "per_sample": per_sample.detach()}
-            self._keep_residuals(self.residuals, parts, self.weight)
             return summed + self.weight * per_sample
         with self.time_outputs() as outputs:
             loss = self.step * diffusion_loss(self.model, x0, eps, t)
@@ -151,8 +136,7 @@ def start_objective(matcher: SeparatedMatcher, make_image: Callable[[], torch.Te
         image = make_image()
         if matcher.training is not None and not matcher.training.is_one_sgd_step:
             matcher(image, eps, t)
-            matcher.residuals = tuple(matcher.per_sample_residuals(matcher.parts_at_start(image, eps, t)))
-            per_sample = sum(r.pow(2).sum() for r in matcher.residuals)
+            per_sample = matcher.per_sample_distance(matcher.parts_at_start(image, eps, t))
             summed = matcher.last["summed"]
         else:
             with matcher.time_outputs() as outputs:
@@ -160,7 +144,7 @@ def start_objective(matcher: SeparatedMatcher, make_image: Callable[[], torch.Te
             summed, per_sample = matcher.terms(loss, outputs, descend_summed=False)
         terms = {"summed": summed.detach(), "per_sample": per_sample.detach()}
         return Objective(per_sample, terms["summed"] + matcher.weight * terms["per_sample"], terms,
-                         Guess(image, eps if secret_eps else None, t), matcher.residuals)
+                         Guess(image, eps if secret_eps else None, t))
 
     return objective
 

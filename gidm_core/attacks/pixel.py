@@ -41,8 +41,7 @@ def image_objective(ctx: AttackContext, matcher: GradientMatcher, make_image: Ca
         if tv_weight > 0:
             terms["tv"] = total_variation(image)
             total = total + tv_weight * terms["tv"]
-        residuals = () if tv_weight > 0 else matcher.residuals  # TV is no sum of squares
-        return Objective(total, matching, terms, Guess(image, eps if secret_eps else None, t), residuals)
+        return Objective(total, matching, terms, Guess(image, eps if secret_eps else None, t))
 
     return objective
 
