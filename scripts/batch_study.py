@@ -11,6 +11,8 @@ at the truth instead: does their error limit the loud fit?), "solo:B" (image B a
 own difficulty), "without:B" (the group less image B, held at the truth), "wait:B" (the same, B held at zero as a
 waiting image), "sweeps:K" (block coordinates: each loud image K evaluations alone, the others at their current
 guess, in turn). The truth enters these diagnostics only as the held images, never an attack's choice.
+`--optimizer` runs the attack (or the probe) under another optimiser, to check the optimiser first
+(docs/gauss_newton.md).
 
     PYTHONPATH=. OMP_NUM_THREADS=1 .venv/bin/python scripts/batch_study.py --batch 8 --separation auto
     PYTHONPATH=. OMP_NUM_THREADS=1 .venv/bin/python scripts/batch_study.py --batch 8 --probe solo:1 --seconds 60
