@@ -14,15 +14,14 @@ from gidm_core.config import CLIENT_OPTIMIZERS, NOISE_POLICIES, OPTIMIZERS
 from gidm_core.methods import METHOD_LABELS
 
 from .model_cache import model_choices
+from .presets import DEFAULT_PRESET, PRESETS
 from .settings import (
     CLIENT_UPDATES,
     CONTROL_UPDATES,
     CONTROLS,
-    DEFAULT_PRESET,
     DEFENCES,
     MAX_BATCH,
     METHODS,
-    PRESETS,
     RESOLUTIONS,
     SECRETS,
     SOURCES,

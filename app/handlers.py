@@ -18,12 +18,12 @@ from gidm_core.config import attack_config
 from .export import export_zip
 from .images import show
 from .model_cache import model_choices
+from .presets import PRESETS
 from .runner import stream
 from .session import QueueFull, RunRecord, Session, queue_size
 from .settings import (
     METHOD_FIELDS,
     PRESET_FIELDS,
-    PRESETS,
     SETTING_FIELDS,
     Refusal,
     Settings,

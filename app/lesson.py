@@ -1,7 +1,7 @@
 """Lesson mode: the threat story in four one-click steps for a class, each a short run on the same held-out face
 with a wall-clock budget (so each step ends in under a minute on a CPU), the results side by side.
 
-Each step is one of the app's presets (settings.py) with a time budget: the same `protocol.play_scenario` as a Run,
+Each step is one of the app's presets (presets.py) with a time budget: the same `protocol.play_scenario` as a Run,
 scored by the same evaluator. API name `lesson(step)`, step 1 to 4; the results of a session's steps accumulate.
 """
 

@@ -21,7 +21,7 @@ from gidm_core.client import PrivateBatch
 from gidm_core.config import AttackConfig, ConfigError, ThreatModel
 from gidm_core.errors import UserError, out_of_memory, out_of_memory_message
 from gidm_core.evaluation import Evaluator
-from gidm_core.models import DiffusionModel, check_image_size
+from gidm_core.models import DiffusionModel
 from gidm_core.protocol import play_scenario
 
 from .export import rerun_command
@@ -30,9 +30,9 @@ from .images import paired, show
 from .model_cache import get_model, run_device
 from .server_view import server_figure
 from .session import RunRecord, Session
-from .settings import APP_MAX_SIZE, RESOLUTIONS, Settings, configs, hints
+from .settings import Settings, configs, hints
 from .settings import scenario as settings_scenario
-from .victims import pick_victims
+from .victims import pick_victims, run_size
 from .zerogpu import fit_run
 
 ORPHAN_S = 60.0  # a run whose page stopped pulling updates for this long (tab closed) stops itself
@@ -59,9 +59,7 @@ def stream(session: Session, settings: Settings, min_interval: float = 0.4) -> I
             notes += f"  \n*Note:* {budget_note}" if budget_note else ""
             device = run_device()
             model = get_model(settings.model, device)
-            size = model.image_size if settings.resolution == RESOLUTIONS[0] else int(settings.resolution)
-            check_image_size(size, APP_MAX_SIZE)
-            model.check_size(size)
+            size = run_size(settings, model)
             named = pick_victims(settings, size, model.channels)
             x0 = torch.cat([v[1] for v in named])
             if settings.client_t >= model.num_train_timesteps:

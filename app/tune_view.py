@@ -19,17 +19,16 @@ import torch
 
 from gidm_core.errors import UserError
 from gidm_core.evaluation import Evaluator
-from gidm_core.models import check_image_size
 from gidm_core.protocol import share_scenario
 from gidm_core.tuning import TrialRecord, TuneConfig, best, tune
 
 from . import handlers
 from .model_cache import get_model, run_device
 from .session import Session
-from .settings import APP_MAX_SIZE, RESOLUTIONS, SETTING_FIELDS, Refusal, as_typed, configs, parse
+from .settings import SETTING_FIELDS, Refusal, as_typed, configs, parse
 from .settings import scenario as settings_scenario
 from .texts import teach
-from .victims import pick_victims
+from .victims import pick_victims, run_size
 from .zerogpu import MAX_GPU_S, REFUSED_S, SETUP_S, active, gpu, run_duration
 
 FROZEN = ("starts", "restarts", "residual_share")  # not tuned: trials keep the method's own (starts: one)
@@ -110,8 +109,7 @@ def run_tune(session: Session, trials: Any, seconds: Any, *values: Any) -> Itera
                             attack_seed=base.attack_seed, frozen=frozen)
         device = run_device()
         model = get_model(settings.model, device)
-        size = model.image_size if settings.resolution == RESOLUTIONS[0] else int(settings.resolution)
-        check_image_size(size, APP_MAX_SIZE)
+        size = run_size(settings, model)
         named = pick_victims(settings, size, model.channels)
         scenario = settings_scenario(settings, tuple(name for name, _, _ in named), size)
         # The client's side, once: only the update goes to the tuner; the batch stays with the evaluator.

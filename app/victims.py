@@ -13,9 +13,10 @@ from PIL import Image
 
 from gidm_core.faces import SKIMAGE_PHOTOS
 from gidm_core.images import ImageLoadError, grid, load_image, victims
+from gidm_core.models import DiffusionModel, check_image_size
 
 from .images import enlarge
-from .settings import Settings
+from .settings import APP_MAX_SIZE, RESOLUTIONS, Settings
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,15 @@ def previews(sources: list[tuple[Any, str]]) -> list[tuple[Image.Image, str]]:
 def gallery_previews(items: list[GalleryItem]) -> list[tuple[Image.Image, str]]:
     """The gallery's thumbnails, captioned with the names the picked-images control holds."""
     return previews([(item.source, item.name) for item in items])
+
+
+def run_size(settings: Settings, model: DiffusionModel) -> int:
+    """The image size a run attacks at: the model's own or the chosen resolution, within the app's bound and one the
+    model's UNet can take (each refusal a one-line message)."""
+    size = model.image_size if settings.resolution == RESOLUTIONS[0] else int(settings.resolution)
+    check_image_size(size, APP_MAX_SIZE)
+    model.check_size(size)
+    return size
 
 
 def pick_victims(settings: Settings, size: int, channels: int) -> list[tuple[str, torch.Tensor, bool]]:
