@@ -15,6 +15,14 @@ CSS = """
 #hints { color: #9a5b00; }
 #filmstrip .caption-label { max-width: 96%; font-size: 11px; padding: 1px 4px; }
 @media (max-width: 768px) { #view-col { order: -1; } }
+#batch-pairs .pairs { display: grid; gap: 10px 8px;
+  grid-template-columns: repeat(auto-fill, minmax(min(100%, var(--pair)), 1fr)); }
+#batch-pairs .pair { margin: 0; }
+#batch-pairs .pair-images { display: flex; gap: 2px; }
+#batch-pairs .pair img { width: 50%; height: auto; image-rendering: pixelated; display: block; }
+#batch-pairs figcaption { font-size: 12px; text-align: center; line-height: 1.3; }
+#batch-pairs .pairs-note { font-size: 0.85em; opacity: 0.85; margin-bottom: 6px; }
+#view-col:has(#batch-pairs .pair) #images-row { display: none; }
 """
 
 # After a refused Run, bring the tab that holds the bad value into view (on a phone it is below the images).

@@ -1,0 +1,50 @@
+"""The batch view: each private image beside its reconstruction, captioned with its timestep and PSNR, in a grid that
+reflows with the screen (two pairs a row on a phone, more on a desktop).
+
+The images go into the page at their own size (a PNG of a 32 px face is a few hundred bytes) and the browser
+enlarges them without smoothing (CSS in texts.py), so one frame of a 16-image batch stays small. This is the
+teacher's panel: it holds the truth (the private images and their scores); the status line keeps to what the
+attacker knows.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Sequence
+
+import torch
+
+from gidm_core.images import to_pil
+from gidm_core.metrics import psnr_per_sample, to_unit
+
+# The narrowest a pair may get (CSS px): 32 px images shown at least ~2.2x, so a 32 px face stays readable; larger
+# images get room for about their own size.
+MIN_PAIR_PX = 150
+MAX_PAIR_PX = 300
+
+
+def _data_url(image: torch.Tensor) -> str:
+    buffer = io.BytesIO()
+    to_pil(image).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def pairs_html(recon: torch.Tensor, truth: torch.Tensor, t_true: Sequence[int], by_t: bool) -> str:
+    """The batch as HTML: original i beside `recon[i]` (already paired), each captioned 't 302 · 18.2 dB'; above
+    them, how the pairing was made."""
+    psnr = psnr_per_sample(to_unit(recon), to_unit(truth))
+    how = ("paired by their timesteps (the attack's own pairing: slot b was fitted at sample b's t)" if by_t else
+           "paired by likeness (the evaluator's Hungarian pairing): the attack's slots do not say which sample is "
+           "which")
+    width = min(MAX_PAIR_PX, max(MIN_PAIR_PX, 2 * truth.shape[-1] + 12))
+    cells = []
+    for i, (original, guess) in enumerate(zip(truth, recon, strict=True)):
+        t = t_true[i] if len(t_true) == len(truth) else None  # fresh noise: t per step, not per image
+        caption = (f"t {t} · " if t is not None else "") + f"{psnr[i]:.1f} dB"
+        cells.append(f'<figure class="pair" title="image {i + 1}: private (left), reconstruction (right), {caption}">'
+                     f'<div class="pair-images"><img src="{_data_url(original)}" alt="private image {i + 1}">'
+                     f'<img src="{_data_url(guess)}" alt="reconstruction {i + 1}"></div>'
+                     f"<figcaption>{caption}</figcaption></figure>")
+    return (f'<div class="pairs-note">{len(cells)} private images (left of each pair) beside their reconstructions, '
+            f'{how}</div><div class="pairs" style="--pair: {width}px">{"".join(cells)}</div>')
