@@ -35,8 +35,10 @@ def pairing(recon: torch.Tensor, truth: torch.Tensor, t_estimate: Sequence[int] 
             t_true: Sequence[int] | None = None) -> tuple[torch.Tensor, bool]:
     """For each original, the slot holding its reconstruction, and whether the timesteps gave it: the attack's own
     pairing where its slots' timesteps tell the samples apart (slot b was fitted at t_estimate[b]), else the
-    evaluator's Hungarian pairing by likeness (equal timesteps leave the slots interchangeable)."""
-    by_t = None if t_true is None else pairing_by_t(t_estimate, list(t_true))
+    evaluator's Hungarian pairing by likeness (equal timesteps leave the slots interchangeable; fresh noise at every
+    local step gives each step's slots their own t, which say nothing of the images)."""
+    per_image = t_true is not None and len(t_true) == len(truth)
+    by_t = pairing_by_t(t_estimate, list(t_true)) if per_image else None
     if by_t is not None:
         return torch.tensor(by_t), True
     return pair_images(to_unit(recon), to_unit(truth)), False

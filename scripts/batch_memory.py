@@ -51,7 +51,7 @@ def cell(model: str, size: int, batch: int) -> dict:
 
 def measure(spec: str, cap_gb: float) -> dict:
     """One cell in a child process, killed when its resident memory passes `cap_gb`."""
-    model, size, batch = spec.split(":")
+    model, size, batch = spec.rsplit(":", 2)
     code = (f"import json, sys; sys.path.insert(0, {str(ROOT)!r}); from scripts.batch_memory import cell; "
             f"print(json.dumps(cell({model!r}, {int(size)}, {int(batch)})))")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -87,3 +87,6 @@ def test_pairing_follows_the_timesteps_and_falls_back_to_likeness():
     assert by_t and order.tolist() == [[2, 0, 3, 1].index(i) for i in range(4)]
     order, by_t = pairing(recon, truth, [50] * 4, [50] * 4)  # equal t: the evaluator's pairing by likeness
     assert not by_t and torch.equal(recon[order], truth)
+    one = truth[:1]  # fresh noise at every local step: one t per step, none of them says which image is which
+    order, by_t = pairing(one, one, [10, 20], [10, 20])
+    assert not by_t and order.tolist() == [0]
