@@ -18,9 +18,9 @@ import torch
 from gidm_core.images import to_pil
 from gidm_core.metrics import psnr_per_sample, to_unit
 
-# The narrowest a pair may get (CSS px): 32 px images shown at least ~2.2x, so a 32 px face stays readable; larger
-# images get room for about their own size.
-MIN_PAIR_PX = 150
+# The narrowest a pair may get on a desktop (CSS px): 32 px images shown at least ~2.4x; larger images get room for
+# about their own size. A phone's rule (texts.py) narrows it to two pairs a row.
+MIN_PAIR_PX = 160
 MAX_PAIR_PX = 300
 
 
@@ -34,9 +34,8 @@ def pairs_html(recon: torch.Tensor, truth: torch.Tensor, t_true: Sequence[int], 
     """The batch as HTML: original i beside `recon[i]` (already paired), each captioned 't 302 · 18.2 dB'; above
     them, how the pairing was made."""
     psnr = psnr_per_sample(to_unit(recon), to_unit(truth))
-    how = ("paired by their timesteps (the attack's own pairing: slot b was fitted at sample b's t)" if by_t else
-           "paired by likeness (the evaluator's Hungarian pairing): the attack's slots do not say which sample is "
-           "which")
+    how = ("paired by timestep: the attack's own pairing" if by_t else
+           "paired by likeness (the evaluator's Hungarian pairing): the attack's slots do not say which is which")
     width = min(MAX_PAIR_PX, max(MIN_PAIR_PX, 2 * truth.shape[-1] + 12))
     cells = []
     for i, (original, guess) in enumerate(zip(truth, recon, strict=True)):
@@ -46,5 +45,5 @@ def pairs_html(recon: torch.Tensor, truth: torch.Tensor, t_true: Sequence[int], 
                      f'<div class="pair-images"><img src="{_data_url(original)}" alt="private image {i + 1}">'
                      f'<img src="{_data_url(guess)}" alt="reconstruction {i + 1}"></div>'
                      f"<figcaption>{caption}</figcaption></figure>")
-    return (f'<div class="pairs-note">{len(cells)} private images (left of each pair) beside their reconstructions, '
+    return (f'<div class="pairs-note">{len(cells)} private images (left) and their reconstructions (right), '
             f'{how}</div><div class="pairs" style="--pair: {width}px">{"".join(cells)}</div>')

@@ -23,6 +23,7 @@ CSS = """
 #batch-pairs figcaption { font-size: 12px; text-align: center; line-height: 1.3; }
 #batch-pairs .pairs-note { font-size: 0.85em; opacity: 0.85; margin-bottom: 6px; }
 #view-col:has(#batch-pairs .pair) #images-row { display: none; }
+@media (max-width: 768px) { #batch-pairs .pairs { --pair: 120px !important; } }
 """
 
 # After a refused Run, bring the tab that holds the bad value into view (on a phone it is below the images).

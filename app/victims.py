@@ -37,8 +37,13 @@ def gallery_items() -> list[GalleryItem]:
     for v in faces + [v for v in bundled if v not in faces]:
         if v.path.is_file():
             items.append(GalleryItem(v.name, v.path, True, f"{v.name} ({v.kind})"))
-    names = {item.name for item in items}
-    return items + [item for item in _photos() if item.name.split(":", 1)[1] not in names]
+    shipped = " ".join(v.source for v in bundled)  # a bundled photo cut from a scikit-image one is not offered twice
+    return items + [item for item in _photos() if f"data.{item.name.split(':', 1)[1]}()" not in shipped]
+
+
+# scikit-image's photos that ship in its wheel: the core's fallback victims and two more, so that with the bundled
+# images (three of them cut from these) the gallery holds 16 distinct pictures.
+PHOTOS = (*SKIMAGE_PHOTOS, "hubble_deep_field", "retina")
 
 
 @lru_cache(maxsize=1)
@@ -47,7 +52,7 @@ def _photos() -> tuple[GalleryItem, ...]:
     from skimage import data as skdata
 
     items = []
-    for name in SKIMAGE_PHOTOS:
+    for name in PHOTOS:
         try:
             array = getattr(skdata, name)()
         except Exception:  # noqa: BLE001  (a scikit-image photo that needs a download is simply left out)

@@ -46,7 +46,8 @@ def test_a_distinct_t_batch_shows_its_residual_and_pairs_by_t():
                         r"\d\.\de-\d\d", line), line
         assert float(re.search(r"residual (\S+?)[);]", line).group(1)) < 1e-3
         assert "dB" not in line and "PSNR" not in line, "the attacker's line holds no score"
-        assert frame.pairs.count('<figure class="pair"') == 4 and "paired by their timesteps" in frame.pairs
+        assert frame.pairs.count('<figure class="pair"') == 4
+        assert "paired by timestep: the attack's own pairing" in frame.pairs
         assert len(re.findall(r"<figcaption>t \d+ · -?[\d.]+ dB</figcaption>", frame.pairs)) == 4
     assert final.finished.paired_by_t and final.finished.separation == _batch_line(final.status)[len("*Batch:* "):]
 
