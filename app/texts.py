@@ -76,7 +76,8 @@ settings into the main view and watch that run."""
 TEACH_VIEW = r"""**How to read it.** The status line names what the reconstruction looks like by its PSNR
 $= 10 \log_{10}(1/\mathrm{MSE})$: below 15 dB *noise*, 15-20 *a blur*, 20-25 *a rough likeness*, 25-35
 *recognisable*, 35-45 *a close copy*, from 45 dB *near-exact*. The difference image is $|\hat x_0 - x_0|$,
-amplified 4x."""
+amplified 4x. A batch shows each private image beside its reconstruction, with its timestep and PSNR; its *Batch*
+line says whether the update split into per-sample parts (and how well: the residual) or why not."""
 
 
 def teach(text: str, **kwargs: Any) -> gr.Markdown:
