@@ -29,6 +29,7 @@ only)."""
 
 LABELLED_T = 4  # the read timesteps named beside their marks
 
+
 def block_norms(model: DiffusionModel, update: SharedUpdate) -> list[tuple[str, float]]:
     """(block, L2 norm of its part of the update), in the UNet's order: `down_blocks.0.resnets`, `mid_block`, ..."""
     norms: dict[str, float] = {}

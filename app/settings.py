@@ -45,8 +45,9 @@ CLIENT_UPDATES = {"fedsgd": "one gradient (FedSGD)", "fedavg": "its weight delta
 METHODS = tuple(sorted(REGISTRY, key=lambda m: (not spec(m).latent_phase, not spec(m).pixel_phase)))
 RESOLUTIONS = ("model's own", "16", "32", "64", "128")
 # A batch's attack differentiates the UNet's gradient (double backward) for every image at once, so its memory grows
-# with batch x pixels: 16 images up to 32 px (one evaluation of faces32 at B = 16 peaked at 1.3 GB), 8 above, where
-# a larger UNet's B = 1 evaluation alone can near 20 GB at 128 px (scripts/batch_memory.py, docs/app.md).
+# with batch x pixels: 16 images up to 32 px (B = 16 peaked at 1.3 GB on faces32, 7.0 GB on the 35.7 M-parameter
+# DDPM UNet), 8 above, where a larger UNet's B = 1 evaluation alone nears 20 GB at 128 px (scripts/batch_memory.py,
+# docs/app.md).
 MAX_BATCH = 16
 SMALL_IMAGE_PX = 32
 MAX_BATCH_LARGE = 8
