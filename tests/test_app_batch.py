@@ -62,6 +62,15 @@ def test_an_equal_t_batch_shows_the_attacks_refusal_and_pairs_by_likeness():
     assert "paired by likeness" in final.pairs and not final.finished.paired_by_t
 
 
+def test_private_timesteps_read_off_the_update_pair_the_batch():
+    """GIDM+ reads the t's sorted, not in the client's order: the view still pairs each image with its own slot."""
+    final = _run(method="gidm-plus", secrets="private", batch_size=3, latent_iterations=2, ddim_steps=1)[-1]
+    record = final.finished
+    assert record.t_estimate == sorted(record.t_true) != record.t_true, (record.t_estimate, record.t_true)
+    assert record.paired_by_t and "paired by timestep" in final.pairs
+    assert "separated 3 samples" in _batch_line(final.status)
+
+
 def test_a_batch_of_16_runs_at_32_px():
     frames = _run(batch_size=16, pixel_iterations=3)
     final = frames[-1]
