@@ -161,7 +161,8 @@ def compare(session: Session, a: str | None, b: str | None) -> tuple:
              + "\n".join(rows)) if rows else ""
 
     def pair(r: RunRecord | None) -> Image.Image | None:
-        return None if r is None else show(torch.cat([r.original[:4], r.reconstruction[:4]]))
+        # The whole batch: originals in the top row, each reconstruction (paired) below its original.
+        return None if r is None else show(torch.cat([r.original, r.reconstruction]), columns=len(r.original))
 
     return pair(ra), pair(rb), table
 

@@ -20,9 +20,9 @@ def enlarge(image: Image.Image, target: int = DISPLAY_PX) -> Image.Image:
     return image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
 
 
-def show(batch: torch.Tensor) -> Image.Image:
-    """A batch (B, C, H, W) as one enlarged grid."""
-    return enlarge(grid(batch), DISPLAY_PX * min(batch.shape[0], 4))
+def show(batch: torch.Tensor, columns: int | None = None) -> Image.Image:
+    """A batch (B, C, H, W) as one enlarged grid (one row, unless `columns` says how many a row)."""
+    return enlarge(grid(batch, columns), DISPLAY_PX * min(columns or batch.shape[0], 4))
 
 
 def difference(recon: torch.Tensor, truth: torch.Tensor) -> Image.Image:

@@ -11,6 +11,7 @@ import re
 import pytest
 import torch
 
+from app.handlers import compare
 from app.images import pairing
 from app.runner import stream
 from app.session import Session
@@ -25,8 +26,8 @@ def _one_thread(one_thread):
     return one_thread
 
 
-def _run(**overrides) -> list:
-    return list(stream(Session(), Settings.from_preset(**{**TINY, **overrides}), min_interval=0))
+def _run(session: Session | None = None, **overrides) -> list:
+    return list(stream(session or Session(), Settings.from_preset(**{**TINY, **overrides}), min_interval=0))
 
 
 def _batch_line(status: str) -> str:
@@ -77,6 +78,14 @@ def test_a_batch_of_16_runs_at_32_px():
     assert final.status.startswith("**Finished**"), final.status
     assert len(final.finished.victims) == 16 and final.pairs.count('<figure class="pair"') == 16
     assert "separated 16 samples" in _batch_line(final.status)
+
+
+def test_the_compare_view_shows_the_whole_batch_originals_above_reconstructions():
+    session = Session()
+    record = _run(session, batch_size=5, pixel_iterations=2)[-1].finished
+    picture, _, table = compare(session, record.label, None)
+    scale = picture.width // (5 * 32)
+    assert picture.size == (5 * 32 * scale, 2 * 32 * scale) and record.label.split(" (")[0] in table
 
 
 def test_one_image_keeps_the_three_pictures_and_no_batch_line():
