@@ -11,6 +11,7 @@ import re
 import pytest
 import torch
 
+from app.export import metrics_report
 from app.handlers import compare
 from app.images import pairing
 from app.runner import stream
@@ -51,6 +52,8 @@ def test_a_distinct_t_batch_shows_its_residual_and_pairs_by_t():
         assert "paired by timestep: the attack's own pairing" in frame.pairs
         assert len(re.findall(r"<figcaption>t \d+ · -?[\d.]+ dB</figcaption>", frame.pairs)) == 4
     assert final.finished.paired_by_t and final.finished.separation == _batch_line(final.status)[len("*Batch:* "):]
+    report = metrics_report(final.finished)  # the export's metrics.json
+    assert report["paired_by_t"] and report["separation"].startswith("separated 4 samples")
 
 
 def test_an_equal_t_batch_shows_the_attacks_refusal_and_pairs_by_likeness():
