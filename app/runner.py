@@ -100,6 +100,9 @@ def stream(session: Session, settings: Settings, min_interval: float = 0.4) -> I
         trail = yield from _frames(played.batch, events, done, threat, config, started, min_interval, alive, notes,
                                    steering)
         result = played.run.result
+        if result is None and stop.is_set():  # Stop pressed before the first guess
+            yield Frame("**Stopped** before the attack's first image.", original=trail.original_img)
+            return
         if result is None:
             yield Frame(f"**The run ended without an image:** {trail.error or 'no finite guess'}",
                         original=trail.original_img, error=True)

@@ -112,3 +112,15 @@ def test_pairing_follows_the_timesteps_and_falls_back_to_likeness():
     one = truth[:1]  # fresh noise at every local step: one t per step, none of them says which image is which
     order, by_t = pairing(one, one, [10, 20], [10, 20])
     assert not by_t and order.tolist() == [0]
+
+
+def test_stop_before_the_first_image_says_stopped():
+    """Stop pressed while a batch's round is still being set up (the browser test's race): the status says the run
+    stopped, not that it failed."""
+    session = Session()
+    frames = stream(session, Settings.from_preset(**{**TINY, "batch_size": 2, "pixel_iterations": 50}),
+                    min_interval=0)
+    assert next(frames).status.startswith("Loading")
+    session.stop()
+    last = list(frames)[-1]
+    assert last.status == "**Stopped** before the attack's first image." and not last.error, last.status

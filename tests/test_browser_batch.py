@@ -31,5 +31,6 @@ def test_a_batch_pairs_each_image_with_its_reconstruction_on_a_phone(browser, ap
     page.locator("#run-btn").click()
     page.locator("#images-row").wait_for(state="visible", timeout=60_000)
     assert page.locator("#batch-pairs figure.pair").count() == 0
+    page.locator("#reconstruction img[src]").first.wait_for(state="visible", timeout=120_000)
     page.locator("#stop-btn").click()
-    _wait_for_end(page)
+    assert _wait_for_end(page).startswith("Stopped")
