@@ -21,9 +21,11 @@ from .settings import (
     CONTROLS,
     DEFENCES,
     MAX_BATCH,
+    MAX_BATCH_LARGE,
     METHODS,
     RESOLUTIONS,
     SECRETS,
+    SMALL_IMAGE_PX,
     SOURCES,
     Settings,
 )
@@ -68,8 +70,8 @@ def settings_column(s: Settings, items: list[GalleryItem], shown: dict[str, bool
                 with gr.Row():
                     c["resolution"] = gr.Dropdown(list(RESOLUTIONS), value=s.resolution,
                                                   label=label["resolution"])
-                    c["batch_size"] = _number(s, "batch_size", info=f"1 to {MAX_BATCH}, padded from the "
-                                                                     "gallery")
+                    c["batch_size"] = _number(s, "batch_size", info=f"1 to {MAX_BATCH} ({MAX_BATCH_LARGE} above "
+                                                                     f"{SMALL_IMAGE_PX} px), padded from the gallery")
             with gr.Tab("Model", id="Model"):
                 teach(TEACH_MODEL)
                 c["model"] = gr.Dropdown(model_choices(), value=s.model, allow_custom_value=True,

@@ -70,7 +70,8 @@ def metrics_report(record: RunRecord) -> dict:
         "matching_loss": record.matching_loss, "iterations": record.iterations, "seconds": record.seconds,
         "seconds_to_first_image": record.first_image_s, "seconds_to_30db": record.time_to_30db_s,
         "size": record.size, "batch_size": len(record.victims), "victims": [v[0] for v in record.victims],
-        "t_true": record.t_true, "t_estimate": record.t_estimate, "phase_starts": record.phase_starts,
+        "t_true": record.t_true, "t_estimate": record.t_estimate, "separation": record.separation,
+        "paired_by_t": record.paired_by_t, "phase_starts": record.phase_starts,
         "config": record.config, "command": record.command, "steering": record.steering,
         "metrics_trace": [{k: v for k, v in row.items() if k != "message"} for row in record.trace],
     }

@@ -16,7 +16,8 @@ from PIL import Image
 from gidm_core.attacks.events import Event
 
 from . import figures
-from .images import difference, paired, show
+from .batch_view import pairs_html
+from .images import difference, pairing, show
 from .session import RunRecord
 
 # What a viewer sees at a given PSNR (dB, on [0, 1] images), judged on the bundled 32 px faces: below 15 the
@@ -39,6 +40,7 @@ class Frame:
     t_figure: Any = None
     filmstrip: list[tuple[Image.Image, str]] | None = None
     server_figure: Any = None  # what the server received (server_view.py), once per run
+    pairs: str | None = None  # a batch's images beside their reconstructions (batch_view.py); "" clears it
     finished: RunRecord | None = None
     error: bool = False
 
@@ -54,7 +56,8 @@ def live_frame(event: Event, truth: torch.Tensor, original_img: Image.Image, tra
                phase_starts: dict[str, int], t_true: list[int], knows_t: bool, total_iterations: int,
                notes: str, steered: list[dict] | None = None) -> Frame:
     """A snapshot while the attack runs: its current guess, the loss so far, the metrics and t traces."""
-    recon = paired(event.reconstruction, truth)
+    order, by_t = pairing(event.reconstruction, truth, event.t_estimate, t_true)
+    recon = event.reconstruction[order]
     it, total = event.iteration, max(event.total_iterations, 1)
     rate = _rate(trace)
     eta = (total - it) / rate if rate > 0 else float("nan")
@@ -66,7 +69,13 @@ def live_frame(event: Event, truth: torch.Tensor, original_img: Image.Image, tra
              event.message if event.message.startswith("start ") else ""]  # several starts: which one leads
     return Frame(" · ".join(p for p in parts if p) + notes, original_img, show(recon), difference(recon, truth),
                  figures.loss_figure(curve, phase_starts, total if steered else total_iterations, steered),
-                 figures.metrics_figure(trace), figures.t_figure(trace, t_true, knows_t))
+                 figures.metrics_figure(trace), figures.t_figure(trace, t_true, knows_t),
+                 pairs=batch_pairs(recon, truth, t_true, by_t))
+
+
+def batch_pairs(recon: torch.Tensor, truth: torch.Tensor, t_true: list[int], by_t: bool) -> str | None:
+    """The batch view for a batch (None for one image: the three pictures above already pair it)."""
+    return pairs_html(recon, truth, t_true, by_t) if truth.shape[0] > 1 else None
 
 
 def final_frame(record: RunRecord, original_img: Image.Image, knows_t: bool, total_iterations: int) -> Frame:
@@ -80,13 +89,21 @@ def final_frame(record: RunRecord, original_img: Image.Image, knows_t: bool, tot
             + (f" · eps error {metrics['eps_error']:.3f}" if "eps_error" in metrics else "")
             + (f"  \n{record.message}" if record.message not in ("", "finished") else "")  # e.g. converged
             + (f"  \nFirst image after {record.first_image_s:.1f} s" if record.first_image_s is not None else "")
-            + (f"; 30 dB after {record.time_to_30db_s:.1f} s." if record.time_to_30db_s is not None else "."))
+            + (f"; 30 dB after {record.time_to_30db_s:.1f} s." if record.time_to_30db_s is not None else ".")
+            + separation_line(record.separation))
     recon, truth = record.reconstruction, record.original
     return Frame(text, original_img, show(recon), difference(recon, truth),
                  figures.loss_figure(record.history, record.phase_starts,
                                      record.iterations if record.steering else total_iterations, record.steering),
                  figures.metrics_figure(record.trace), figures.t_figure(record.trace, record.t_true, knows_t),
-                 [(show(img[:4]), caption) for img, caption in record.filmstrip], finished=record)
+                 [(show(img[:4]), caption) for img, caption in record.filmstrip], finished=record,
+                 pairs=batch_pairs(recon, truth, record.t_true, record.paired_by_t))
+
+
+def separation_line(message: str) -> str:
+    """The status line's words on the batch's separation, as the attack said them (its residual, or why it
+    refused): what the server learnt from the update alone, no truth in it."""
+    return f"  \n*Batch:* {message}" if message else ""
 
 
 def thin(items: list, count: int) -> list:

@@ -49,17 +49,18 @@ def submit(session: Session, *values: Any) -> list:
 
 def run(session: Session, *values: Any) -> Iterator[tuple]:
     """Stream one attack: status, original, reconstruction, difference, three plots, filmstrip, compare table,
-    run pickers, export, (when a value is refused) the tab that holds it, and the server's view of the update."""
+    run pickers, export, (when a value is refused) the tab that holds it, the server's view of the update, and a
+    batch's images beside their reconstructions."""
     skip = gr.skip()
     if session.cancelled_while_queued():
         yield ("**Stopped** before it started: Stop was pressed while this run waited in the queue.",
-               *(skip,) * 13)
+               *(skip,) * 14)
         return
     try:
         settings = parse(dict(zip(SETTING_FIELDS, values)))
     except Refusal as err:  # say where, show it, and clear the last run's results so they are not taken for these
         yield (f"**Refused** ({err.tab} tab, {err.label}): {str(err).split(': ', 1)[1]}", None, None, None, None,
-               None, None, [], skip, skip, skip, None, gr.Tabs(selected=err.tab), None)
+               None, None, [], skip, skip, skip, None, gr.Tabs(selected=err.tab), None, "")
         return
     sent_original = None  # the original does not change during a run: send it once (gradio rewrites the cached
     # file of an image each time it is sent, which can cut short a download of that same file)
@@ -79,7 +80,8 @@ def run(session: Session, *values: Any) -> Iterator[tuple]:
                     str(export_zip(frame.finished, session.workfolder())), skip)
         else:
             tail = (skip,) * 5
-        yield (frame.status,) + images + tail + (skip if frame.server_figure is None else frame.server_figure,)
+        yield (frame.status,) + images + tail + tuple(skip if v is None else v for v in (frame.server_figure,
+                                                                                       frame.pairs))
 
 
 # The API names run's parameters after the settings (gradio reads them from the signature).
@@ -159,7 +161,8 @@ def compare(session: Session, a: str | None, b: str | None) -> tuple:
              + "\n".join(rows)) if rows else ""
 
     def pair(r: RunRecord | None) -> Image.Image | None:
-        return None if r is None else show(torch.cat([r.original[:4], r.reconstruction[:4]]))
+        # The whole batch: originals in the top row, each reconstruction (paired) below its original.
+        return None if r is None else show(torch.cat([r.original, r.reconstruction]), columns=len(r.original))
 
     return pair(ra), pair(rb), table
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from PIL import Image
 
+from gidm_core.evaluation import pairing_by_t
 from gidm_core.images import grid
 from gidm_core.metrics import pair_images, to_unit
 
@@ -17,9 +20,9 @@ def enlarge(image: Image.Image, target: int = DISPLAY_PX) -> Image.Image:
     return image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
 
 
-def show(batch: torch.Tensor) -> Image.Image:
-    """A batch (B, C, H, W) as one enlarged grid."""
-    return enlarge(grid(batch), DISPLAY_PX * min(batch.shape[0], 4))
+def show(batch: torch.Tensor, columns: int | None = None) -> Image.Image:
+    """A batch (B, C, H, W) as one enlarged grid (one row, unless `columns` says how many a row)."""
+    return enlarge(grid(batch, columns), DISPLAY_PX * min(columns or batch.shape[0], 4))
 
 
 def difference(recon: torch.Tensor, truth: torch.Tensor) -> Image.Image:
@@ -28,6 +31,20 @@ def difference(recon: torch.Tensor, truth: torch.Tensor) -> Image.Image:
     return show(diff.expand(-1, 3, -1, -1))
 
 
-def paired(recon: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
-    """The reconstructions reordered to sit beside the originals they recover (a batch comes back unordered)."""
-    return recon[pair_images(to_unit(recon), to_unit(truth))]
+def pairing(recon: torch.Tensor, truth: torch.Tensor, t_estimate: Sequence[int] | None = None,
+            t_true: Sequence[int] | None = None) -> tuple[torch.Tensor, bool]:
+    """For each original, the slot holding its reconstruction, and whether the timesteps gave it: the attack's own
+    pairing where its slots' timesteps tell the samples apart (slot b was fitted at t_estimate[b]), else the
+    evaluator's Hungarian pairing by likeness (equal timesteps leave the slots interchangeable; fresh noise at every
+    local step gives each step's slots their own t, which say nothing of the images)."""
+    per_image = t_true is not None and len(t_true) == len(truth)
+    by_t = pairing_by_t(t_estimate, list(t_true)) if per_image else None
+    if by_t is not None:
+        return torch.tensor(by_t), True
+    return pair_images(to_unit(recon), to_unit(truth)), False
+
+
+def paired(recon: torch.Tensor, truth: torch.Tensor, t_estimate: Sequence[int] | None = None,
+           t_true: Sequence[int] | None = None) -> torch.Tensor:
+    """The reconstructions reordered to sit beside the originals they recover (`pairing`)."""
+    return recon[pairing(recon, truth, t_estimate, t_true)[0]]

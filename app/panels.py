@@ -23,7 +23,8 @@ def view_column(s: Settings) -> dict[str, Any]:
             stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn")
         status = gr.Markdown("Ready. Press **Run**.", elem_id="status")
         steering = steer.steer_controls()
-        with gr.Row():
+        pairs = gr.HTML("", elem_id="batch-pairs", js_on_load=None)  # a batch (batch_view.py); hides the row below
+        with gr.Row(elem_id="images-row"):
             original = gr.Image(label="Private image", format="png", elem_id="original",
                                 elem_classes="pixelated", interactive=False, height=250, buttons=[],
                                 min_width=110)
@@ -45,7 +46,7 @@ def view_column(s: Settings) -> dict[str, Any]:
         with gr.Accordion("What the server sees", open=True, elem_id="server-box"):
             teach(TEACH_SERVER)
             server_plot = gr.Plot(None, label="The shared update", elem_id="server-plot")
-    return dict(**steering, server_plot=server_plot, run_btn=run_btn, stop_btn=stop_btn, status=status,
+    return dict(**steering, server_plot=server_plot, pairs=pairs, run_btn=run_btn, stop_btn=stop_btn, status=status,
                 original=original, reconstruction=reconstruction, diff=diff, loss_plot=loss_plot,
                 metrics_plot=metrics_plot, t_plot=t_plot, filmstrip=filmstrip, export_file=export_file)
 

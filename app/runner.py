@@ -25,12 +25,12 @@ from gidm_core.models import DiffusionModel
 from gidm_core.protocol import play_scenario
 
 from .export import rerun_command
-from .frames import Frame, final_frame, live_frame, thin
-from .images import paired, show
+from .frames import Frame, final_frame, live_frame, separation_line, thin
+from .images import pairing, show
 from .model_cache import get_model, run_device
 from .server_view import server_figure
 from .session import RunRecord, Session
-from .settings import Settings, configs, hints
+from .settings import Refusal, Settings, configs, hints
 from .settings import scenario as settings_scenario
 from .victims import pick_victims, run_size
 from .zerogpu import fit_run
@@ -52,7 +52,7 @@ def stream(session: Session, settings: Settings, min_interval: float = 0.4) -> I
     size: int | str = settings.resolution
     try:
         notes = "".join(f"  \n*Note:* {hint}" for hint in hints(settings))
-        yield Frame(f"Loading {settings.model} ..." + notes)
+        yield Frame(f"Loading {settings.model} ..." + notes, pairs="")
         try:
             config, threat = configs(settings)
             config, budget_note = fit_run(config, settings)  # ZeroGPU: a run too long for its call gets a budget
@@ -68,6 +68,9 @@ def stream(session: Session, settings: Settings, min_interval: float = 0.4) -> I
             steering = session.steering = Steering(config)
             played = play_scenario(scenario, lambda spec: get_model(spec, device), images=x0, stop=stop,
                                    lpips_every=5, steering=steering)
+        except Refusal as err:  # a bound that depends on the model (its own image size): said as the others are
+            yield Frame(f"**Refused** ({err.tab} tab, {err.label}): {str(err).split(': ', 1)[1]}", error=True)
+            return
         except (UserError, ValueError, RuntimeError, MemoryError) as err:
             if isinstance(err, (RuntimeError, MemoryError)) and not out_of_memory(err):
                 raise
@@ -97,6 +100,9 @@ def stream(session: Session, settings: Settings, min_interval: float = 0.4) -> I
         trail = yield from _frames(played.batch, events, done, threat, config, started, min_interval, alive, notes,
                                    steering)
         result = played.run.result
+        if result is None and stop.is_set():  # Stop pressed before the first guess
+            yield Frame("**Stopped** before the attack's first image.", original=trail.original_img)
+            return
         if result is None:
             yield Frame(f"**The run ended without an image:** {trail.error or 'no finite guess'}",
                         original=trail.original_img, error=True)
@@ -130,6 +136,7 @@ class _Trail:
         self.error: str | None = None
         self.first_image_s: float | None = None
         self.time_to_30: float | None = None
+        self.separation = ""  # what the attack said about splitting the batch
 
     def add(self, event: Event, since_start: float) -> None:
         """File a scored event (one with losses)."""
@@ -181,6 +188,8 @@ def _frames(batch: PrivateBatch, events: queue.Queue, done: object, threat: Thre
                 fresh = latest is not None
                 last_shown = 0.0
                 latest = latest and replace(latest, total_iterations=item.total_iterations)
+            elif item.phase == "separation":
+                trail.separation = item.message
             elif item.phase == "timestep":
                 trail.trace.append({"iteration": item.iteration, "phase": "timestep", "elapsed": item.elapsed,
                                     "t_estimate": list(item.t_estimate) if item.t_estimate else None,
@@ -190,12 +199,15 @@ def _frames(batch: PrivateBatch, events: queue.Queue, done: object, threat: Thre
             last_shown = time.perf_counter()
             fresh = False
             frame = live_frame(latest, batch.x0, trail.original_img, trail.trace, trail.curve, trail.phase_starts,
-                               t_true, threat.knows_t, config.total_iterations, notes, list(steering.log))
+                               t_true, threat.knows_t, config.total_iterations,
+                               separation_line(trail.separation) + notes, list(steering.log))
             shown = frame.status
             yield frame
-        elif latest is None and not finished and due and isinstance(item, Event) and item.phase == "timestep":
+        elif latest is None and not finished and due and isinstance(item, Event) and item.phase in ("timestep",
+                                                                                                  "separation"):
             last_shown = time.perf_counter()
-            yield Frame(f"Timestep: {item.message}", original=trail.original_img)
+            shown = f"{'Timestep' if item.phase == 'timestep' else 'Batch'}: {item.message}"
+            yield Frame(shown, original=trail.original_img)
         elif not finished and time.perf_counter() - max(last_shown, began) >= HEARTBEAT_S:
             # Slow steps (the paper setting's K = 16 latent phase): the screen still moves once a second.
             last_shown = time.perf_counter()
@@ -211,15 +223,17 @@ def _record(session: Session, settings: Settings, result: Result, batch: Private
             config: AttackConfig, size: int) -> RunRecord:
     """The finished run, scored by the core's evaluator, with its rerun command."""
     metrics = Evaluator(batch).score_result(result)
+    order, by_t = pairing(result.reconstruction, batch.x0, result.t_estimate, batch.t.tolist())
     status = result.status if trail.error is None or result.status != "done" else "error"
     record = RunRecord(
         number=next(session.counter), settings=settings, model_name=model.name, threat=threat.describe(),
-        size=size, original=batch.x0, reconstruction=paired(result.reconstruction, batch.x0), victims=named,
+        size=size, original=batch.x0, reconstruction=result.reconstruction[order], victims=named,
         t_true=batch.t.tolist(), t_estimate=list(result.t_estimate) if result.t_estimate else None,
         metrics=metrics, history=list(result.history), phase_starts=dict(result.phase_starts), trace=trail.trace,
         filmstrip=thin(trail.film, 8) + [(result.reconstruction, f"final {metrics['psnr']:.1f} dB")],
         status=status, message=result.message if trail.error is None else trail.error, seconds=result.seconds,
         iterations=result.iterations, matching_loss=result.matching_loss, first_image_s=trail.first_image_s,
-        time_to_30db_s=trail.time_to_30, config=dict(config.__dict__), steering=list(result.steering))
+        time_to_30db_s=trail.time_to_30, config=dict(config.__dict__), steering=list(result.steering),
+        separation=trail.separation, paired_by_t=by_t)
     record.command = rerun_command(record)
     return record

@@ -27,6 +27,8 @@ sharply after that many (bottom left). Bottom right: every candidate $t$'s embed
 direction; the dip is the $t$ the server reads, with no optimisation (grey: the client's true $t$, for comparison
 only)."""
 
+LABELLED_T = 4  # the read timesteps named beside their marks
+
 
 def block_norms(model: DiffusionModel, update: SharedUpdate) -> list[tuple[str, float]]:
     """(block, L2 norm of its part of the update), in the UNet's order: `down_blocks.0.resnets`, `mid_block`, ..."""
@@ -68,8 +70,10 @@ def server_figure(model: DiffusionModel, update: SharedUpdate, t_true: list[int]
         for t in sorted(set(t_true or [])):
             fig.add_vline(x=t, line=dict(color=TRUE_COLOUR, width=3, dash="dot"), row=2, col=2)
         read = sorted(set(estimate.t.tolist()))
-        fig.add_trace(go.Scatter(x=read, y=[residuals[t] for t in read], mode="markers+text", showlegend=False,
-                                 text=[f"t = {t}" for t in read], textposition="top left",
+        labelled = len(read) <= LABELLED_T  # more labels overlap (a batch of 16): the title lists them all
+        fig.add_trace(go.Scatter(x=read, y=[residuals[t] for t in read], mode="markers+text" if labelled else
+                                 "markers", showlegend=False, text=[f"t = {t}" for t in read] if labelled else None,
+                                 textposition="top left",
                                  marker=dict(color=TIME_COLOUR, size=9), name="t the server reads"), row=2, col=2)
         fig.update_yaxes(type="log", exponentformat="power", row=2, col=2)
         fig.update_xaxes(title_text="candidate t", row=2, col=2)

@@ -56,6 +56,8 @@ class RunRecord:
     config: dict
     command: str = ""
     steering: list[dict] = field(default_factory=list)  # the steering actions applied, where (steer.py)
+    separation: str = ""  # the attack's word on splitting the batch (its residual, or why it did not)
+    paired_by_t: bool = False  # `reconstruction` was paired by the attack's timesteps, not by likeness
 
     @property
     def label(self) -> str:

@@ -44,7 +44,13 @@ CLIENT_UPDATES = {"fedsgd": "one gradient (FedSGD)", "fedavg": "its weight delta
 # the registry so that a new method appears here without an edit.
 METHODS = tuple(sorted(REGISTRY, key=lambda m: (not spec(m).latent_phase, not spec(m).pixel_phase)))
 RESOLUTIONS = ("model's own", "16", "32", "64", "128")
-MAX_BATCH = 8
+# A batch's attack differentiates the UNet's gradient (double backward) for every image at once, so its memory grows
+# with batch x pixels: 16 images up to 32 px (B = 16 peaked at 1.3 GB on faces32, 7.0 GB on the 35.7 M-parameter
+# DDPM UNet), 8 above, where a larger UNet's B = 1 evaluation alone nears 20 GB at 128 px (scripts/batch_memory.py,
+# docs/app.md).
+MAX_BATCH = 16
+SMALL_IMAGE_PX = 32
+MAX_BATCH_LARGE = 8
 # The app's image-size bound: the largest resolution it offers. A public server shares its memory between
 # sessions, and an attack's double backward at 128 px already peaks near 20 GB on CPU (measured
 # on our 2-core machine).
@@ -167,6 +173,15 @@ def applies(values: dict[str, Any]) -> dict[str, bool]:
                 weight_decay=fedavg and values.get("client_optimizer") != "sgd")
 
 
+def batch_error(batch: int, size: int) -> str | None:
+    """Why `batch` images at `size` px are too many for the app (None if they are not)."""
+    if size > SMALL_IMAGE_PX and batch > MAX_BATCH_LARGE:
+        return (f"at most {MAX_BATCH_LARGE} images above {SMALL_IMAGE_PX} px (up to {MAX_BATCH} at "
+                f"{SMALL_IMAGE_PX} px or less), got {batch} at {size} px: a batch's double backward grows with "
+                "its pixel count")
+    return None
+
+
 def number(text: Any) -> float:
     """A number typed by a person: '2.5', ' 40 ', '1e-3'. '2,5' raises rather than becoming 25."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
@@ -227,6 +242,10 @@ def field_errors(values: dict[str, Any]) -> dict[str, str]:
             check_spec(spec, max_size=APP_MAX_SIZE)
         except UserError as err:
             errors[name] = str(err)
+    resolution = values.get("resolution")
+    if "batch_size" not in errors and resolution in RESOLUTIONS[1:] and (
+            error := batch_error(int(number(values.get("batch_size"))), int(resolution))) is not None:
+        errors["batch_size"] = error
     if values.get("source") == "Upload" and not values.get("uploads"):
         errors["uploads"] = "upload at least one image (or pick the gallery)"
     elif values.get("source") == "Webcam" and values.get("webcam") is None:

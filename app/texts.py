@@ -15,6 +15,15 @@ CSS = """
 #hints { color: #9a5b00; }
 #filmstrip .caption-label { max-width: 96%; font-size: 11px; padding: 1px 4px; }
 @media (max-width: 768px) { #view-col { order: -1; } }
+#batch-pairs .pairs { display: grid; gap: 10px 8px;
+  grid-template-columns: repeat(auto-fill, minmax(min(100%, var(--pair)), 1fr)); }
+#batch-pairs .pair { margin: 0; }
+#batch-pairs .pair-images { display: flex; gap: 2px; }
+#batch-pairs .pair img { width: 50%; height: auto; image-rendering: pixelated; display: block; }
+#batch-pairs figcaption { font-size: 12px; text-align: center; line-height: 1.3; }
+#batch-pairs .pairs-note { font-size: 0.85em; opacity: 0.85; margin-bottom: 6px; }
+#view-col:has(#batch-pairs .pair) #images-row { display: none; }
+@media (max-width: 768px) { #batch-pairs .pairs { --pair: 120px !important; } }
 """
 
 # After a refused Run, bring the tab that holds the bad value into view (on a phone it is below the images).
@@ -67,7 +76,8 @@ settings into the main view and watch that run."""
 TEACH_VIEW = r"""**How to read it.** The status line names what the reconstruction looks like by its PSNR
 $= 10 \log_{10}(1/\mathrm{MSE})$: below 15 dB *noise*, 15-20 *a blur*, 20-25 *a rough likeness*, 25-35
 *recognisable*, 35-45 *a close copy*, from 45 dB *near-exact*. The difference image is $|\hat x_0 - x_0|$,
-amplified 4x."""
+amplified 4x. A batch shows each private image beside its reconstruction, with its timestep and PSNR; its *Batch*
+line says whether the update split into per-sample parts (and how well: the residual) or why not."""
 
 
 def teach(text: str, **kwargs: Any) -> gr.Markdown:

@@ -52,7 +52,7 @@ def _wire(demo: gr.Blocks, session: gr.State, c: dict[str, Any], w: dict[str, An
     inputs = [c[name] for name in SETTING_FIELDS]
     run_outputs = [w[name] for name in ("status", "original", "reconstruction", "diff", "loss_plot", "metrics_plot",
                                         "t_plot", "filmstrip", "table", "pick_a", "pick_b", "export_file", "tabs",
-                                        "server_plot")]
+                                        "server_plot", "pairs")]
     compare_io = ([session, w["pick_a"], w["pick_b"]], [w["view_a"], w["view_b"], w["compare_md"]])
     # The validator runs at submission, before the queue holds the run (API calls too): Stop can then cancel it.
     w["run_btn"].click(gpu(handlers.run, run_duration), [session, *inputs], run_outputs, api_name="run",

@@ -1,9 +1,10 @@
-"""Victim images: the bundled held-out faces (else scikit-image's sample photos), their thumbnails, and the batch a
-run attacks. Checked when called, not at import, so the app starts with whatever this install ships."""
+"""Victim images: the bundled held-out faces and photos, then scikit-image's sample photos; their thumbnails; the
+batch a run attacks. Checked when called, not at import, so the app starts with whatever this install ships."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -16,36 +17,48 @@ from gidm_core.images import ImageLoadError, grid, load_image, victims
 from gidm_core.models import DiffusionModel, check_image_size
 
 from .images import enlarge
-from .settings import APP_MAX_SIZE, RESOLUTIONS, Settings
+from .settings import APP_MAX_SIZE, RESOLUTIONS, Refusal, Settings, batch_error
 
 
 @dataclass(frozen=True)
 class GalleryItem:
     name: str
-    source: Any  # a Path, or an ndarray for the scikit-image fallback
+    source: Any  # a Path, or an ndarray for a scikit-image photo
     bundled: bool  # True if the CLI can name it with --image <name>
     caption: str
 
 
 def gallery_items() -> list[GalleryItem]:
-    """The gallery: bundled faces first, then other bundled victims; scikit-image photos when none is installed."""
+    """The gallery: bundled faces first, then other bundled victims, then scikit-image's sample photos that are not
+    bundled already (named `skimage:<photo>`, which the CLI reads too), so that a batch of 16 fills from it."""
     items = []
     bundled = victims()
     faces = [v for v in bundled if "face" in v.kind.lower()]
     for v in faces + [v for v in bundled if v not in faces]:
         if v.path.is_file():
             items.append(GalleryItem(v.name, v.path, True, f"{v.name} ({v.kind})"))
-    if items:
-        return items
+    shipped = " ".join(v.source for v in bundled)  # a bundled photo cut from a scikit-image one is not offered twice
+    return items + [item for item in _photos() if f"data.{item.name.split(':', 1)[1]}()" not in shipped]
+
+
+# scikit-image's photos that ship in its wheel: the core's fallback victims and two more, so that with the bundled
+# images (three of them cut from these) the gallery holds 16 distinct pictures.
+PHOTOS = (*SKIMAGE_PHOTOS, "hubble_deep_field", "retina")
+
+
+@lru_cache(maxsize=1)
+def _photos() -> tuple[GalleryItem, ...]:
+    """scikit-image's sample photos this install can read (one that needs a download is left out)."""
     from skimage import data as skdata
 
-    for name in SKIMAGE_PHOTOS:
+    items = []
+    for name in PHOTOS:
         try:
             array = getattr(skdata, name)()
         except Exception:  # noqa: BLE001  (a scikit-image photo that needs a download is simply left out)
             continue
-        items.append(GalleryItem(f"{name} (scikit-image)", array, False, f"{name}: scikit-image sample photo"))
-    return items
+        items.append(GalleryItem(f"skimage:{name}", array, True, f"{name}: scikit-image sample photo"))
+    return tuple(items)
 
 
 def previews(sources: list[tuple[Any, str]]) -> list[tuple[Image.Image, str]]:
@@ -65,11 +78,13 @@ def gallery_previews(items: list[GalleryItem]) -> list[tuple[Image.Image, str]]:
 
 
 def run_size(settings: Settings, model: DiffusionModel) -> int:
-    """The image size a run attacks at: the model's own or the chosen resolution, within the app's bound and one the
-    model's UNet can take (each refusal a one-line message)."""
+    """The image size a run attacks at: the model's own or the chosen resolution, within the app's bound, one the
+    model's UNet can take, and small enough for the batch (each refusal a one-line message)."""
     size = model.image_size if settings.resolution == RESOLUTIONS[0] else int(settings.resolution)
     check_image_size(size, APP_MAX_SIZE)
     model.check_size(size)
+    if (error := batch_error(settings.batch_size, size)) is not None:  # the model's own size is known only now
+        raise Refusal("batch_size", error)
     return size
 
 

@@ -152,7 +152,7 @@ def test_bad_input_gets_a_message_and_the_app_keeps_serving(app_url, tmp_path):
     client = _client(app_url)
     for bad, where, why in ((dict(optimizer="adam", lr="2,5"), "Attack tab, Pixel learning rate", "has a comma"),
                             (dict(client_seed="-1"), "Threat tab, Client's secret seed", "must be between 0"),
-                            (dict(batch_size="0"), "Victim tab, Batch size", "must be between 1 and 8, got 0")):
+                            (dict(batch_size="0"), "Victim tab, Batch size", "must be between 1 and 16, got 0")):
         outputs = _stream(client, **bad)  # refused by the app's own validation, in the status line
         status = outputs[-1][STATUS]
         assert status.startswith(f"**Refused** ({where}): "), status  # the exact tab and control, nothing else

@@ -46,6 +46,9 @@ CASES = [
     ("starts over the core's bound", dict(starts=65), "starts"),
     ("batch 0", dict(batch_size=0), "batch_size"),
     ("batch too large", dict(batch_size=99), "batch_size"),
+    ("batch 17 at 32 px", dict(batch_size=17, resolution="32"), "batch_size"),
+    ("batch 9 at 64 px", dict(batch_size=9, resolution="64"), "batch_size"),
+    ("batch 9 at the model's own 64 px", dict(model="random:tiny-64", batch_size=9), "batch_size"),
     ("client t below -1", dict(client_t=-5), "client_t"),
     ("client t huge", dict(client_t=10**9), "client_t"),
     ("clip negative", dict(defence="clip + Gaussian noise", clip=-1), "clip"),
@@ -156,6 +159,13 @@ def test_a_size_bomb_is_refused_at_once_and_allocates_nothing(client):
     message = _refusal(client, model="random:attn-100000")
     assert "image size 100000 is out of bounds: 1 to 128 px" in message
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: no 100k-px tensors
+
+
+def test_the_batch_bound_is_16_at_32_px(client):
+    """The refusals above stop at 17 images at 32 px and 9 above it; 16 at 32 px runs."""
+    final = client.predict(api_name="/run", **_args(batch_size=16, resolution="32", method="dlg",
+                                                      pixel_iterations=2, latent_iterations=0))
+    assert final[STATUS].startswith("**Finished**"), final[STATUS]
 
 
 def test_a_bad_value_past_the_controls_ends_the_run_with_a_message(client):
