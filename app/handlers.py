@@ -59,8 +59,8 @@ def run(session: Session, *values: Any) -> Iterator[tuple]:
     try:
         settings = parse(dict(zip(SETTING_FIELDS, values)))
     except Refusal as err:  # say where, show it, and clear the last run's results so they are not taken for these
-        yield (f"**Refused** ({err.tab} tab, {err.label}): {str(err).split(': ', 1)[1]}", None, None, None, None,
-               None, None, [], skip, skip, skip, None, gr.Tabs(selected=err.tab), None, "")
+        yield (err.status, None, None, None, None, None, None, [], skip, skip, skip, None, gr.Tabs(selected=err.tab),
+               None, "")
         return
     sent_original = None  # the original does not change during a run: send it once (gradio rewrites the cached
     # file of an image each time it is sent, which can cut short a download of that same file)

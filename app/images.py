@@ -44,7 +44,6 @@ def pairing(recon: torch.Tensor, truth: torch.Tensor, t_estimate: Sequence[int] 
     return pair_images(to_unit(recon), to_unit(truth)), False
 
 
-def paired(recon: torch.Tensor, truth: torch.Tensor, t_estimate: Sequence[int] | None = None,
-           t_true: Sequence[int] | None = None) -> torch.Tensor:
-    """The reconstructions reordered to sit beside the originals they recover (`pairing`)."""
-    return recon[pairing(recon, truth, t_estimate, t_true)[0]]
+def paired(recon: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """The reconstructions reordered to sit beside the originals they recover, by likeness (`pairing`)."""
+    return recon[pairing(recon, truth)[0]]

@@ -69,7 +69,7 @@ def stream(session: Session, settings: Settings, min_interval: float = 0.4) -> I
             played = play_scenario(scenario, lambda spec: get_model(spec, device), images=x0, stop=stop,
                                    lpips_every=5, steering=steering)
         except Refusal as err:  # a bound that depends on the model (its own image size): said as the others are
-            yield Frame(f"**Refused** ({err.tab} tab, {err.label}): {str(err).split(': ', 1)[1]}", error=True)
+            yield Frame(err.status, error=True)
             return
         except (UserError, ValueError, RuntimeError, MemoryError) as err:
             if isinstance(err, (RuntimeError, MemoryError)) and not out_of_memory(err):

@@ -260,7 +260,13 @@ class Refusal(ConfigError):
     def __init__(self, name: str, message: str) -> None:
         self.name = name
         self.tab, self.label = CONTROLS[name]
+        self.reason = message
         super().__init__(f"{self.tab} tab, {self.label}: {message}", name)
+
+    @property
+    def status(self) -> str:
+        """The status line that says where the bad value is and why."""
+        return f"**Refused** ({self.tab} tab, {self.label}): {self.reason}"
 
 
 def parse(values: dict[str, Any]) -> Settings:
