@@ -5,7 +5,9 @@ faces of faces32 stalls near 11 dB). The per-sample parts d_b of the time-condit
 alone (GroupNorm and attention act per sample), so matching them is B independent small problems: the attack first
 fits every image to its own parts (the per-sample start), then matches the summed update with the per-sample terms
 kept beside it (the joint stage). Sample b's d_b(x) on a guess is the gradient of the guess's loss w.r.t. that
-layer's output row b (a forward hook), so both come out of the one backward pass the summed update needs.
+layer's output row b (a forward hook), so both come out of the one backward pass the summed update needs. A
+delta of several local steps is re-simulated; its parts are read off that delta through the least-squares map
+that split the target (`Separation.solvers`), so they cost nothing beyond the re-simulation.
 
 What it buys is measured in docs/batches.md: the parts are few (864 numbers per image on faces32 against 3072
 pixels), so the start alone does not find the images, and the gain over the summed update is small. Where the
@@ -22,7 +24,7 @@ from contextlib import AbstractContextManager, contextmanager
 
 import torch
 
-from ..client import SharedUpdate
+from ..client import SharedUpdate, client_update
 from ..config import DefenceConfig
 from ..diffusion import diffusion_loss
 from ..models import DiffusionModel
@@ -68,11 +70,10 @@ class SeparatedMatcher(GradientMatcher):
         self.params = list(model.unet.parameters())
         # One SGD step shares -lr times the gradient (the parts were divided by it at separation).
         self.step = 1.0 if self.training is None else -self.training.lr
-        # With fresh noise the parts are per slot: slot k holds image order[k] under its own eps and t, and its
-        # step's loss averages B slots where the batched loss averages all E x B (hence the factor E).
-        fresh = self.schedule is not None and self.schedule.fresh
-        self.slot_images = self.schedule.order.flatten() if fresh else None
-        self.slot_factor = float(self.training.steps) if fresh else 1.0
+        # Several steps: a guess's parts are its re-simulated delta through the target's own least-squares map.
+        index = {name: i for i, (name, _) in enumerate(model.unet.named_parameters())}
+        self.entries = [(index[f"{name}.weight"], index[f"{name}.bias"]) for name in separation.names]
+        self.solvers = separation.solvers
         # Several images make B independent problems worth a start on their parts alone; one image split by its
         # steps is one problem, whose parts only rebalance the steps beside the summed update.
         self.apart = update.batch_size > 1
@@ -82,13 +83,21 @@ class SeparatedMatcher(GradientMatcher):
         """Inside it, forward passes record the separated layers' outputs (whose gradients are the d_b(x))."""
         return _outputs_of(self.modules)
 
-    def parts_at_start(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor,
-                       create_graph: bool = True) -> list[torch.Tensor]:
-        """The guess's per-sample (or per-slot) parts at the start weights, for an update of several local steps."""
-        images = x0 if self.slot_images is None else x0[self.slot_images.to(x0.device)]
-        with self.time_outputs() as outputs:
-            loss = self.slot_factor * diffusion_loss(self.model, images, eps, t)
-        return list(torch.autograd.grad(loss, outputs, create_graph=create_graph))
+    def parts_of(self, update: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
+        """The per-sample (or per-slot) parts of an update of the shared update's kind, e.g. a guess's re-simulated
+        delta, through the map that split the target: exact where the update has the target's structure, and no
+        pass beyond the re-simulation (a separate pass over the slots at the start weights cost ~30 % more per
+        evaluation on faces32 at E = 4)."""
+        return [solver @ torch.cat([update[weight], update[bias][:, None]], 1).T
+                for solver, (weight, bias) in zip(self.solvers, self.entries)]
+
+    def steps_terms(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, create_graph: bool = True
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(summed distance, per-sample distance) of the guess's re-simulated local steps."""
+        delta = client_update(self.model, x0, eps, t, create_graph, self.training, self.schedule, self.smoothing)
+        summed, per_sample = self.distance_to(delta), self.per_sample_distance(self.parts_of(delta))
+        self.last = {"summed": summed.detach(), "per_sample": per_sample.detach()}
+        return summed, per_sample
 
     def per_sample_distance(self, parts: list[torch.Tensor]) -> torch.Tensor:
         return sum(((d - target).pow(2).sum(1) / norm).mean()
@@ -117,10 +126,7 @@ class SeparatedMatcher(GradientMatcher):
                  ) -> torch.Tensor:
         training = self.training
         if training is not None and not training.is_one_sgd_step:
-            # Several SGD steps: the summed update is re-simulated, the parts taken at the start weights.
-            summed = super().__call__(x0, eps, t, create_graph)
-            per_sample = self.per_sample_distance(self.parts_at_start(x0, eps, t, create_graph))
-            self.last = {"summed": summed.detach(), "per_sample": per_sample.detach()}
+            summed, per_sample = self.steps_terms(x0, eps, t, create_graph)
             return summed + self.weight * per_sample
         with self.time_outputs() as outputs:
             loss = self.step * diffusion_loss(self.model, x0, eps, t)
@@ -135,9 +141,7 @@ def start_objective(matcher: SeparatedMatcher, make_image: Callable[[], torch.Te
     def objective() -> Objective:
         image = make_image()
         if matcher.training is not None and not matcher.training.is_one_sgd_step:
-            matcher(image, eps, t)
-            per_sample = matcher.per_sample_distance(matcher.parts_at_start(image, eps, t))
-            summed = matcher.last["summed"]
+            summed, per_sample = matcher.steps_terms(image, eps, t)
         else:
             with matcher.time_outputs() as outputs:
                 loss = matcher.step * diffusion_loss(matcher.model, image, eps, t)
