@@ -173,3 +173,23 @@ def test_one_image_over_fresh_steps_is_separated_by_its_steps(tiny_model, photos
     assert any("separated 4 slots" in e.message for e in events)
     assert played.run.result.details["separation"] == "separated"
     assert "per-sample" not in played.run.result.phase_starts  # one image: no start on its parts alone
+
+
+def test_a_single_images_low_noise_step_gets_no_weight_among_its_parts(tiny_model, photos4):
+    """One image over fresh SGD steps: a step at t = 5 (noise scale ~0.03) drops out of the per-slot distance and
+    the others share its weight; with no such step, with several images, or for one gradient, every part counts 1."""
+    from gidm_core.attacks.per_sample import slot_weights
+
+    fresh = LocalTraining(steps=4, lr=1e-3, noise="fresh")
+
+    def fresh_update(x0):
+        return share(tiny_model, PrivateBatch.draw(x0, 1000, 3, training=fresh), PAPER, 3, fresh)
+
+    one_image = fresh_update(photos4[:1])
+    weights = slot_weights(tiny_model, one_image, torch.tensor([332, 68, 904, 5]))
+    assert torch.allclose(weights, torch.tensor([4 / 3, 4 / 3, 4 / 3, 0.0]))
+    assert torch.equal(slot_weights(tiny_model, one_image, torch.tensor([274, 927, 163, 329])), torch.ones(4))
+    two_images = fresh_update(photos4[:2])
+    assert torch.equal(slot_weights(tiny_model, two_images, torch.tensor([332, 68, 904, 5] * 2)), torch.ones(8))
+    _, gradient = _update(tiny_model, photos4, DISTINCT_T)
+    assert torch.equal(slot_weights(tiny_model, gradient, torch.tensor([5, 310, 620, 880])), torch.ones(4))

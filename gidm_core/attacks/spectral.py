@@ -33,8 +33,13 @@ def damped(model: DiffusionModel, update: SharedUpdate, t: torch.Tensor) -> bool
     training = update.training
     if training is None or training.optimizer != "sgd":
         return False
+    return bool(low_noise(model, t).any())
+
+
+def low_noise(model: DiffusionModel, t: torch.Tensor) -> torch.Tensor:
+    """Which of the timesteps `t` see the image under little noise (sqrt(1 - alpha_bar_t) < LOW_NOISE)."""
     alpha_bar = model.scheduler.alphas_cumprod.to(t.device)[t.long()]
-    return bool(((1 - alpha_bar).sqrt() < LOW_NOISE).any())
+    return (1 - alpha_bar).sqrt() < LOW_NOISE
 
 
 class SpectralPixels:
