@@ -12,7 +12,7 @@ from gidm_core.attacks.base import AttackContext, Run
 from gidm_core.attacks.events import Guess, Objective
 from gidm_core.attacks.matching import GradientMatcher
 from gidm_core.attacks.starts import batched_matching, cost_factor, halving_plan, planned_evaluations, with_starts
-from gidm_core.config import ConfigError, DefenceConfig, attack_config, threat_preset
+from gidm_core.config import ConfigError, DefenceConfig, LocalTraining, attack_config, threat_preset
 from gidm_core.methods import REGISTRY
 from gidm_core.protocol import play
 from gidm_core.seeds import derive
@@ -35,6 +35,21 @@ def test_batched_matching_equals_separate_evaluations(tiny_model, photo32, dista
     shared_eps = batched_matching(matcher, images, eps[0], t)  # one eps for every candidate broadcasts
     assert torch.allclose(shared_eps[0], separate[0], rtol=1e-4, atol=1e-7)
 
+
+
+def test_batched_matching_scores_a_fresh_noise_delta_and_gidm_restarts_on_it(tiny_model, photo32, one_thread):
+    """A fresh-noise delta's eps has one row per step, not per image: scoring candidates (GIDM's `restarts`)
+    broadcasts it to each candidate (it crashed on such a delta) and gives the matcher's own losses."""
+    training = LocalTraining(steps=3, lr=1e-3, noise="fresh")
+    config = attack_config("gidm", latent_iterations=2, pixel_iterations=2, restarts=3, ddim_steps=1)
+    played = play(tiny_model, photo32, threat_preset("paper"), config, client_seed=4, training=training)
+    matcher = GradientMatcher(tiny_model, played.update)
+    update = played.update
+    images = torch.stack([photo32 * 0.5, photo32])
+    separate = torch.stack([matcher(x, update.eps, update.t, create_graph=False).detach() for x in images])
+    assert torch.allclose(batched_matching(matcher, images, update.eps, update.t), separate)
+    assert separate[1] < 1e-6 * separate[0]  # the truth re-simulates the delta
+    assert played.run.run_to_end().status == "done"
 
 def test_halving_plan_and_cost():
     assert halving_plan(1) == () and cost_factor(1) == 1.0

@@ -5,7 +5,9 @@ faces of faces32 stalls near 11 dB). The per-sample parts d_b of the time-condit
 alone (GroupNorm and attention act per sample), so matching them is B independent small problems: the attack first
 fits every image to its own parts (the per-sample start), then matches the summed update with the per-sample terms
 kept beside it (the joint stage). Sample b's d_b(x) on a guess is the gradient of the guess's loss w.r.t. that
-layer's output row b (a forward hook), so both come out of the one backward pass the summed update needs.
+layer's output row b (a forward hook), so both come out of the one backward pass the summed update needs. A
+delta of several local steps is re-simulated; its parts are read off that delta through the least-squares map
+that split the target (`Separation.solvers`), so they cost nothing beyond the re-simulation.
 
 What it buys is measured in docs/batches.md: the parts are few (864 numbers per image on faces32 against 3072
 pixels), so the start alone does not find the images, and the gain over the summed update is small. Where the
@@ -22,7 +24,7 @@ from contextlib import AbstractContextManager, contextmanager
 
 import torch
 
-from ..client import SharedUpdate
+from ..client import SharedUpdate, client_update
 from ..config import DefenceConfig
 from ..diffusion import diffusion_loss
 from ..models import DiffusionModel
@@ -30,6 +32,7 @@ from .base import AttackContext
 from .events import Event, Guess, Objective
 from .matching import GradientMatcher
 from .separation import Separation, separate
+from .spectral import low_noise
 
 # Weight of the per-sample terms beside the summed update's normalised L2 in the joint stage (on faces32 at B = 8,
 # 1 and 10 gave the same PSNR in the first measurement, shared/NOTES.md).
@@ -59,20 +62,23 @@ class SeparatedMatcher(GradientMatcher):
     separated layer, ||d_b(x) - d_b*||^2 / ||d_b*||^2, averaged over the batch and summed over the layers."""
 
     def __init__(self, model: DiffusionModel, update: SharedUpdate, separation: Separation, distance: str,
-                 layer_weights: str, defence: DefenceConfig | None, weight: float = PER_SAMPLE_WEIGHT) -> None:
+                 layer_weights: str, defence: DefenceConfig | None, weight: float = PER_SAMPLE_WEIGHT,
+                 slots: torch.Tensor | None = None) -> None:
         super().__init__(model, update, distance, layer_weights, defence)
         self.modules = [model.unet.get_submodule(name) for name in separation.names]
         self.parts = separation.parts
         self.norms = [p.pow(2).sum(1).clamp_min(1e-30) for p in self.parts]
+        # Each part's weight in the per-sample mean (`slot_weights`): all 1 but for a single image's low-noise steps.
+        count = self.parts[0].shape[0]
+        self.slots = (torch.ones(count) if slots is None else slots).to(model.device)
         self.weight = weight
         self.params = list(model.unet.parameters())
         # One SGD step shares -lr times the gradient (the parts were divided by it at separation).
         self.step = 1.0 if self.training is None else -self.training.lr
-        # With fresh noise the parts are per slot: slot k holds image order[k] under its own eps and t, and its
-        # step's loss averages B slots where the batched loss averages all E x B (hence the factor E).
-        fresh = self.schedule is not None and self.schedule.fresh
-        self.slot_images = self.schedule.order.flatten() if fresh else None
-        self.slot_factor = float(self.training.steps) if fresh else 1.0
+        # Several steps: a guess's parts are its re-simulated delta through the target's own least-squares map.
+        index = {name: i for i, (name, _) in enumerate(model.unet.named_parameters())}
+        self.entries = [(index[f"{name}.weight"], index[f"{name}.bias"]) for name in separation.names]
+        self.solvers = separation.solvers
         # Several images make B independent problems worth a start on their parts alone; one image split by its
         # steps is one problem, whose parts only rebalance the steps beside the summed update.
         self.apart = update.batch_size > 1
@@ -82,16 +88,24 @@ class SeparatedMatcher(GradientMatcher):
         """Inside it, forward passes record the separated layers' outputs (whose gradients are the d_b(x))."""
         return _outputs_of(self.modules)
 
-    def parts_at_start(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor,
-                       create_graph: bool = True) -> list[torch.Tensor]:
-        """The guess's per-sample (or per-slot) parts at the start weights, for an update of several local steps."""
-        images = x0 if self.slot_images is None else x0[self.slot_images.to(x0.device)]
-        with self.time_outputs() as outputs:
-            loss = self.slot_factor * diffusion_loss(self.model, images, eps, t)
-        return list(torch.autograd.grad(loss, outputs, create_graph=create_graph))
+    def parts_of(self, update: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
+        """The per-sample (or per-slot) parts of an update of the shared update's kind, e.g. a guess's re-simulated
+        delta, through the map that split the target: exact where the update has the target's structure, and no
+        pass beyond the re-simulation (a separate pass over the slots at the start weights cost ~30 % more per
+        evaluation on faces32 at E = 4)."""
+        return [solver @ torch.cat([update[weight], update[bias][:, None]], 1).T
+                for solver, (weight, bias) in zip(self.solvers, self.entries)]
+
+    def steps_terms(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, create_graph: bool = True
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(summed distance, per-sample distance) of the guess's re-simulated local steps."""
+        delta = client_update(self.model, x0, eps, t, create_graph, self.training, self.schedule, self.smoothing)
+        summed, per_sample = self.distance_to(delta), self.per_sample_distance(self.parts_of(delta))
+        self.last = {"summed": summed.detach(), "per_sample": per_sample.detach()}
+        return summed, per_sample
 
     def per_sample_distance(self, parts: list[torch.Tensor]) -> torch.Tensor:
-        return sum(((d - target).pow(2).sum(1) / norm).mean()
+        return sum(((d - target).pow(2).sum(1) / norm * self.slots).mean()
                    for d, target, norm in zip(parts, self.parts, self.norms))
 
     def joint_distance(self, loss: torch.Tensor, outputs: list[torch.Tensor], create_graph: bool = True
@@ -117,10 +131,7 @@ class SeparatedMatcher(GradientMatcher):
                  ) -> torch.Tensor:
         training = self.training
         if training is not None and not training.is_one_sgd_step:
-            # Several SGD steps: the summed update is re-simulated, the parts taken at the start weights.
-            summed = super().__call__(x0, eps, t, create_graph)
-            per_sample = self.per_sample_distance(self.parts_at_start(x0, eps, t, create_graph))
-            self.last = {"summed": summed.detach(), "per_sample": per_sample.detach()}
+            summed, per_sample = self.steps_terms(x0, eps, t, create_graph)
             return summed + self.weight * per_sample
         with self.time_outputs() as outputs:
             loss = self.step * diffusion_loss(self.model, x0, eps, t)
@@ -135,9 +146,7 @@ def start_objective(matcher: SeparatedMatcher, make_image: Callable[[], torch.Te
     def objective() -> Objective:
         image = make_image()
         if matcher.training is not None and not matcher.training.is_one_sgd_step:
-            matcher(image, eps, t)
-            per_sample = matcher.per_sample_distance(matcher.parts_at_start(image, eps, t))
-            summed = matcher.last["summed"]
+            summed, per_sample = matcher.steps_terms(image, eps, t)
         else:
             with matcher.time_outputs() as outputs:
                 loss = matcher.step * diffusion_loss(matcher.model, image, eps, t)
@@ -169,7 +178,23 @@ def separated_matcher(ctx: AttackContext, matcher: GradientMatcher, t: torch.Ten
     if not result.ok:
         return matcher
     return SeparatedMatcher(ctx.model, ctx.update, result, cfg.distance, cfg.layer_weights, ctx.threat.defence,
-                            PER_SAMPLE_WEIGHT)
+                            PER_SAMPLE_WEIGHT, slot_weights(ctx.model, ctx.update, t))
+
+
+def slot_weights(model: DiffusionModel, update: SharedUpdate, t: torch.Tensor) -> torch.Tensor:
+    """The parts' weights in the per-sample distance (mean 1), from the public schedule alone. One image over
+    several SGD steps: a low-noise step's part (t < ~20, `spectral.low_noise`) gets none, the others share its
+    weight. Its gradient already dominates the delta (5x a t = 332 step's on faces32) and is the hard, rugged
+    target; the parts are there to give the other steps their say. Measured (faces32, face-05, E = 4 fresh, t 332,
+    68, 904, 5, 120 CPU-s): docs/realistic_clients.md. Anything else: all 1."""
+    ones = torch.ones(len(t))
+    training = update.training
+    if training is None or training.is_one_sgd_step or update.batch_size > 1:
+        return ones
+    keep = ~low_noise(model, t.cpu())
+    if keep.all() or not keep.any():
+        return ones
+    return keep.float() * len(t) / keep.sum()
 
 
 def pixel_start(ctx: AttackContext, matcher: GradientMatcher, start: torch.Tensor, eps: torch.Tensor,

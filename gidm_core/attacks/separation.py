@@ -54,6 +54,9 @@ class Separation:
     names: tuple[str, ...] = ()
     parts: tuple[torch.Tensor, ...] = ()  # one (B, out_features) tensor per layer: row b is sample b's d_b
     residual: float = float("nan")  # worst relative residual over the layers
+    # One (B, in_features + 1) map per layer: parts = solver @ [weight | bias]^T of an update of this kind. A guess's
+    # re-simulated delta goes through the same map, so its parts cost no extra pass (`per_sample.SeparatedMatcher`).
+    solvers: tuple[torch.Tensor, ...] = ()
 
 
 def time_layers(model: DiffusionModel, t: torch.Tensor, shape: tuple[int, ...]) -> list[TimeLayer]:
@@ -114,7 +117,7 @@ def separate(model: DiffusionModel, update: SharedUpdate, t: torch.Tensor, threa
     layers = time_layers(model, t, (len(t), *update.image_shape))
     params = dict(model.unet.named_parameters())
     index = {name: i for i, name in enumerate(params)}
-    names, parts, residuals, skipped = [], [], [], []
+    names, parts, solvers, residuals, skipped = [], [], [], [], []
     training, schedule = update.training, update.schedule
     scale = 1.0 if training is None else -training.lr * (1 if schedule is not None and schedule.fresh
                                                          else training.steps)
@@ -132,10 +135,12 @@ def separate(model: DiffusionModel, update: SharedUpdate, t: torch.Tensor, threa
             continue
         grad = torch.cat([update.gradients[index[weight]].detach().double().cpu(),
                           update.gradients[index[bias]].detach().double().cpu()[:, None]], dim=1)  # (out, in + 1)
-        solution = torch.linalg.lstsq(rows.T, grad.T).solution  # (B, out)
+        solver = torch.linalg.pinv(rows.T)  # (B, in + 1): the least-squares solution of rows^T D = grad^T
+        solution = solver @ grad.T  # (B, out)
         residual = float((rows.T @ solution - grad.T).norm() / grad.norm().clamp_min(1e-300))
         names.append(layer.name)
         parts.append((solution / scale).float())
+        solvers.append((solver / scale).float())
         residuals.append(residual)
     if not names:
         detail = "; ".join(skipped) if skipped else "the model has no time-conditioned linear layer"
@@ -152,4 +157,5 @@ def separate(model: DiffusionModel, update: SharedUpdate, t: torch.Tensor, threa
     what = "slots (images x steps)" if update.secrets > update.batch_size else "samples"
     return Separation(True, f"separated {len(t)} {what} through {len(names)} time-conditioned layers "
                             f"(residual {worst:.1e}{approx}){note}",
-                      tuple(names), tuple(p.to(model.device) for p in parts), worst)
+                      tuple(names), tuple(p.to(model.device) for p in parts), worst,
+                      tuple(s.to(model.device) for s in solvers))

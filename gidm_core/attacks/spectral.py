@@ -41,8 +41,13 @@ def damped(model: DiffusionModel, update: SharedUpdate, t: torch.Tensor, prior_s
         return False
     if training is None and (update.secrets > 1 or not prior_start):
         return False
+    return bool(low_noise(model, t).any())
+
+
+def low_noise(model: DiffusionModel, t: torch.Tensor) -> torch.Tensor:
+    """Which of the timesteps `t` see the image under little noise (sqrt(1 - alpha_bar_t) < LOW_NOISE)."""
     alpha_bar = model.scheduler.alphas_cumprod.to(t.device)[t.long()]
-    return bool(((1 - alpha_bar).sqrt() < LOW_NOISE).any())
+    return (1 - alpha_bar).sqrt() < LOW_NOISE
 
 
 class SpectralPixels:

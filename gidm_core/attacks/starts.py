@@ -225,10 +225,12 @@ def batched_matching(matcher: GradientMatcher, images: torch.Tensor, eps: torch.
 
     FedAvg updates (several local steps) are scored one by one: their re-simulation is not vectorised."""
     model = matcher.model
-    eps = eps.expand_as(images) if eps.dim() == images.dim() - 1 else eps
+    # Shared eps has one row per secret (per slot of every step with fresh noise), not necessarily per image.
+    eps = eps.expand(len(images), *eps.shape) if eps.dim() == images.dim() - 1 else eps
+    if matcher.training is not None:  # each re-simulated step takes a gradient: autograd stays on
+        losses = torch.stack([matcher(x, e, t, create_graph=create_graph) for x, e in zip(images, eps)])
+        return losses if create_graph else losses.detach()
     with torch.set_grad_enabled(create_graph):
-        if matcher.training is not None:
-            return torch.stack([matcher(x, e, t, create_graph=create_graph) for x, e in zip(images, eps)])
         params = {name: p.detach() for name, p in model.unet.named_parameters()}
 
         def one(x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
