@@ -32,7 +32,7 @@ from gidm_core.attacks.events import Guess, Objective
 from gidm_core.attacks.per_sample import SeparatedMatcher
 from gidm_core.attacks.secrets import noise_variable
 from gidm_core.attacks.separation import separate
-from gidm_core.attacks.spectral import low_noise_rows, mixed_space
+from gidm_core.attacks.spectral import CORNER, low_noise_rows, mixed_space, smoothed
 from gidm_core.config import OPTIMIZERS, ThreatModel, attack_config
 from gidm_core.evaluation import pairing_by_t
 from gidm_core.images import load_named_images
@@ -64,7 +64,8 @@ def _drive(phase):
         return end.value
 
 
-def probe(played, kind: str, seconds: float, weight: float, basis: str = "pixels") -> dict:
+def probe(played, kind: str, seconds: float, weight: float, basis: str = "pixels", corner: float = CORNER,
+          start: str = "noise") -> dict:
     """The first curriculum stage under diagnostic `kind` (see the module's docstring), PSNR of its free images."""
     ctx, truth, t = played.run.context, played.batch.x0, played.update.t
     eps, _ = noise_variable(ctx)
@@ -73,6 +74,8 @@ def probe(played, kind: str, seconds: float, weight: float, basis: str = "pixels
     groups = signal_groups(matcher, t)
     name, _, number = kind.partition(":")
     x = (ctx.randn() * 0.5).clamp(-1, 1)
+    if start != "noise":  # zero, or the noise seen through the damped basis (its fine detail shrunk)
+        x = x * 0 if start == "zero" else smoothed(x, corner).clamp(-1, 1)
     rows = groups[0]
     quiet = sum(groups[1:], [])
     x[quiet] = truth[quiet] if name == "oracle" else 0.0
@@ -90,7 +93,7 @@ def probe(played, kind: str, seconds: float, weight: float, basis: str = "pixels
         for block in blocks:
             group = GroupMatcher(matcher, block, x, eps, t)
             damped_rows = [i for i, r in enumerate(group.rows) if basis == "group" or (basis == "low" and r in low)]
-            variables, make_image, project = mixed_space(x[group.rows], damped_rows)
+            variables, make_image, project = mixed_space(x[group.rows], damped_rows, corner)
 
             def objective(group=group, make_image=make_image, held=x):
                 free = make_image()
@@ -110,7 +113,8 @@ def probe(played, kind: str, seconds: float, weight: float, basis: str = "pixels
             x = _drive(ctx.optimise(f"probe {block}", variables, objective, evaluations, 1.0,
                                     project=project)).image.detach().clone()
     scores = psnr_per_sample(to_unit(x), to_unit(truth))
-    return {"probe": kind, "basis": basis, "optimizer": ctx.config.optimizer, "t": t.tolist(), "rows": rows,
+    return {"probe": kind, "basis": basis, "corner": corner, "start": start, "optimizer": ctx.config.optimizer,
+            "t": t.tolist(), "rows": rows,
             "psnr_rows": [round(float(scores[r]), 2) for r in rows],
             "matching": ctx.best[0] if ctx.best else None, "evaluations": ctx.iteration,
             "cpu_seconds": round(time.process_time() - began, 1)}
@@ -130,13 +134,18 @@ def main() -> None:
     parser.add_argument("--basis", default="pixels", choices=("pixels", "low", "group"),
                         help="the probe's search space: raw pixels, the damped Fourier basis for the low-noise "
                         "images only, or for the whole group")
+    parser.add_argument("--corner", type=float, default=CORNER, help="the damped basis's corner (cycles per image)")
+    parser.add_argument("--start", default="noise", choices=("noise", "zero", "smooth"), help="the probe's start")
     parser.add_argument("--group-ratio", type=float, default=curriculum.GROUP_RATIO,
                         help="the curriculum's grouping ratio; inf puts the batch in one group (no curriculum: the "
                         "per-sample start runs)")
+    parser.add_argument("--damped-stages", type=int, default=curriculum.DAMPED_STAGES,
+                        help="the curriculum's first stages searched in the damped Fourier basis (--corner)")
     parser.add_argument("--optimizer", default="lbfgs", choices=OPTIMIZERS, help="the attack's optimiser")
     args = parser.parse_args()
     torch.set_num_threads(1)
     curriculum.GROUP_RATIO = args.group_ratio
+    curriculum.DAMPED_STAGES, curriculum.DAMPED_CORNER = args.damped_stages, args.corner
     model = load_model("faces32")
     threat = ThreatModel(knows_eps=not args.private, knows_t=not args.private)
     config = attack_config(args.method, separation=args.separation, seconds=args.seconds, clock="cpu",
@@ -144,7 +153,8 @@ def main() -> None:
     played = play(model, victims(args.batch), threat, config, client_seed=args.client_seed,
                   t=None if args.t is None else [args.t])
     if args.probe:
-        print(json.dumps(probe(played, args.probe, args.seconds, args.weight, args.basis)))
+        print(json.dumps(probe(played, args.probe, args.seconds, args.weight, args.basis, args.corner,
+                               args.start)))
         return
     for event in played.run:
         if event.message and event.kind != "progress":
@@ -157,7 +167,7 @@ def main() -> None:
         print(f"[{phase}] PSNR by image (paired by t): {' '.join(f'{v:.1f}' for v in images)}", flush=True)
     scores = played.evaluator.score_result(result)
     print(json.dumps({"batch": args.batch, "method": args.method, "optimizer": args.optimizer,
-                      "group_ratio": args.group_ratio,
+                      "group_ratio": args.group_ratio, "damped_stages": args.damped_stages, "corner": args.corner,
                       "separation": args.separation,
                       "t": played.batch.t.tolist(), "psnr": scores["psnr"], **played.evaluator.per_image(result),
                       **result.details, "iterations": result.iterations, "cpu_seconds": result.seconds}))

@@ -18,7 +18,7 @@ the run's answer is chosen on one scale as in every other phase.
 from __future__ import annotations
 
 import copy
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 
 import torch
 
@@ -27,11 +27,15 @@ from .base import AttackContext
 from .events import Event, Guess, Objective
 from .matching import GradientMatcher
 from .per_sample import SeparatedMatcher, pixel_start
+from .spectral import CORNER, mixed_space, smoothed
 
 # Images whose sqrt(abar_t) are within this factor of the group's loudest share a stage.
 GROUP_RATIO = 3.0
 # Share of the pixel iterations left for the final joint stage; the groups share the rest by their size.
 JOINT_SHARE = 0.3
+# The first stages searched in the damped Fourier basis (`spectral.mixed_space`); 0: raw pixels throughout.
+DAMPED_STAGES = 0
+DAMPED_CORNER = CORNER
 
 
 def signal_groups(matcher: SeparatedMatcher, t: torch.Tensor) -> list[list[int]]:
@@ -98,16 +102,20 @@ def curriculum(ctx: AttackContext, matcher: SeparatedMatcher, start: torch.Tenso
     """Free the groups of `signal_groups` one by one from `start` (the quiet ones held at zero until their
     turn); returns (the start of the joint stage, the iterations left for it)."""
     groups = signal_groups(matcher, t)
-    x = start.detach().clone().clamp(-1, 1)
+    x = start.detach().clone()
+    x = (smoothed(x, DAMPED_CORNER) if DAMPED_STAGES else x).clamp(-1, 1)
     for group in groups[1:]:
         x[group] = 0.0
     per_image = (1 - JOINT_SHARE) * iterations / x.shape[0]
     used = 0
     for k, rows in enumerate(groups):
         group = GroupMatcher(matcher, sorted(sum(groups[:k + 1], [])), x, eps, t)
-        x_rows = x[group.rows].clone().requires_grad_(True)
+        damped = list(range(len(group.rows))) if k < DAMPED_STAGES else []
+        variables, make_image, project = mixed_space(x[group.rows], damped, DAMPED_CORNER)
 
-        def objective(group: GroupMatcher = group, x_rows: torch.Tensor = x_rows, held: torch.Tensor = x) -> Objective:
+        def objective(group: GroupMatcher = group, make_image: Callable[[], torch.Tensor] = make_image,
+                      held: torch.Tensor = x) -> Objective:
+            x_rows = make_image()
             summed, per_sample = group(x_rows)
             matching = summed + matcher.weight * per_sample
             image = held.clone()
@@ -116,8 +124,8 @@ def curriculum(ctx: AttackContext, matcher: SeparatedMatcher, start: torch.Tenso
                              Guess(image, None, t))
 
         steps = max(1, round(per_image * len(rows)))
-        guess = yield from ctx.optimise(f"group {k + 1}/{len(groups)}", [x_rows], objective, steps, ctx.config.lr,
-                                        project=lambda x_rows=x_rows: x_rows.clamp_(-1, 1))
+        guess = yield from ctx.optimise(f"group {k + 1}/{len(groups)}", variables, objective, steps, ctx.config.lr,
+                                        project=project)
         x = guess.image.detach().clone()
         used += steps
     return x, max(iterations - used, 1)

@@ -57,6 +57,12 @@ class SpectralPixels:
         return torch.view_as_real(torch.fft.rfft2(x, norm=self.norm) / self.weight).contiguous()
 
 
+def smoothed(x: torch.Tensor, corner: float = CORNER) -> torch.Tensor:
+    """`x` seen through the damped basis: each spatial frequency scaled by its weight (a start for a damped search,
+    whose fine detail it would otherwise shed only slowly)."""
+    return SpectralPixels(*x.shape[-2:], x.device, corner).image(torch.view_as_real(torch.fft.rfft2(x)).contiguous())
+
+
 def low_noise_rows(model: DiffusionModel, t: torch.Tensor) -> list[int]:
     """The batch slots whose step is low-noise (sqrt(1 - alpha_bar_t) < `LOW_NOISE`)."""
     alpha_bar = model.scheduler.alphas_cumprod.to(t.device)[t.long()]
