@@ -27,14 +27,15 @@ from .base import AttackContext
 from .events import Event, Guess, Objective
 from .matching import GradientMatcher
 from .per_sample import SeparatedMatcher, pixel_start
-from .spectral import CORNER, mixed_space, smoothed
+from .spectral import CORNER, low_noise_rows, mixed_space, smoothed
 
 # Images whose sqrt(abar_t) are within this factor of the group's loudest share a stage.
 GROUP_RATIO = 3.0
 # Share of the pixel iterations left for the final joint stage; the groups share the rest by their size.
 JOINT_SHARE = 0.3
-# The first stages searched in the damped Fourier basis (`spectral.mixed_space`); 0: raw pixels throughout.
-DAMPED_STAGES = 0
+# Which images the stages search in the damped Fourier basis (`spectral.mixed_space`), from a start seen through
+# it: "low-noise" (sqrt(1 - abar_t) < 0.1), "first-group" (the loud group's stage), or "off" (raw pixels).
+DAMPED = "low-noise"
 DAMPED_CORNER = CORNER
 
 
@@ -103,14 +104,15 @@ def curriculum(ctx: AttackContext, matcher: SeparatedMatcher, start: torch.Tenso
     turn); returns (the start of the joint stage, the iterations left for it)."""
     groups = signal_groups(matcher, t)
     x = start.detach().clone()
-    x = (smoothed(x, DAMPED_CORNER) if DAMPED_STAGES else x).clamp(-1, 1)
+    x = (smoothed(x, DAMPED_CORNER) if DAMPED != "off" else x).clamp(-1, 1)
+    low = low_noise_rows(matcher.model, t) if DAMPED == "low-noise" else []
     for group in groups[1:]:
         x[group] = 0.0
     per_image = (1 - JOINT_SHARE) * iterations / x.shape[0]
     used = 0
     for k, rows in enumerate(groups):
         group = GroupMatcher(matcher, sorted(sum(groups[:k + 1], [])), x, eps, t)
-        damped = list(range(len(group.rows))) if k < DAMPED_STAGES else []
+        damped = [i for i, b in enumerate(group.rows) if b in low or (k == 0 and DAMPED == "first-group")]
         variables, make_image, project = mixed_space(x[group.rows], damped, DAMPED_CORNER)
 
         def objective(group: GroupMatcher = group, make_image: Callable[[], torch.Tensor] = make_image,
