@@ -134,18 +134,19 @@ def main() -> None:
     parser.add_argument("--basis", default="pixels", choices=("pixels", "low", "group"),
                         help="the probe's search space: raw pixels, the damped Fourier basis for the low-noise "
                         "images only, or for the whole group")
-    parser.add_argument("--corner", type=float, default=CORNER, help="the damped basis's corner (cycles per image)")
+    parser.add_argument("--corner", type=float, default=CORNER, help="the probe basis corner (cycles per image)")
     parser.add_argument("--start", default="noise", choices=("noise", "zero", "smooth"), help="the probe's start")
     parser.add_argument("--group-ratio", type=float, default=curriculum.GROUP_RATIO,
                         help="the curriculum's grouping ratio; inf puts the batch in one group (no curriculum: the "
                         "per-sample start runs)")
     parser.add_argument("--damped", default=curriculum.DAMPED, choices=("off", "low-noise", "first-group"),
-                        help="which images the curriculum searches in the damped Fourier basis (--corner)")
+                        help="which images the curriculum searches in the damped Fourier basis")
+    parser.add_argument("--damped-joint", action="store_true", help="the joint stage too (low-noise images)")
     parser.add_argument("--optimizer", default="lbfgs", choices=OPTIMIZERS, help="the attack's optimiser")
     args = parser.parse_args()
     torch.set_num_threads(1)
     curriculum.GROUP_RATIO = args.group_ratio
-    curriculum.DAMPED, curriculum.DAMPED_CORNER = args.damped, args.corner
+    curriculum.DAMPED, curriculum.DAMPED_JOINT = args.damped, args.damped_joint
     model = load_model("faces32")
     threat = ThreatModel(knows_eps=not args.private, knows_t=not args.private)
     config = attack_config(args.method, separation=args.separation, seconds=args.seconds, clock="cpu",
@@ -167,7 +168,7 @@ def main() -> None:
         print(f"[{phase}] PSNR by image (paired by t): {' '.join(f'{v:.1f}' for v in images)}", flush=True)
     scores = played.evaluator.score_result(result)
     print(json.dumps({"batch": args.batch, "method": args.method, "optimizer": args.optimizer,
-                      "group_ratio": args.group_ratio, "damped": args.damped, "corner": args.corner,
+                      "group_ratio": args.group_ratio, "damped": args.damped, "damped_joint": args.damped_joint,
                       "separation": args.separation,
                       "t": played.batch.t.tolist(), "psnr": scores["psnr"], **played.evaluator.per_image(result),
                       **result.details, "iterations": result.iterations, "cpu_seconds": result.seconds}))

@@ -27,7 +27,7 @@ from .base import AttackContext
 from .events import Event, Guess, Objective
 from .matching import GradientMatcher
 from .per_sample import SeparatedMatcher, pixel_start
-from .spectral import CORNER, low_noise_rows, mixed_space, smoothed
+from .spectral import low_noise_rows, mixed_space, smoothed
 
 # Images whose sqrt(abar_t) are within this factor of the group's loudest share a stage.
 GROUP_RATIO = 3.0
@@ -36,7 +36,8 @@ JOINT_SHARE = 0.3
 # Which images the stages search in the damped Fourier basis (`spectral.mixed_space`), from a start seen through
 # it: "low-noise" (sqrt(1 - abar_t) < 0.1), "first-group" (the loud group's stage), or "off" (raw pixels).
 DAMPED = "low-noise"
-DAMPED_CORNER = CORNER
+# Whether the joint stage after the curriculum keeps the low-noise images in the damped basis.
+DAMPED_JOINT = False
 
 
 def signal_groups(matcher: SeparatedMatcher, t: torch.Tensor) -> list[list[int]]:
@@ -104,7 +105,7 @@ def curriculum(ctx: AttackContext, matcher: SeparatedMatcher, start: torch.Tenso
     turn); returns (the start of the joint stage, the iterations left for it)."""
     groups = signal_groups(matcher, t)
     x = start.detach().clone()
-    x = (smoothed(x, DAMPED_CORNER) if DAMPED != "off" else x).clamp(-1, 1)
+    x = (smoothed(x) if DAMPED != "off" else x).clamp(-1, 1)
     low = low_noise_rows(matcher.model, t) if DAMPED == "low-noise" else []
     for group in groups[1:]:
         x[group] = 0.0
@@ -113,7 +114,7 @@ def curriculum(ctx: AttackContext, matcher: SeparatedMatcher, start: torch.Tenso
     for k, rows in enumerate(groups):
         group = GroupMatcher(matcher, sorted(sum(groups[:k + 1], [])), x, eps, t)
         damped = [i for i, b in enumerate(group.rows) if b in low or (k == 0 and DAMPED == "first-group")]
-        variables, make_image, project = mixed_space(x[group.rows], damped, DAMPED_CORNER)
+        variables, make_image, project = mixed_space(x[group.rows], damped)
 
         def objective(group: GroupMatcher = group, make_image: Callable[[], torch.Tensor] = make_image,
                       held: torch.Tensor = x) -> Objective:
@@ -133,14 +134,26 @@ def curriculum(ctx: AttackContext, matcher: SeparatedMatcher, start: torch.Tenso
     return x, max(iterations - used, 1)
 
 
+def applies(matcher: GradientMatcher, extra: list[torch.Tensor], t: torch.Tensor) -> bool:
+    """Whether a batch takes the curriculum: a separated one-step update, eps known, more than one group."""
+    training = matcher.training
+    return (isinstance(matcher, SeparatedMatcher) and not extra and (training is None or training.is_one_sgd_step)
+            and len(signal_groups(matcher, t)) > 1)
+
+
 def batch_start(ctx: AttackContext, matcher: GradientMatcher, start: torch.Tensor, eps: torch.Tensor,
                 extra: list[torch.Tensor], t: torch.Tensor, iterations: int
                 ) -> Generator[Event, None, tuple[torch.Tensor, int]]:
     """The stages before the joint one for a batch: the curriculum where it applies (a separated one-step update,
     eps known, timesteps spread over more than one group, at least two iterations per group), else the per-sample
     start (`per_sample.pixel_start`)."""
-    training = matcher.training
-    if (isinstance(matcher, SeparatedMatcher) and not extra and (training is None or training.is_one_sgd_step)
-            and 1 < len(signal_groups(matcher, t)) <= (1 - JOINT_SHARE) * iterations / 2):
+    if applies(matcher, extra, t) and len(signal_groups(matcher, t)) <= (1 - JOINT_SHARE) * iterations / 2:
         return (yield from curriculum(ctx, matcher, start, eps, t, iterations))
     return (yield from pixel_start(ctx, matcher, start, eps, extra, t, iterations))
+
+
+def joint_damped_rows(matcher: GradientMatcher, extra: list[torch.Tensor], t: torch.Tensor) -> tuple[int, ...]:
+    """The images the joint stage after `batch_start` searches in the damped basis (`DAMPED_JOINT`)."""
+    if not (DAMPED_JOINT and DAMPED == "low-noise" and applies(matcher, extra, t)):
+        return ()
+    return tuple(low_noise_rows(matcher.model, t))
