@@ -11,6 +11,11 @@ its free images only (the loud group's stage costs about half a B = 8 evaluation
 matches all images together. Freezing the fitted groups instead of keeping them free was worse: the later
 groups then absorbed the loud groups' leftover residual (9.3 vs 14.6 dB on faces32, B = 8, 150 CPU-s).
 
+A low-noise image (t = 7: its x_t is 0.04 noise) is searched in the damped Fourier basis (`spectral.py`), from
+the attack's noise seen through it: in raw pixels from noise its wrong fine detail, which the update weighs
+heavily at such a t, puts a residual into the summed update that its loud partners fit instead of their own (on
+faces32, B = 8, 300 CPU-s: 15.9 -> 20.5 dB mean, the t = 7 face 25.3 -> 38.5, docs/batches.md).
+
 Its matching loss is the full joint loss in every stage (the waiting rows' per-sample distance is a constant), so
 the run's answer is chosen on one scale as in every other phase.
 """
@@ -107,6 +112,8 @@ def curriculum(ctx: AttackContext, matcher: SeparatedMatcher, start: torch.Tenso
     x = start.detach().clone()
     x = (smoothed(x) if DAMPED != "off" else x).clamp(-1, 1)
     low = low_noise_rows(matcher.model, t) if DAMPED == "low-noise" else []
+    if low:
+        ctx.details["damped_timesteps"] = ", ".join(str(int(t[b])) for b in low)
     for group in groups[1:]:
         x[group] = 0.0
     per_image = (1 - JOINT_SHARE) * iterations / x.shape[0]
