@@ -139,7 +139,7 @@ def main() -> None:
     parser.add_argument("--group-ratio", type=float, default=curriculum.GROUP_RATIO,
                         help="the curriculum's grouping ratio; inf puts the batch in one group (no curriculum: the "
                         "per-sample start runs)")
-    parser.add_argument("--damped", default=curriculum.DAMPED, choices=("off", "low-noise", "first-group"),
+    parser.add_argument("--damped", default=curriculum.DAMPED, choices=("off", "low-noise", "first-group", "loud"),
                         help="which images the curriculum searches in the damped Fourier basis")
     parser.add_argument("--damped-joint", action="store_true", help="the joint stage too (low-noise images)")
     parser.add_argument("--optimizer", default="lbfgs", choices=OPTIMIZERS, help="the attack's optimiser")

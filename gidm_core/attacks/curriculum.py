@@ -39,7 +39,8 @@ GROUP_RATIO = 3.0
 # Share of the pixel iterations left for the final joint stage; the groups share the rest by their size.
 JOINT_SHARE = 0.3
 # Which images the stages search in the damped Fourier basis (`spectral.mixed_space`), from a start seen through
-# it: "low-noise" (sqrt(1 - abar_t) < 0.1), "first-group" (the loud group's stage), or "off" (raw pixels).
+# it: "low-noise" (sqrt(1 - abar_t) < 0.1, every stage), "first-group" (the loud group, in its own stage), "loud"
+# (both), or "off" (raw pixels).
 DAMPED = "low-noise"
 # Whether the joint stage after the curriculum keeps the low-noise images in the damped basis.
 DAMPED_JOINT = False
@@ -111,16 +112,17 @@ def curriculum(ctx: AttackContext, matcher: SeparatedMatcher, start: torch.Tenso
     groups = signal_groups(matcher, t)
     x = start.detach().clone()
     x = (smoothed(x) if DAMPED != "off" else x).clamp(-1, 1)
-    low = low_noise_rows(matcher.model, t) if DAMPED == "low-noise" else []
-    if low:
-        ctx.details["damped_timesteps"] = ", ".join(str(int(t[b])) for b in low)
+    low = low_noise_rows(matcher.model, t) if DAMPED in ("low-noise", "loud") else []
+    first = groups[0] if DAMPED in ("first-group", "loud") else []
+    if low or first:
+        ctx.details["damped_timesteps"] = ", ".join(str(int(t[b])) for b in sorted({*low, *first}, key=lambda b: t[b]))
     for group in groups[1:]:
         x[group] = 0.0
     per_image = (1 - JOINT_SHARE) * iterations / x.shape[0]
     used = 0
     for k, rows in enumerate(groups):
         group = GroupMatcher(matcher, sorted(sum(groups[:k + 1], [])), x, eps, t)
-        damped = [i for i, b in enumerate(group.rows) if b in low or (k == 0 and DAMPED == "first-group")]
+        damped = [i for i, b in enumerate(group.rows) if b in low or (k == 0 and b in first)]
         variables, make_image, project = mixed_space(x[group.rows], damped)
 
         def objective(group: GroupMatcher = group, make_image: Callable[[], torch.Tensor] = make_image,
