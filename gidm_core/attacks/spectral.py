@@ -6,7 +6,9 @@ frequencies of the image than along low ones; and being the largest of the steps
 norm), it sets the delta's curvature. L-BFGS from ~100 evaluations cannot learn a 3072-dimensional spectrum, so the
 pixel phase searches coefficients z with x = irfft2(w * z), w(f) = 1 / (1 + f / CORNER)^POWER (f in cycles per
 image): the same images, with the steep directions' steps shrunk. Measured (faces32, face-05, SGD E = 4 fresh, t 332,
-68, 904, 5, 60 CPU-s): docs/realistic_clients.md. A FedSGD gradient or a delta without such a step is left as is.
+68, 904, 5, 60 CPU-s): docs/realistic_clients.md. A FedSGD gradient or a delta without such a step is left as is
+here; a separated batch's curriculum (`curriculum.py`) searches its low-noise images, and its loud group, in the
+basis (`mixed_space`), from a start seen through it (`smoothed`): docs/batches.md.
 """
 
 from __future__ import annotations
