@@ -11,10 +11,11 @@ its free images only (the loud group's stage costs about half a B = 8 evaluation
 matches all images together. Freezing the fitted groups instead of keeping them free was worse: the later
 groups then absorbed the loud groups' leftover residual (9.3 vs 14.6 dB on faces32, B = 8, 150 CPU-s).
 
-A low-noise image (t = 7: its x_t is 0.04 noise) is searched in the damped Fourier basis (`spectral.py`), from
-the attack's noise seen through it: in raw pixels from noise its wrong fine detail, which the update weighs
-heavily at such a t, puts a residual into the summed update that its loud partners fit instead of their own (on
-faces32, B = 8, 300 CPU-s: 15.9 -> 20.5 dB mean, the t = 7 face 25.3 -> 38.5, docs/batches.md).
+The loud group is searched in the damped Fourier basis (`spectral.py`) in its stage, and a low-noise image
+(t = 7: its x_t is 0.04 noise) in every stage, from the attack's noise seen through the basis. In raw pixels from
+noise, a loud image's wrong fine detail, which the update weighs heavily at a small t, puts a residual into the
+summed update that its partners fit instead of their own (faces32, 300 CPU-s: B = 8 15.9 -> 20.2 dB mean, the
+t = 7 face 25.3 -> 38.4; B = 16 18.6 -> 20.9; docs/batches.md).
 
 Its matching loss is the full joint loss in every stage (the waiting rows' per-sample distance is a constant), so
 the run's answer is chosen on one scale as in every other phase.
@@ -41,7 +42,7 @@ JOINT_SHARE = 0.3
 # Which images the stages search in the damped Fourier basis (`spectral.mixed_space`), from a start seen through
 # it: "low-noise" (sqrt(1 - abar_t) < 0.1, every stage), "first-group" (the loud group, in its own stage), "loud"
 # (both), or "off" (raw pixels).
-DAMPED = "low-noise"
+DAMPED = "loud"
 # Whether the joint stage after the curriculum keeps the low-noise images in the damped basis.
 DAMPED_JOINT = False
 
@@ -110,12 +111,13 @@ def curriculum(ctx: AttackContext, matcher: SeparatedMatcher, start: torch.Tenso
     """Free the groups of `signal_groups` one by one from `start` (the quiet ones held at zero until their
     turn); returns (the start of the joint stage, the iterations left for it)."""
     groups = signal_groups(matcher, t)
-    x = start.detach().clone()
-    x = (smoothed(x) if DAMPED != "off" else x).clamp(-1, 1)
+    x = start.detach().clone().clamp(-1, 1)
     low = low_noise_rows(matcher.model, t) if DAMPED in ("low-noise", "loud") else []
     first = groups[0] if DAMPED in ("first-group", "loud") else []
-    if low or first:
-        ctx.details["damped_timesteps"] = ", ".join(str(int(t[b])) for b in sorted({*low, *first}, key=lambda b: t[b]))
+    damped_slots = sorted({*low, *first}, key=lambda b: int(t[b]))
+    if damped_slots:  # their start is seen through the basis (a raw start's fine noise would stay)
+        x[damped_slots] = smoothed(start[damped_slots].detach()).clamp(-1, 1)
+        ctx.details["damped_timesteps"] = ", ".join(str(int(t[b])) for b in damped_slots)
     for group in groups[1:]:
         x[group] = 0.0
     per_image = (1 - JOINT_SHARE) * iterations / x.shape[0]
