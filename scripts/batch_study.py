@@ -141,7 +141,8 @@ def main() -> None:
                         "per-sample start runs)")
     parser.add_argument("--damped", default=curriculum.DAMPED, choices=("off", "low-noise", "first-group", "loud"),
                         help="which images the curriculum searches in the damped Fourier basis")
-    parser.add_argument("--damped-joint", action="store_true", help="the joint stage too (low-noise images)")
+    parser.add_argument("--damped-joint", action=argparse.BooleanOptionalAction, default=curriculum.DAMPED_JOINT,
+                        help="the joint stage too (low-noise images)")
     parser.add_argument("--optimizer", default="lbfgs", choices=OPTIMIZERS, help="the attack's optimiser")
     args = parser.parse_args()
     torch.set_num_threads(1)
