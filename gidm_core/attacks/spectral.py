@@ -1,14 +1,16 @@
-"""Pixels in a damped Fourier basis: the preconditioner an SGD delta with a low-noise step needs.
+"""Pixels in a damped Fourier basis: the preconditioner a low-noise step needs.
 
 A step at small t (the UNet sees x_t = ~x0 + sigma_t eps with sigma_t ~ 0.02 at t = 5 on a linear schedule)
 predicts eps from the image's finest detail, so its gradient moves ~1 / sigma_t times faster along high spatial
-frequencies of the image than along low ones; and being the largest of the steps (on faces32 5x a t = 332 step's
-norm), it sets the delta's curvature. L-BFGS from ~100 evaluations cannot learn a 3072-dimensional spectrum, so the
-pixel phase searches coefficients z with x = irfft2(w * z), w(f) = 1 / (1 + f / CORNER)^POWER (f in cycles per
-image): the same images, with the steep directions' steps shrunk. Measured (faces32, face-05, SGD E = 4 fresh, t 332,
-68, 904, 5, 60 CPU-s): docs/realistic_clients.md. A FedSGD gradient or a delta without such a step is left as is
-here; a separated batch's curriculum (`curriculum.py`) searches its low-noise images, and its loud group, in the
-basis (`mixed_space`), from a start seen through it (`smoothed`): docs/batches.md.
+frequencies of the image than along low ones; in an SGD delta, being the largest of the steps (on faces32 5x a
+t = 332 step's norm), it sets the delta's curvature. L-BFGS from a few hundred evaluations cannot learn a
+3072-dimensional spectrum, so the pixel phase searches coefficients z with x = irfft2(w * z),
+w(f) = 1 / (1 + f / CORNER)^POWER (f in cycles per image): the same images, with the steep directions' steps shrunk.
+Measured on faces32: an SGD delta (face-05, E = 4 fresh, t 332, 68, 904, 5; docs/realistic_clients.md) and one
+image's FedSGD gradient at t = 10 (docs/small_t.md). Adam deltas (each step moves every entry by ~lr, whatever its
+curvature) and updates without a low-noise step are left as they are. A FedSGD batch's curriculum (`curriculum.py`)
+searches its loud group and its low-noise images in the basis (`mixed_space`), from a start seen through it
+(`smoothed`): docs/batches.md.
 """
 
 from __future__ import annotations
@@ -33,9 +35,12 @@ def coarse_to_fine() -> tuple[tuple[float, float], ...]:
 
 
 def damped(model: DiffusionModel, update: SharedUpdate, t: torch.Tensor) -> bool:
-    """Whether the pixel phase should search the damped basis: an SGD delta with at least one low-noise step."""
+    """Whether the pixel phase should search the damped basis: one image's FedSGD gradient, or an SGD delta, with at
+    least one low-noise step."""
     training = update.training
-    if training is None or training.optimizer != "sgd":
+    if training is not None and training.optimizer != "sgd":
+        return False
+    if training is None and update.secrets > 1:
         return False
     alpha_bar = model.scheduler.alphas_cumprod.to(t.device)[t.long()]
     return bool(((1 - alpha_bar).sqrt() < LOW_NOISE).any())
