@@ -1,7 +1,7 @@
 """The curriculum's damped basis for the loud images, on the bundled trained faces32: a t = 7 image searched in
 raw pixels from noise keeps wrong fine detail that the update weighs heavily (its noise is 0.04 of the image), and
 its share of the summed update misleads its loud partners; in the damped Fourier basis, from the noise seen through
-it, it fits. The gains at 300 CPU-s are in docs/batches.md (B = 8: 15.9 -> 20.2 dB; B = 16: 18.6 -> 20.9)."""
+it, it fits. The gains at 300 CPU-s are in docs/batches.md (B = 8: 15.9 -> 21.6 dB; B = 16: 18.6 -> 20.9)."""
 
 from __future__ import annotations
 

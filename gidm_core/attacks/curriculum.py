@@ -14,8 +14,9 @@ groups then absorbed the loud groups' leftover residual (9.3 vs 14.6 dB on faces
 The loud group is searched in the damped Fourier basis (`spectral.py`) in its stage, and a low-noise image
 (t = 7: its x_t is 0.04 noise) in every stage, from the attack's noise seen through the basis. In raw pixels from
 noise, a loud image's wrong fine detail, which the update weighs heavily at a small t, puts a residual into the
-summed update that its partners fit instead of their own (faces32, 300 CPU-s: B = 8 15.9 -> 20.2 dB mean, the
-t = 7 face 25.3 -> 38.4; B = 16 18.6 -> 20.9; docs/batches.md).
+summed update that its partners fit instead of their own (faces32, 300 CPU-s: B = 8 15.9 -> 21.6 dB mean, the
+t = 7 face 25.3 -> 37.5; B = 16 18.6 -> 20.9; docs/batches.md). The joint stage keeps the low-noise images
+damped (`joint_damped_rows`).
 
 Its matching loss is the full joint loss in every stage (the waiting rows' per-sample distance is a constant), so
 the run's answer is chosen on one scale as in every other phase.
