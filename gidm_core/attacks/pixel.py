@@ -58,9 +58,9 @@ class Stage:
 
 
 def pixel_stages(ctx: AttackContext, matcher: GradientMatcher, t: torch.Tensor) -> tuple[Stage, ...]:
-    """An SGD delta with a low-noise step goes coarse to fine (`spectral.coarse_to_fine`), a smoothed Adam
-    re-simulation through its kappa schedule; anything else is one stage."""
-    if damped(ctx.model, ctx.update, t):
+    """A low-noise step's pixels go coarse to fine (`spectral.coarse_to_fine`, where `spectral.damped` says), a
+    smoothed Adam re-simulation through its kappa schedule; anything else is one stage."""
+    if damped(ctx.model, ctx.update, t, prior_start=ctx.config.uses_latent_phase):
         return tuple(Stage(share, corner, matcher.smoothing) for corner, share in coarse_to_fine())
     return tuple(Stage(share, 0.0, kappa) for kappa, share in annealing(matcher))
 
