@@ -26,11 +26,13 @@ import time
 
 import torch
 
+from gidm_core.attacks import curriculum
 from gidm_core.attacks.curriculum import GroupMatcher, signal_groups
 from gidm_core.attacks.events import Guess, Objective
 from gidm_core.attacks.per_sample import SeparatedMatcher
 from gidm_core.attacks.secrets import noise_variable
 from gidm_core.attacks.separation import separate
+from gidm_core.attacks.spectral import CORNER, low_noise_rows, mixed_space, smoothed
 from gidm_core.config import OPTIMIZERS, ThreatModel, attack_config
 from gidm_core.evaluation import pairing_by_t
 from gidm_core.images import load_named_images
@@ -62,7 +64,8 @@ def _drive(phase):
         return end.value
 
 
-def probe(played, kind: str, seconds: float, weight: float) -> dict:
+def probe(played, kind: str, seconds: float, weight: float, basis: str = "pixels", corner: float = CORNER,
+          start: str = "noise") -> dict:
     """The first curriculum stage under diagnostic `kind` (see the module's docstring), PSNR of its free images."""
     ctx, truth, t = played.run.context, played.batch.x0, played.update.t
     eps, _ = noise_variable(ctx)
@@ -71,6 +74,8 @@ def probe(played, kind: str, seconds: float, weight: float) -> dict:
     groups = signal_groups(matcher, t)
     name, _, number = kind.partition(":")
     x = (ctx.randn() * 0.5).clamp(-1, 1)
+    if start != "noise":  # zero, or the noise seen through the damped basis (its fine detail shrunk)
+        x = x * 0 if start == "zero" else smoothed(x, corner).clamp(-1, 1)
     rows = groups[0]
     quiet = sum(groups[1:], [])
     x[quiet] = truth[quiet] if name == "oracle" else 0.0
@@ -81,14 +86,17 @@ def probe(played, kind: str, seconds: float, weight: float) -> dict:
         rows = [r for r in rows if r != int(number)]
         x[int(number)] = truth[int(number)] if name == "without" else 0.0
     blocks = [[r] for r in rows] if name == "sweeps" else [rows]
+    low = low_noise_rows(ctx.model, t)
     evaluations = int(number) if name == "sweeps" else 10**9
     began = time.process_time()
     while time.process_time() - began < seconds:
         for block in blocks:
             group = GroupMatcher(matcher, block, x, eps, t)
-            free = x[block].clone().requires_grad_(True)
+            damped_rows = [i for i, r in enumerate(group.rows) if basis == "group" or (basis == "low" and r in low)]
+            variables, make_image, project = mixed_space(x[group.rows], damped_rows, corner)
 
-            def objective(group=group, free=free, held=x):
+            def objective(group=group, make_image=make_image, held=x):
+                free = make_image()
                 summed, per_sample = group(free)
                 loss = summed + weight * per_sample
                 image = held.clone()
@@ -102,10 +110,11 @@ def probe(played, kind: str, seconds: float, weight: float) -> dict:
             ctx.config = attack_config("dlg", separation="auto", clock="cpu", pixel_iterations=evaluations,
                                        optimizer=ctx.config.optimizer,
                                        seconds=0 if name == "sweeps" else ctx.clock() + left)
-            x = _drive(ctx.optimise(f"probe {block}", [free], objective, evaluations, 1.0,
-                                    project=lambda free=free: free.clamp_(-1, 1))).image.detach().clone()
+            x = _drive(ctx.optimise(f"probe {block}", variables, objective, evaluations, 1.0,
+                                    project=project)).image.detach().clone()
     scores = psnr_per_sample(to_unit(x), to_unit(truth))
-    return {"probe": kind, "optimizer": ctx.config.optimizer, "t": t.tolist(), "rows": rows,
+    return {"probe": kind, "basis": basis, "corner": corner, "start": start, "optimizer": ctx.config.optimizer,
+            "t": t.tolist(), "rows": rows,
             "psnr_rows": [round(float(scores[r]), 2) for r in rows],
             "matching": ctx.best[0] if ctx.best else None, "evaluations": ctx.iteration,
             "cpu_seconds": round(time.process_time() - began, 1)}
@@ -122,9 +131,23 @@ def main() -> None:
     parser.add_argument("--private", action="store_true", help="eps and t private (GIDM+'s threat)")
     parser.add_argument("--probe", default=None, help="a diagnostic of the first stage (see above)")
     parser.add_argument("--weight", type=float, default=1.0, help="the probe's per-sample weight")
+    parser.add_argument("--basis", default="pixels", choices=("pixels", "low", "group"),
+                        help="the probe's search space: raw pixels, the damped Fourier basis for the low-noise "
+                        "images only, or for the whole group")
+    parser.add_argument("--corner", type=float, default=CORNER, help="the probe basis corner (cycles per image)")
+    parser.add_argument("--start", default="noise", choices=("noise", "zero", "smooth"), help="the probe's start")
+    parser.add_argument("--group-ratio", type=float, default=curriculum.GROUP_RATIO,
+                        help="the curriculum's grouping ratio; inf puts the batch in one group (no curriculum: the "
+                        "per-sample start runs)")
+    parser.add_argument("--damped", default=curriculum.DAMPED, choices=("off", "low-noise", "first-group", "loud"),
+                        help="which images the curriculum searches in the damped Fourier basis")
+    parser.add_argument("--damped-joint", action=argparse.BooleanOptionalAction, default=curriculum.DAMPED_JOINT,
+                        help="the joint stage too (low-noise images)")
     parser.add_argument("--optimizer", default="lbfgs", choices=OPTIMIZERS, help="the attack's optimiser")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    curriculum.GROUP_RATIO = args.group_ratio
+    curriculum.DAMPED, curriculum.DAMPED_JOINT = args.damped, args.damped_joint
     model = load_model("faces32")
     threat = ThreatModel(knows_eps=not args.private, knows_t=not args.private)
     config = attack_config(args.method, separation=args.separation, seconds=args.seconds, clock="cpu",
@@ -132,7 +155,8 @@ def main() -> None:
     played = play(model, victims(args.batch), threat, config, client_seed=args.client_seed,
                   t=None if args.t is None else [args.t])
     if args.probe:
-        print(json.dumps(probe(played, args.probe, args.seconds, args.weight)))
+        print(json.dumps(probe(played, args.probe, args.seconds, args.weight, args.basis, args.corner,
+                               args.start)))
         return
     for event in played.run:
         if event.message and event.kind != "progress":
@@ -145,6 +169,7 @@ def main() -> None:
         print(f"[{phase}] PSNR by image (paired by t): {' '.join(f'{v:.1f}' for v in images)}", flush=True)
     scores = played.evaluator.score_result(result)
     print(json.dumps({"batch": args.batch, "method": args.method, "optimizer": args.optimizer,
+                      "group_ratio": args.group_ratio, "damped": args.damped, "damped_joint": args.damped_joint,
                       "separation": args.separation,
                       "t": played.batch.t.tolist(), "psnr": scores["psnr"], **played.evaluator.per_image(result),
                       **result.details, "iterations": result.iterations, "cpu_seconds": result.seconds}))

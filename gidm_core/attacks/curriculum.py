@@ -11,6 +11,13 @@ its free images only (the loud group's stage costs about half a B = 8 evaluation
 matches all images together. Freezing the fitted groups instead of keeping them free was worse: the later
 groups then absorbed the loud groups' leftover residual (9.3 vs 14.6 dB on faces32, B = 8, 150 CPU-s).
 
+The loud group is searched in the damped Fourier basis (`spectral.py`) in its stage, and a low-noise image
+(t = 7: its x_t is 0.04 noise) in every stage, from the attack's noise seen through the basis. In raw pixels from
+noise, a loud image's wrong fine detail, which the update weighs heavily at a small t, puts a residual into the
+summed update that its partners fit instead of their own (faces32, 300 CPU-s: B = 8 15.9 -> 21.6 dB mean, the
+t = 7 face 25.3 -> 37.5; B = 16 18.6 -> 20.9; docs/batches.md). The joint stage keeps the low-noise images
+damped (`joint_damped_rows`).
+
 Its matching loss is the full joint loss in every stage (the waiting rows' per-sample distance is a constant), so
 the run's answer is chosen on one scale as in every other phase.
 """
@@ -18,7 +25,7 @@ the run's answer is chosen on one scale as in every other phase.
 from __future__ import annotations
 
 import copy
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 
 import torch
 
@@ -27,11 +34,19 @@ from .base import AttackContext
 from .events import Event, Guess, Objective
 from .matching import GradientMatcher
 from .per_sample import SeparatedMatcher, pixel_start
+from .spectral import low_noise_rows, mixed_space, smoothed
 
 # Images whose sqrt(abar_t) are within this factor of the group's loudest share a stage.
 GROUP_RATIO = 3.0
 # Share of the pixel iterations left for the final joint stage; the groups share the rest by their size.
 JOINT_SHARE = 0.3
+# Which images the stages search in the damped Fourier basis (`spectral.mixed_space`), from a start seen through
+# it: "low-noise" (sqrt(1 - abar_t) < 0.1, every stage), "first-group" (the loud group, in its own stage), "loud"
+# (both), or "off" (raw pixels).
+DAMPED = "loud"
+# Whether the joint stage after the curriculum keeps the low-noise images in the damped basis (B = 8, damping the
+# low-noise image: 20.5 dB without, 22.1 with, docs/batches.md).
+DAMPED_JOINT = True
 
 
 def signal_groups(matcher: SeparatedMatcher, t: torch.Tensor) -> list[list[int]]:
@@ -99,15 +114,24 @@ def curriculum(ctx: AttackContext, matcher: SeparatedMatcher, start: torch.Tenso
     turn); returns (the start of the joint stage, the iterations left for it)."""
     groups = signal_groups(matcher, t)
     x = start.detach().clone().clamp(-1, 1)
+    low = low_noise_rows(matcher.model, t) if DAMPED in ("low-noise", "loud") else []
+    first = groups[0] if DAMPED in ("first-group", "loud") else []
+    damped_slots = sorted({*low, *first}, key=lambda b: int(t[b]))
+    if damped_slots:  # their start is seen through the basis (a raw start's fine noise would stay)
+        x[damped_slots] = smoothed(start[damped_slots].detach()).clamp(-1, 1)
+        ctx.details["damped_timesteps"] = ", ".join(str(int(t[b])) for b in damped_slots)
     for group in groups[1:]:
         x[group] = 0.0
     per_image = (1 - JOINT_SHARE) * iterations / x.shape[0]
     used = 0
     for k, rows in enumerate(groups):
         group = GroupMatcher(matcher, sorted(sum(groups[:k + 1], [])), x, eps, t)
-        x_rows = x[group.rows].clone().requires_grad_(True)
+        damped = [i for i, b in enumerate(group.rows) if b in low or (k == 0 and b in first)]
+        variables, make_image, project = mixed_space(x[group.rows], damped)
 
-        def objective(group: GroupMatcher = group, x_rows: torch.Tensor = x_rows, held: torch.Tensor = x) -> Objective:
+        def objective(group: GroupMatcher = group, make_image: Callable[[], torch.Tensor] = make_image,
+                      held: torch.Tensor = x) -> Objective:
+            x_rows = make_image()
             summed, per_sample = group(x_rows)
             matching = summed + matcher.weight * per_sample
             image = held.clone()
@@ -116,11 +140,18 @@ def curriculum(ctx: AttackContext, matcher: SeparatedMatcher, start: torch.Tenso
                              Guess(image, None, t))
 
         steps = max(1, round(per_image * len(rows)))
-        guess = yield from ctx.optimise(f"group {k + 1}/{len(groups)}", [x_rows], objective, steps, ctx.config.lr,
-                                        project=lambda x_rows=x_rows: x_rows.clamp_(-1, 1))
+        guess = yield from ctx.optimise(f"group {k + 1}/{len(groups)}", variables, objective, steps, ctx.config.lr,
+                                        project=project)
         x = guess.image.detach().clone()
         used += steps
     return x, max(iterations - used, 1)
+
+
+def applies(matcher: GradientMatcher, extra: list[torch.Tensor], t: torch.Tensor) -> bool:
+    """Whether a batch takes the curriculum: a separated one-step update, eps known, more than one group."""
+    training = matcher.training
+    return (isinstance(matcher, SeparatedMatcher) and not extra and (training is None or training.is_one_sgd_step)
+            and len(signal_groups(matcher, t)) > 1)
 
 
 def batch_start(ctx: AttackContext, matcher: GradientMatcher, start: torch.Tensor, eps: torch.Tensor,
@@ -129,8 +160,13 @@ def batch_start(ctx: AttackContext, matcher: GradientMatcher, start: torch.Tenso
     """The stages before the joint one for a batch: the curriculum where it applies (a separated one-step update,
     eps known, timesteps spread over more than one group, at least two iterations per group), else the per-sample
     start (`per_sample.pixel_start`)."""
-    training = matcher.training
-    if (isinstance(matcher, SeparatedMatcher) and not extra and (training is None or training.is_one_sgd_step)
-            and 1 < len(signal_groups(matcher, t)) <= (1 - JOINT_SHARE) * iterations / 2):
+    if applies(matcher, extra, t) and len(signal_groups(matcher, t)) <= (1 - JOINT_SHARE) * iterations / 2:
         return (yield from curriculum(ctx, matcher, start, eps, t, iterations))
     return (yield from pixel_start(ctx, matcher, start, eps, extra, t, iterations))
+
+
+def joint_damped_rows(matcher: GradientMatcher, extra: list[torch.Tensor], t: torch.Tensor) -> tuple[int, ...]:
+    """The images the joint stage after `batch_start` searches in the damped basis (`DAMPED_JOINT`)."""
+    if not (DAMPED_JOINT and DAMPED in ("low-noise", "loud") and applies(matcher, extra, t)):
+        return ()
+    return tuple(low_noise_rows(matcher.model, t))

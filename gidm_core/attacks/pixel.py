@@ -14,12 +14,12 @@ import torch
 
 from .adam_delta import annealing, confidence, matcher_defence, smoothing
 from .base import AttackContext
-from .curriculum import batch_start
+from .curriculum import batch_start, joint_damped_rows
 from .events import Event, Guess, Objective
 from .matching import GradientMatcher, total_variation
 from .per_sample import separated_matcher
 from .secrets import noise_variable, resolve_timesteps
-from .spectral import SpectralPixels, coarse_to_fine, damped
+from .spectral import SpectralPixels, coarse_to_fine, damped, mixed_space
 
 
 def matcher_for(ctx: AttackContext) -> GradientMatcher:
@@ -67,9 +67,10 @@ def pixel_stages(ctx: AttackContext, matcher: GradientMatcher, t: torch.Tensor) 
 
 def pixel_phase(ctx: AttackContext, matcher: GradientMatcher, start: torch.Tensor, eps: torch.Tensor,
                 extra: list[torch.Tensor], t: torch.Tensor, iterations: int | None = None,
-                phase: str = "pixel") -> Generator[Event, None, Guess]:
+                phase: str = "pixel", damped_rows: tuple[int, ...] = ()) -> Generator[Event, None, Guess]:
     """Optimise pixels (and eps, when it is among `extra`) from `start` against the shared update, in the stages
-    `pixel_stages` plans (each restarts L-BFGS; a phase of fewer iterations than stages runs the first alone)."""
+    `pixel_stages` plans (each restarts L-BFGS; a phase of fewer iterations than stages runs the first alone);
+    the images of `damped_rows` in the damped basis (`spectral.mixed_space`)."""
     cfg = ctx.config
     steps = cfg.pixel_iterations if iterations is None else iterations
     stages = pixel_stages(ctx, matcher, t)
@@ -88,24 +89,25 @@ def pixel_phase(ctx: AttackContext, matcher: GradientMatcher, start: torch.Tenso
             ctx.details["pixel_basis"] = "damped Fourier"
         share = left if number == len(stages) - 1 else max(round(steps * stage.share), 1)
         left -= share
-        variable, make_image, project = _search_space(image, stage.corner)
+        variables, make_image, project = (_search_space(image, stage.corner) if stage.corner or not damped_rows
+                                          else mixed_space(image, list(damped_rows)))
         objective = image_objective(ctx, matcher, make_image, eps, t, secret_eps=bool(extra))
         began = ctx.phase_starts.get(phase)
-        guess = yield from ctx.optimise(phase, [variable, *extra], objective, share, cfg.lr, project)
+        guess = yield from ctx.optimise(phase, [*variables, *extra], objective, share, cfg.lr, project)
         if number:  # one phase to whoever plots it
             ctx.phase_starts[phase] = began
     return guess
 
 
 def _search_space(image: torch.Tensor, corner: float
-                  ) -> tuple[torch.Tensor, Callable[[], torch.Tensor], Callable[[], torch.Tensor]]:
-    """(the variable, the image it makes, its projection onto [-1, 1]) for raw pixels or a damped basis."""
+                  ) -> tuple[list[torch.Tensor], Callable[[], torch.Tensor], Callable[[], torch.Tensor]]:
+    """(the variables, the image they make, their projection onto [-1, 1]) for raw pixels or a damped basis."""
     if not corner:
         x = image.clone().requires_grad_(True)
-        return x, lambda: x, lambda: x.clamp_(-1, 1)
+        return [x], lambda: x, lambda: x.clamp_(-1, 1)
     basis = SpectralPixels(*image.shape[-2:], image.device, corner)
     z = basis.coefficients(image).requires_grad_(True)
-    return z, lambda: basis.image(z), lambda: z.copy_(basis.coefficients(basis.image(z).clamp(-1, 1)))
+    return [z], lambda: basis.image(z), lambda: z.copy_(basis.coefficients(basis.image(z).clamp(-1, 1)))
 
 
 def pixel_attack(ctx: AttackContext) -> Generator[Event, None, None]:
@@ -117,4 +119,5 @@ def pixel_attack(ctx: AttackContext) -> Generator[Event, None, None]:
     eps, extra = noise_variable(ctx)
     start, iterations = yield from batch_start(ctx, matcher, ctx.randn() * 0.5, eps, extra, t,
                                                ctx.config.pixel_iterations)
-    yield from pixel_phase(ctx, matcher, start, eps, extra, t, iterations)
+    yield from pixel_phase(ctx, matcher, start, eps, extra, t, iterations,
+                           damped_rows=joint_damped_rows(matcher, extra, t))

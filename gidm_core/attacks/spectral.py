@@ -8,11 +8,14 @@ t = 332 step's norm), it sets the delta's curvature. L-BFGS from a few hundred e
 w(f) = 1 / (1 + f / CORNER)^POWER (f in cycles per image): the same images, with the steep directions' steps shrunk.
 Measured on faces32: an SGD delta (face-05, E = 4 fresh, t 332, 68, 904, 5; docs/realistic_clients.md) and one
 image's FedSGD gradient at t = 10 (docs/small_t.md). Adam deltas (each step moves every entry by ~lr, whatever its
-curvature), updates without a low-noise step, and FedSGD batches (their curriculum, `curriculum.py`) are left as
-they are.
+curvature) and updates without a low-noise step are left as they are. A FedSGD batch's curriculum (`curriculum.py`)
+searches its loud group and its low-noise images in the basis (`mixed_space`), from a start seen through it
+(`smoothed`): docs/batches.md.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 
@@ -53,14 +56,53 @@ def low_noise(model: DiffusionModel, t: torch.Tensor) -> torch.Tensor:
 class SpectralPixels:
     """The map between images (N, C, H, W) and their damped Fourier coefficients (real view, float)."""
 
-    def __init__(self, height: int, width: int, device: torch.device, corner: float = CORNER) -> None:
+    def __init__(self, height: int, width: int, device: torch.device, corner: float = CORNER,
+                 norm: str = "backward") -> None:
         fy = torch.fft.fftfreq(height).abs().view(-1, 1) * height
         fx = torch.fft.rfftfreq(width).view(1, -1) * width
         self.weight = (1 / (1 + (fy**2 + fx**2).sqrt() / corner) ** POWER).to(device)
         self.size = (height, width)
+        self.norm = norm  # "ortho": a coefficient step moves the image as far as a pixel step (at weight 1)
 
     def image(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.fft.irfft2(torch.view_as_complex(z) * self.weight, s=self.size)
+        return torch.fft.irfft2(torch.view_as_complex(z) * self.weight, s=self.size, norm=self.norm)
 
     def coefficients(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.view_as_real(torch.fft.rfft2(x) / self.weight).contiguous()
+        return torch.view_as_real(torch.fft.rfft2(x, norm=self.norm) / self.weight).contiguous()
+
+
+def smoothed(x: torch.Tensor, corner: float = CORNER) -> torch.Tensor:
+    """`x` seen through the damped basis: each spatial frequency scaled by its weight (a start for a damped search,
+    whose fine detail it would otherwise shed only slowly)."""
+    return SpectralPixels(*x.shape[-2:], x.device, corner).image(torch.view_as_real(torch.fft.rfft2(x)).contiguous())
+
+
+def low_noise_rows(model: DiffusionModel, t: torch.Tensor) -> list[int]:
+    """The batch slots whose step is low-noise (sqrt(1 - alpha_bar_t) < `LOW_NOISE`)."""
+    alpha_bar = model.scheduler.alphas_cumprod.to(t.device)[t.long()]
+    return [b for b, low in enumerate(((1 - alpha_bar).sqrt() < LOW_NOISE).tolist()) if low]
+
+
+def mixed_space(image: torch.Tensor, rows: list[int], corner: float = CORNER
+                ) -> tuple[list[torch.Tensor], Callable[[], torch.Tensor], Callable[[], None]]:
+    """(variables, the image they make, their projection onto [-1, 1]) for a batch searched in raw pixels except
+    `rows`, searched in the damped basis with an orthonormal FFT, so that one L-BFGS sees both on one scale (a
+    coefficient at weight 1, the image's mean, steps as a pixel does)."""
+    rest = [b for b in range(image.shape[0]) if b not in rows]
+    if not rows:
+        x = image.detach().clone().requires_grad_(True)
+        return [x], lambda: x, lambda: x.data.clamp_(-1, 1)
+    basis = SpectralPixels(*image.shape[-2:], image.device, corner, norm="ortho")
+    x = image[rest].detach().clone().requires_grad_(True)
+    z = basis.coefficients(image[rows].detach()).requires_grad_(True)
+    index = torch.tensor(rest + rows, device=image.device).argsort()
+
+    def make_image() -> torch.Tensor:
+        return torch.cat([x, basis.image(z)])[index]
+
+    def project() -> None:
+        with torch.no_grad():
+            x.clamp_(-1, 1)
+            z.copy_(basis.coefficients(basis.image(z).clamp(-1, 1)))
+
+    return ([x, z] if rest else [z]), make_image, project
