@@ -78,9 +78,8 @@ def smoothed(x: torch.Tensor, corner: float = CORNER) -> torch.Tensor:
 
 
 def low_noise_rows(model: DiffusionModel, t: torch.Tensor) -> list[int]:
-    """The batch slots whose step is low-noise (sqrt(1 - alpha_bar_t) < `LOW_NOISE`)."""
-    alpha_bar = model.scheduler.alphas_cumprod.to(t.device)[t.long()]
-    return [b for b, low in enumerate(((1 - alpha_bar).sqrt() < LOW_NOISE).tolist()) if low]
+    """The batch slots whose step is low-noise (`low_noise`)."""
+    return low_noise(model, t).nonzero().flatten().tolist()
 
 
 def mixed_space(image: torch.Tensor, rows: list[int], corner: float = CORNER
