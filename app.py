@@ -1,7 +1,8 @@
 """GIDM Explorer: `python app.py` serves the app at http://127.0.0.1:7860 (Hugging Face Spaces entry point too).
 
-GRADIO_SERVER_NAME / GRADIO_SERVER_PORT override the address; GIDM_THREADS sets torch's CPU threads (default 2),
-GIDM_CONCURRENCY the number of attacks run at once (default 2) and GIDM_QUEUE_SIZE the queue's length (default 16).
+GRADIO_SERVER_NAME / GRADIO_SERVER_PORT override the address; GIDM_THREADS sets torch's CPU threads (default: the
+cores over GIDM_CONCURRENCY, at least 1), GIDM_CONCURRENCY the number of attacks run at once (default 2) and
+GIDM_QUEUE_SIZE the queue's length (default 16).
 GIDM_ALLOW_LOCAL_MODELS=1 lets model fields name folders on this machine (off: a public server's files stay
 private); GIDM_HUB_MODELS=0 turns hub ids off; GIDM_HUB_MAX_MB caps a hub download (default 500).
 """
@@ -33,8 +34,9 @@ def main() -> None:
     limit_malloc_arenas()
     import torch
 
-    torch.set_num_threads(max(1, int(os.environ.get("GIDM_THREADS", "2"))))
-    from app import create_app, launch_kwargs
+    from app import create_app, launch_kwargs, torch_threads
+
+    torch.set_num_threads(torch_threads())
 
     demo = create_app()
     demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),

@@ -4,12 +4,11 @@ work is done here."""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import gradio as gr
 
-from . import handlers, lesson, steer, sweep_view, tune_view
+from . import concurrency, handlers, lesson, steer, sweep_view, tune_view
 from .controls import settings_column
 from .model_cache import default_model
 from .panels import compare_section, sweep_section, view_column
@@ -47,7 +46,7 @@ def build_app() -> gr.Blocks:
 
 def _wire(demo: gr.Blocks, session: gr.State, c: dict[str, Any], w: dict[str, Any]) -> None:
     """Every event: `c` holds the settings' controls by field name, `w` every other component by name."""
-    attacks = dict(concurrency_limit=int(os.environ.get("GIDM_CONCURRENCY", "2")), concurrency_id="attack")
+    attacks = dict(concurrency_limit=concurrency(), concurrency_id="attack")
     private: dict[str, Any] = dict(api_visibility="private")
     inputs = [c[name] for name in SETTING_FIELDS]
     run_outputs = [w[name] for name in ("status", "original", "reconstruction", "diff", "loss_plot", "metrics_plot",

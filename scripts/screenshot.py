@@ -30,7 +30,12 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 
 
 def serve() -> tuple[object, str]:
-    from app import create_app, launch_kwargs
+    """The app on a free local port, with the threads `app.py` would give it."""
+    import torch
+
+    from app import create_app, launch_kwargs, torch_threads
+
+    torch.set_num_threads(torch_threads())
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -108,9 +113,6 @@ def main() -> None:
     parser.add_argument("--live", action="store_true", help="take the pictures at --seconds, before pressing Stop")
     parser.add_argument("--size", default="1400x1000", help="the desktop window, WIDTHxHEIGHT")
     args = parser.parse_args()
-    import torch
-
-    torch.set_num_threads(max(1, int(os.environ.get("GIDM_THREADS", "2"))))
     demo, url = serve()
     try:
         print(shoot(url, args.out, args.phone, args.seconds, args.full_phone, args.batch, args.live,
