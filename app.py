@@ -34,7 +34,8 @@ def main() -> None:
     limit_malloc_arenas()
     import torch
 
-    from app import create_app, launch_kwargs, torch_threads
+    from app import create_app, launch_kwargs
+    from app.session import torch_threads
 
     torch.set_num_threads(torch_threads())
 

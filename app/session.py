@@ -72,6 +72,20 @@ def queue_size() -> int:
     return int(os.environ.get("GIDM_QUEUE_SIZE", "16"))
 
 
+def concurrency() -> int:
+    """How many attacks the queue runs at once (GIDM_CONCURRENCY, default 2)."""
+    return int(os.environ.get("GIDM_CONCURRENCY", "2"))
+
+
+def torch_threads() -> int:
+    """Torch's CPU threads: GIDM_THREADS, else the cores shared among the attacks run at once, at least one. More
+    threads than that fight each other and the UI's own thread for the cores: on this project's 2-core CPU the
+    GIDM+ preset reached 30 dB after 39 s with one thread and 67 s with two (docs/app.md)."""
+    if "GIDM_THREADS" in os.environ:
+        return max(1, int(os.environ["GIDM_THREADS"]))
+    return max(1, (os.cpu_count() or 1) // concurrency())
+
+
 class QueueFull(Exception):
     """Every waiting place is taken; the message says so, and how many wait."""
 

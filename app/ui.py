@@ -8,12 +8,12 @@ from typing import Any
 
 import gradio as gr
 
-from . import concurrency, handlers, lesson, steer, sweep_view, tune_view
+from . import handlers, lesson, steer, sweep_view, tune_view
 from .controls import settings_column
 from .model_cache import default_model
 from .panels import compare_section, sweep_section, view_column
 from .presets import DEFAULT_PRESET
-from .session import Session, queue_size
+from .session import Session, concurrency, queue_size
 from .settings import CELL_FIELDS, METHOD_FIELDS, PRESET_FIELDS, SETTING_FIELDS, Settings, applies
 from .texts import CSS, INTRO, SHOW_REFUSED_TAB
 from .victims import gallery_items

@@ -33,7 +33,8 @@ def serve() -> tuple[object, str]:
     """The app on a free local port, with the threads `app.py` would give it."""
     import torch
 
-    from app import create_app, launch_kwargs, torch_threads
+    from app import create_app, launch_kwargs
+    from app.session import torch_threads
 
     torch.set_num_threads(torch_threads())
 

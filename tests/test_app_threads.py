@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from app import concurrency, torch_threads
+from app.session import concurrency, torch_threads
 
 
 @pytest.mark.parametrize("cores, runs, expected", [(2, "2", 1), (16, "2", 8), (2, "1", 2), (None, "2", 1), (3, "4", 1)])

@@ -71,7 +71,7 @@ def test_the_basis_beats_raw_pixels_at_a_low_noise_step(monkeypatch, one_thread)
     outcome = {}
     for basis in ("damped", "raw"):
         if basis == "raw":
-            monkeypatch.setattr(pixel, "damped", lambda *args: False)
+            monkeypatch.setattr(pixel, "damped", lambda *args, **kwargs: False)
         played = play(model, x0, ThreatModel(), config, client_seed=0, t=[10])
         result = played.run.run_to_end()
         assert result.details.get("pixel_basis") == ("damped Fourier" if basis == "damped" else None)
