@@ -35,13 +35,15 @@ def main() -> None:
     import torch
 
     from app import create_app, launch_kwargs
-    from app.session import torch_threads
+    from app.session import env_count, torch_threads
 
-    torch.set_num_threads(torch_threads())
-
-    demo = create_app()
-    demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-                server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")), **launch_kwargs())
+    try:
+        torch.set_num_threads(torch_threads())
+        port = env_count("GRADIO_SERVER_PORT", 7860, 1)
+        demo = create_app()
+    except ValueError as err:  # a bad environment setting: its one line, not a traceback
+        raise SystemExit(f"app.py: {err}") from None
+    demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), server_port=port, **launch_kwargs())
 
 
 if __name__ == "__main__":

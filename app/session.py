@@ -67,23 +67,36 @@ class RunRecord:
             f", {psnr:.1f} dB" if psnr is not None else "")
 
 
+def env_count(name: str, default: int, minimum: int) -> int:
+    """A whole-number setting from the environment; a bad value raises ValueError with a one-line message that
+    names the variable (app.py prints it and exits, instead of a traceback)."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        raise ValueError(f"{name} must be a whole number >= {minimum}, got {raw!r}")
+    return value
+
+
 def queue_size() -> int:
     """How many runs may wait for a slot (GIDM_QUEUE_SIZE, default 16): Gradio's queue and `Session.admit` both."""
-    return int(os.environ.get("GIDM_QUEUE_SIZE", "16"))
+    return env_count("GIDM_QUEUE_SIZE", 16, 0)
 
 
 def concurrency() -> int:
     """How many attacks the queue runs at once (GIDM_CONCURRENCY, default 2)."""
-    return int(os.environ.get("GIDM_CONCURRENCY", "2"))
+    return env_count("GIDM_CONCURRENCY", 2, 1)
 
 
 def torch_threads() -> int:
-    """Torch's CPU threads: GIDM_THREADS, else the cores shared among the attacks run at once, at least one. More
-    threads than that fight each other and the UI's own thread for the cores: on this project's 2-core CPU the
-    GIDM+ preset reached 30 dB after 39 s with one thread and 67 s with two (docs/app.md)."""
-    if "GIDM_THREADS" in os.environ:
-        return max(1, int(os.environ["GIDM_THREADS"]))
-    return max(1, (os.cpu_count() or 1) // concurrency())
+    """Torch's CPU threads: GIDM_THREADS (0 counts as 1), else the cores shared among the attacks run at once, at
+    least one. More threads than that fight each other and the UI's own thread for the cores: on this project's
+    2-core CPU the GIDM+ preset reached 30 dB after 39 s with one thread and 67 s with two (docs/app.md)."""
+    return max(1, env_count("GIDM_THREADS", (os.cpu_count() or 1) // concurrency(), 0))
 
 
 class QueueFull(Exception):

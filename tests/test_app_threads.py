@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from app.session import concurrency, torch_threads
+from app.session import concurrency, queue_size, torch_threads
 
 
 @pytest.mark.parametrize("cores, runs, expected", [(2, "2", 1), (16, "2", 8), (2, "1", 2), (None, "2", 1), (3, "4", 1)])
@@ -23,3 +26,21 @@ def test_gidm_threads_overrides(monkeypatch):
     assert torch_threads() == 3
     monkeypatch.setenv("GIDM_THREADS", "0")
     assert torch_threads() == 1
+
+
+@pytest.mark.parametrize("name, value", [("GIDM_THREADS", "two"), ("GIDM_THREADS", "-1"), ("GIDM_CONCURRENCY", "0"),
+                                         ("GIDM_QUEUE_SIZE", "1.5")])
+def test_a_bad_setting_is_named_in_one_line(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    call = {"GIDM_THREADS": torch_threads, "GIDM_CONCURRENCY": concurrency, "GIDM_QUEUE_SIZE": queue_size}[name]
+    with pytest.raises(ValueError, match=f"^{name} must be a whole number >= [01], got '{value}'$"):
+        call()
+
+
+def test_the_app_exits_with_that_line(tmp_path):
+    """`python app.py` with a bad setting prints the one line and exits 1, before any model is loaded."""
+    env = {**os.environ, "GIDM_CONCURRENCY": "many", "GRADIO_ANALYTICS_ENABLED": "False"}
+    done = subprocess.run([sys.executable, "app.py"], env=env, capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 1
+    assert done.stderr.strip() == "app.py: GIDM_CONCURRENCY must be a whole number >= 1, got 'many'"
