@@ -7,6 +7,7 @@ import torch
 from ..client import SharedUpdate, client_update
 from ..config import DefenceConfig
 from ..models import DiffusionModel
+from .linearised import linearised_delta
 
 # "normalized" weights are 1 / max(||g*_l||^2, WEIGHT_FLOOR * max_l ||g*_l||^2): no tensor counts more than 100x
 # the largest. Measured with L-BFGS: floors of 1e-8 / 1e-4 / 1e-2 gave DLG on a random-init tiny UNet 21.7 / 28.0 /
@@ -44,6 +45,7 @@ class GradientMatcher:
         self.training = update.training
         self.schedule = update.schedule
         self.smoothing = smoothing  # kappa of the re-simulated Adam's smoothed denominator (attacks/adam_delta.py)
+        self.linearised = False  # re-simulate an SGD client's steps at the broadcast weights (attacks/linearised.py)
         self.scales = None if confidence is None else [c.detach().to(model.device).sqrt() for c in confidence]
         self.targets = [g.detach().to(model.device) for g in update.gradients]
         if self.scales is not None:
@@ -63,8 +65,14 @@ class GradientMatcher:
 
     def __call__(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, create_graph: bool = True) -> torch.Tensor:
         """Distance of the update the client would send for (x0, eps, t); `create_graph=False` only scores it."""
-        return self.distance_to(client_update(self.model, x0, eps, t, create_graph, self.training, self.schedule,
-                                                self.smoothing))
+        return self.distance_to(self.simulate(x0, eps, t, create_graph))
+
+    def simulate(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, create_graph: bool = True
+                 ) -> tuple[torch.Tensor, ...]:
+        """The update the client would send for (x0, eps, t), or the matcher's surrogate of it when one is on."""
+        if self.linearised:
+            return linearised_delta(self.model, x0, eps, t, self.training, self.schedule, create_graph)
+        return client_update(self.model, x0, eps, t, create_graph, self.training, self.schedule, self.smoothing)
 
     def distance_to(self, grads: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """Distance of any candidate update (e.g. one built from another parameterisation of the guess)."""

@@ -24,7 +24,7 @@ from contextlib import AbstractContextManager, contextmanager
 
 import torch
 
-from ..client import SharedUpdate, client_update
+from ..client import SharedUpdate
 from ..config import DefenceConfig
 from ..diffusion import diffusion_loss
 from ..models import DiffusionModel
@@ -99,7 +99,7 @@ class SeparatedMatcher(GradientMatcher):
     def steps_terms(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, create_graph: bool = True
                     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(summed distance, per-sample distance) of the guess's re-simulated local steps."""
-        delta = client_update(self.model, x0, eps, t, create_graph, self.training, self.schedule, self.smoothing)
+        delta = self.simulate(x0, eps, t, create_graph)
         summed, per_sample = self.distance_to(delta), self.per_sample_distance(self.parts_of(delta))
         self.last = {"summed": summed.detach(), "per_sample": per_sample.detach()}
         return summed, per_sample

@@ -8,7 +8,7 @@ are kept inside the image range [-1, 1] after every step.
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -16,6 +16,7 @@ from .adam_delta import annealing, confidence, matcher_defence, smoothing
 from .base import AttackContext
 from .curriculum import batch_start, joint_damped_rows
 from .events import Event, Guess, Objective
+from .linearised import LINEARISED_SHARE, linearisable
 from .matching import GradientMatcher, total_variation
 from .per_sample import separated_matcher
 from .secrets import noise_variable, resolve_timesteps
@@ -49,32 +50,42 @@ def image_objective(ctx: AttackContext, matcher: GradientMatcher, make_image: Ca
 @dataclass(frozen=True)
 class Stage:
     """One stretch of the pixel phase, from the last stretch's best guess: its share of the phase's iterations, the
-    basis it searches (a damped Fourier basis's corner in cycles per image, `spectral.py`, or 0: raw pixels) and the
-    smoothing kappa of an Adam re-simulation (`adam_delta.annealing`)."""
+    basis it searches (a damped Fourier basis's corner in cycles per image, `spectral.py`, or 0: raw pixels), the
+    smoothing kappa of an Adam re-simulation (`adam_delta.annealing`) and whether an SGD client's steps are
+    re-simulated at the broadcast weights (`linearised.py`)."""
 
     share: float
     corner: float = 0.0
     smoothing: float = 0.0
+    linearised: bool = False
 
 
 def pixel_stages(ctx: AttackContext, matcher: GradientMatcher, t: torch.Tensor) -> tuple[Stage, ...]:
     """A low-noise step's pixels go coarse to fine (`spectral.coarse_to_fine`, where `spectral.damped` says), a
-    smoothed Adam re-simulation through its kappa schedule; anything else is one stage."""
+    smoothed Adam re-simulation through its kappa schedule; anything else is one stage. Several SGD steps spend
+    the first `LINEARISED_SHARE` of that plan on the cheaper linearised re-simulation, the rest exact."""
     if damped(ctx.model, ctx.update, t, prior_start=ctx.config.uses_latent_phase):
-        return tuple(Stage(share, corner, matcher.smoothing) for corner, share in coarse_to_fine())
-    return tuple(Stage(share, 0.0, kappa) for kappa, share in annealing(matcher))
+        stages = tuple(Stage(share, corner, matcher.smoothing) for corner, share in coarse_to_fine())
+    else:
+        stages = tuple(Stage(share, 0.0, kappa) for kappa, share in annealing(matcher))
+    if not linearisable(ctx.update.training):
+        return stages
+    first, last = stages[:-1], stages[-1]
+    return (*(replace(stage, linearised=True) for stage in first),
+            replace(last, share=last.share * LINEARISED_SHARE, linearised=True),
+            replace(last, share=last.share * (1 - LINEARISED_SHARE)))
 
 
 def pixel_phase(ctx: AttackContext, matcher: GradientMatcher, start: torch.Tensor, eps: torch.Tensor,
                 extra: list[torch.Tensor], t: torch.Tensor, iterations: int | None = None,
                 phase: str = "pixel", damped_rows: tuple[int, ...] = ()) -> Generator[Event, None, Guess]:
     """Optimise pixels (and eps, when it is among `extra`) from `start` against the shared update, in the stages
-    `pixel_stages` plans (each restarts L-BFGS; a phase of fewer iterations than stages runs the first alone);
-    the images of `damped_rows` in the damped basis (`spectral.mixed_space`)."""
+    `pixel_stages` plans (each restarts L-BFGS; a phase of fewer iterations than stages runs the last alone, whose
+    loss picks the answer); the images of `damped_rows` in the damped basis (`spectral.mixed_space`)."""
     cfg = ctx.config
     steps = cfg.pixel_iterations if iterations is None else iterations
     stages = pixel_stages(ctx, matcher, t)
-    stages = stages if steps >= len(stages) else stages[:1]
+    stages = stages if steps >= len(stages) else stages[-1:]
     guess, left, image = None, steps, start.detach().clamp(-1, 1)
     for number, stage in enumerate(stages):
         if guess is not None:
@@ -82,12 +93,13 @@ def pixel_phase(ctx: AttackContext, matcher: GradientMatcher, start: torch.Tenso
             if guess.eps is not None:
                 with torch.no_grad():
                     eps.copy_(guess.eps)
-        if stage.smoothing != matcher.smoothing:  # another surrogate: earlier losses no longer compare with its own
-            matcher.smoothing = stage.smoothing
-            ctx.restart_best()
+        if (stage.smoothing, stage.linearised) != (matcher.smoothing, matcher.linearised):
+            matcher.smoothing, matcher.linearised = stage.smoothing, stage.linearised
+            ctx.restart_best()  # another surrogate: earlier losses no longer compare with its own
         if stage.corner:
             ctx.details["pixel_basis"] = "damped Fourier"
-        share = left if number == len(stages) - 1 else max(round(steps * stage.share), 1)
+        later = len(stages) - 1 - number  # each later stage keeps at least one iteration
+        share = left if not later else min(max(round(steps * stage.share), 1), left - later)
         left -= share
         variables, make_image, project = (_search_space(image, stage.corner) if stage.corner or not damped_rows
                                           else mixed_space(image, list(damped_rows)))

@@ -1,0 +1,66 @@
+"""The linearised re-simulation of an SGD client's local steps (attacks/linearised.py): the client's delta to first
+order in its learning rate, for the pixel phase's first stretch only; the exact delta picks the answer."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from gidm_core.attacks.linearised import LINEARISED_SHARE, linearisable, linearised_delta
+from gidm_core.attacks.matching import GradientMatcher
+from gidm_core.attacks.pixel import pixel_stages
+from gidm_core.client import PrivateBatch, client_update
+from gidm_core.config import LocalTraining, attack_config, threat_preset
+from gidm_core.protocol import play
+
+SGD = LocalTraining(steps=4, lr=1e-3, optimizer="sgd", weight_decay=0.01, local_batch=1, noise="fresh")
+
+
+def _relative_error(got, want) -> float:
+    got, want = [g.detach() for g in got], [w.detach() for w in want]
+    error = torch.sqrt(sum((g - w).double().pow(2).sum() for g, w in zip(got, want)))
+    return float(error / torch.sqrt(sum(w.double().pow(2).sum() for w in want)))
+
+
+def test_it_is_the_delta_to_first_order_in_the_learning_rate(tiny_model, photo32):
+    """Two local images in batches of one, four steps of fresh noise, coupled weight decay: the surrogate's error
+    shrinks in proportion to the learning rate (a wrong step count or decay term would leave it near 1)."""
+    images = torch.cat([photo32, photo32.flip(-1)])
+    errors = {}
+    for lr in (1e-2, 1e-3):
+        training = replace(SGD, lr=lr)
+        batch = PrivateBatch.draw(images, tiny_model.num_train_timesteps, 3, training=training)
+        exact = client_update(tiny_model, images, batch.eps, batch.t, False, training, batch.schedule)
+        approximate = linearised_delta(tiny_model, images, batch.eps, batch.t, training, batch.schedule, False)
+        errors[lr] = _relative_error(approximate, exact)
+    assert errors[1e-3] < 5e-2
+    assert 5 < errors[1e-2] / errors[1e-3] < 20
+
+
+@pytest.mark.parametrize("change, expected", [({}, True), ({"steps": 1, "local_batch": 0}, False),
+                                              ({"optimizer": "adamw"}, False), ({"clip": 1.0}, False),
+                                              ({"dropout": 0.1}, False)])
+def test_only_unclipped_sgd_steps_without_dropout_are_linearised(change, expected):
+    assert linearisable(replace(SGD, **change)) is expected
+
+
+def test_the_exact_delta_picks_the_answer(tiny_model, photo32, one_thread):
+    """DLG on an SGD delta of three fresh-noise steps (matching the delta alone, no per-step parts): the pixel
+    phase's last stage is exact, and the answer's matching loss is the exact matcher's on the answer (the
+    surrogate's would differ by its bias)."""
+    training = replace(SGD, steps=3, local_batch=0, weight_decay=0.0, lr=1e-2)
+    config = attack_config("dlg", pixel_iterations=24, attack_seed=5, separation="off")
+    played = play(tiny_model, photo32, threat_preset("paper"), config, client_seed=2, training=training)
+    ctx = played.run.context
+    matcher = GradientMatcher(tiny_model, ctx.update, config.distance, config.layer_weights)
+    stages = pixel_stages(ctx, matcher, played.update.t)
+    assert [stage.linearised for stage in stages] == [True, False]
+    assert [stage.share for stage in stages] == pytest.approx([LINEARISED_SHARE, 1 - LINEARISED_SHARE])
+    result = played.run.run_to_end()
+    exact = float(matcher(result.reconstruction, played.batch.eps, played.update.t, create_graph=False))
+    surrogate = matcher.distance_to(linearised_delta(tiny_model, result.reconstruction, played.batch.eps,
+                                                     played.update.t, training, ctx.update.schedule, False))
+    assert result.matching_loss == pytest.approx(exact, rel=1e-4)
+    assert abs(float(surrogate) - exact) > 1e-3 * exact
