@@ -8,7 +8,12 @@ from dataclasses import replace
 import pytest
 import torch
 
-from gidm_core.attacks.linearised import LINEARISED_SHARE, linearisable, linearised_delta
+from gidm_core.attacks.linearised import (
+    LINEARISED_SHARE,
+    LINEARISED_TOLERANCE,
+    linearisable,
+    linearised_delta,
+)
 from gidm_core.attacks.matching import GradientMatcher
 from gidm_core.attacks.pixel import pixel_stages
 from gidm_core.client import PrivateBatch, client_update
@@ -50,17 +55,32 @@ def test_the_exact_delta_picks_the_answer(tiny_model, photo32, one_thread):
     """DLG on an SGD delta of three fresh-noise steps (matching the delta alone, no per-step parts): the pixel
     phase's last stage is exact, and the answer's matching loss is the exact matcher's on the answer (the
     surrogate's would differ by its bias)."""
-    training = replace(SGD, steps=3, local_batch=0, weight_decay=0.0, lr=1e-2)
+    training = replace(SGD, steps=3, local_batch=0, weight_decay=0.0, lr=1e-3)
     config = attack_config("dlg", pixel_iterations=24, attack_seed=5, separation="off")
     played = play(tiny_model, photo32, threat_preset("paper"), config, client_seed=2, training=training)
     ctx = played.run.context
     matcher = GradientMatcher(tiny_model, ctx.update, config.distance, config.layer_weights)
-    stages = pixel_stages(ctx, matcher, played.update.t)
+    start = torch.zeros_like(photo32)
+    stages = pixel_stages(ctx, matcher, played.update.t, start, played.batch.eps)
     assert [stage.linearised for stage in stages] == [True, False]
     assert [stage.share for stage in stages] == pytest.approx([LINEARISED_SHARE, 1 - LINEARISED_SHARE])
     result = played.run.run_to_end()
+    assert result.details["linearisation_error"] < LINEARISED_TOLERANCE
     exact = float(matcher(result.reconstruction, played.batch.eps, played.update.t, create_graph=False))
     surrogate = matcher.distance_to(linearised_delta(tiny_model, result.reconstruction, played.batch.eps,
                                                      played.update.t, training, ctx.update.schedule, False))
     assert result.matching_loss == pytest.approx(exact, rel=1e-4)
-    assert abs(float(surrogate) - exact) > 1e-3 * exact
+    assert abs(float(surrogate) - exact) > 1e-4 * exact
+
+
+def test_a_client_whose_weights_move_far_is_re_simulated_exactly(tiny_model, photo32):
+    """lr 0.1 over three steps: the attacker sees the surrogate is far off at its own start and keeps the exact
+    delta for the whole phase."""
+    training = replace(SGD, steps=3, local_batch=0, weight_decay=0.0, lr=0.1)
+    played = play(tiny_model, photo32, threat_preset("paper"), attack_config("dlg", pixel_iterations=4),
+                  client_seed=2, training=training)
+    ctx = played.run.context
+    matcher = GradientMatcher(tiny_model, ctx.update)
+    stages = pixel_stages(ctx, matcher, played.update.t, torch.zeros_like(photo32), played.batch.eps)
+    assert not any(stage.linearised for stage in stages)
+    assert ctx.details["linearisation_error"] > LINEARISED_TOLERANCE

@@ -16,7 +16,7 @@ from .adam_delta import annealing, confidence, matcher_defence, smoothing
 from .base import AttackContext
 from .curriculum import batch_start, joint_damped_rows
 from .events import Event, Guess, Objective
-from .linearised import LINEARISED_SHARE, linearisable
+from .linearised import LINEARISED_SHARE, LINEARISED_TOLERANCE, linearisable, linearisation_error
 from .matching import GradientMatcher, total_variation
 from .per_sample import separated_matcher
 from .secrets import noise_variable, resolve_timesteps
@@ -60,15 +60,22 @@ class Stage:
     linearised: bool = False
 
 
-def pixel_stages(ctx: AttackContext, matcher: GradientMatcher, t: torch.Tensor) -> tuple[Stage, ...]:
+def pixel_stages(ctx: AttackContext, matcher: GradientMatcher, t: torch.Tensor, start: torch.Tensor,
+                 eps: torch.Tensor) -> tuple[Stage, ...]:
     """A low-noise step's pixels go coarse to fine (`spectral.coarse_to_fine`, where `spectral.damped` says), a
     smoothed Adam re-simulation through its kappa schedule; anything else is one stage. Several SGD steps spend
-    the first `LINEARISED_SHARE` of that plan on the cheaper linearised re-simulation, the rest exact."""
+    the first `LINEARISED_SHARE` of that plan on the cheaper linearised re-simulation, the rest exact, where the
+    linearisation is close at `start` (the phase's first guess, with `eps`)."""
     if damped(ctx.model, ctx.update, t, prior_start=ctx.config.uses_latent_phase):
         stages = tuple(Stage(share, corner, matcher.smoothing) for corner, share in coarse_to_fine())
     else:
         stages = tuple(Stage(share, 0.0, kappa) for kappa, share in annealing(matcher))
-    if not linearisable(ctx.update.training):
+    training = ctx.update.training
+    if not linearisable(training):
+        return stages
+    error = linearisation_error(ctx.model, start, eps, t, training, ctx.update.schedule)
+    ctx.details["linearisation_error"] = error
+    if error > LINEARISED_TOLERANCE:
         return stages
     first, last = stages[:-1], stages[-1]
     return (*(replace(stage, linearised=True) for stage in first),
@@ -84,7 +91,7 @@ def pixel_phase(ctx: AttackContext, matcher: GradientMatcher, start: torch.Tenso
     loss picks the answer); the images of `damped_rows` in the damped basis (`spectral.mixed_space`)."""
     cfg = ctx.config
     steps = cfg.pixel_iterations if iterations is None else iterations
-    stages = pixel_stages(ctx, matcher, t)
+    stages = pixel_stages(ctx, matcher, t, start, eps)
     stages = stages if steps >= len(stages) else stages[-1:]
     guess, left, image = None, steps, start.detach().clamp(-1, 1)
     for number, stage in enumerate(stages):
