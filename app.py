@@ -39,7 +39,7 @@ def main() -> None:
 
     try:
         torch.set_num_threads(torch_threads())
-        port = env_count("GRADIO_SERVER_PORT", 7860, 1)
+        port = env_count("GRADIO_SERVER_PORT", 7860, 1, 65535)
         demo = create_app()
     except ValueError as err:  # a bad environment setting: its one line, not a traceback
         raise SystemExit(f"app.py: {err}") from None

@@ -67,7 +67,7 @@ class RunRecord:
             f", {psnr:.1f} dB" if psnr is not None else "")
 
 
-def env_count(name: str, default: int, minimum: int) -> int:
+def env_count(name: str, default: int, minimum: int, maximum: int | None = None) -> int:
     """A whole-number setting from the environment; a bad value raises ValueError with a one-line message that
     names the variable (app.py prints it and exits, instead of a traceback)."""
     raw = os.environ.get(name)
@@ -77,8 +77,9 @@ def env_count(name: str, default: int, minimum: int) -> int:
         value = int(raw)
     except ValueError:
         value = minimum - 1
-    if value < minimum:
-        raise ValueError(f"{name} must be a whole number >= {minimum}, got {raw!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        bounds = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+        raise ValueError(f"{name} must be a whole number {bounds}, got {raw!r}")
     return value
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from app.session import concurrency, queue_size, torch_threads
+from app.session import concurrency, env_count, queue_size, torch_threads
 
 
 @pytest.mark.parametrize("cores, runs, expected", [(2, "2", 1), (16, "2", 8), (2, "1", 2), (None, "2", 1), (3, "4", 1)])
@@ -35,6 +35,13 @@ def test_a_bad_setting_is_named_in_one_line(monkeypatch, name, value):
     call = {"GIDM_THREADS": torch_threads, "GIDM_CONCURRENCY": concurrency, "GIDM_QUEUE_SIZE": queue_size}[name]
     with pytest.raises(ValueError, match=f"^{name} must be a whole number >= [01], got '{value}'$"):
         call()
+
+
+@pytest.mark.parametrize("value", ["70000", "0", "http"])
+def test_a_port_out_of_range_is_named_with_its_range(monkeypatch, value):
+    monkeypatch.setenv("GRADIO_SERVER_PORT", value)
+    with pytest.raises(ValueError, match=f"^GRADIO_SERVER_PORT must be a whole number from 1 to 65535, got '{value}'$"):
+        env_count("GRADIO_SERVER_PORT", 7860, 1, 65535)
 
 
 def test_the_app_exits_with_that_line(tmp_path):
