@@ -183,6 +183,13 @@ def client_update(model: DiffusionModel, x0: torch.Tensor, eps: torch.Tensor, t:
     return tuple(delta)
 
 
+def relative_distance(got: tuple[torch.Tensor, ...] | list[torch.Tensor],
+                      want: tuple[torch.Tensor, ...] | list[torch.Tensor]) -> float:
+    """||got - want|| / ||want|| over a whole update (in float64, no graph): how far one update is from another."""
+    error = sum((g.detach() - w.detach()).double().pow(2).sum() for g, w in zip(got, want, strict=True))
+    return float(torch.sqrt(error) / torch.sqrt(sum(w.detach().double().pow(2).sum() for w in want)).clamp_min(1e-30))
+
+
 def clip_norm(grads: tuple[torch.Tensor, ...], max_norm: float) -> tuple[torch.Tensor, ...]:
     """`torch.nn.utils.clip_grad_norm_` in plain (differentiable) tensor ops: the same formula, 1e-6 included."""
     total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))

@@ -8,7 +8,7 @@ import torch
 
 from gidm_core.attacks import adam_delta
 from gidm_core.attacks.matching import GradientMatcher
-from gidm_core.client import LocalOptimizer, PrivateBatch, client_update, share
+from gidm_core.client import LocalOptimizer, PrivateBatch, client_update, relative_distance, share
 from gidm_core.config import ConfigError, LocalTraining, attack_config, threat_preset
 from gidm_core.metrics import psnr, to_unit
 from gidm_core.protocol import play
@@ -93,11 +93,6 @@ def test_bad_local_training_is_refused_naming_its_field(fields, field):
     assert refused.value.field == field
 
 
-def _relative_error(got, want) -> float:
-    error = torch.sqrt(sum((g.detach() - w).pow(2).sum() for g, w in zip(got, want)))
-    return float(error / torch.sqrt(sum(w.pow(2).sum() for w in want)))
-
-
 def test_the_attackers_adam_is_torchs_adam_step_for_step():
     """Gradients from 1e-10 to 1 (and exact zeros, which must not send nan back): torch's eps sits outside the
     bias-corrected sqrt(v), and any other ordering (eps inside the sqrt, or added before the bias correction) is off
@@ -114,7 +109,7 @@ def test_the_attackers_adam_is_torchs_adam_step_for_step():
         weights.grad = grad.clone()
         reference.step()
         delta = delta - simulated.step((grad,), [delta])[0]
-    assert _relative_error([delta], [weights.detach()]) < 1e-6
+    assert relative_distance([delta], [weights.detach()]) < 1e-6
     guess = torch.ones(3, requires_grad=True)
     steps = LocalOptimizer(training, [guess])
     steps.step((guess * torch.tensor([0.0, 1e-9, 1.0]),), [guess])
@@ -137,13 +132,13 @@ def test_the_attackers_simulated_adam_delta_is_the_clients(tiny_model, photo32):
     batch, update = played.batch, played.update
     assert update.training == ADAM and update.t is None
     assert played.run.run_to_end().t_estimate == (200,)  # per-entry normalisation still leaves t readable here
-    assert _relative_error(client_update(tiny_model, batch.x0, batch.eps, batch.t, training=ADAM),
+    assert relative_distance(client_update(tiny_model, batch.x0, batch.eps, batch.t, training=ADAM),
                            update.gradients) < 3e-5
     x0 = batch.x0.clone().requires_grad_(True)
     simulated = client_update(tiny_model, x0, batch.eps, batch.t, create_graph=True, training=ADAM)
-    assert simulated[0].requires_grad and _relative_error(simulated, update.gradients) < 5e-4
+    assert simulated[0].requires_grad and relative_distance(simulated, update.gradients) < 5e-4
     sgd = client_update(tiny_model, batch.x0, batch.eps, batch.t, training=LocalTraining(3, 1e-3))
-    assert _relative_error(sgd, update.gradients) > 0.5  # Adam's delta is not SGD's: the test can tell them apart
+    assert relative_distance(sgd, update.gradients) > 0.5  # Adam's delta is not SGD's: the test can tell them apart
     matcher = GradientMatcher(tiny_model, update)
     assert float(matcher(batch.x0, batch.eps, batch.t).detach()) < 1e-7 * float(
         matcher(-batch.x0, batch.eps, batch.t).detach())

@@ -16,17 +16,11 @@ from gidm_core.attacks.linearised import (
 )
 from gidm_core.attacks.matching import GradientMatcher
 from gidm_core.attacks.pixel import pixel_stages
-from gidm_core.client import PrivateBatch, client_update
+from gidm_core.client import PrivateBatch, client_update, relative_distance
 from gidm_core.config import LocalTraining, attack_config, threat_preset
 from gidm_core.protocol import play
 
 SGD = LocalTraining(steps=4, lr=1e-3, optimizer="sgd", weight_decay=0.01, local_batch=1, noise="fresh")
-
-
-def _relative_error(got, want) -> float:
-    got, want = [g.detach() for g in got], [w.detach() for w in want]
-    error = torch.sqrt(sum((g - w).double().pow(2).sum() for g, w in zip(got, want)))
-    return float(error / torch.sqrt(sum(w.double().pow(2).sum() for w in want)))
 
 
 def test_it_is_the_delta_to_first_order_in_the_learning_rate(tiny_model, photo32):
@@ -39,7 +33,7 @@ def test_it_is_the_delta_to_first_order_in_the_learning_rate(tiny_model, photo32
         batch = PrivateBatch.draw(images, tiny_model.num_train_timesteps, 3, training=training)
         exact = client_update(tiny_model, images, batch.eps, batch.t, False, training, batch.schedule)
         approximate = linearised_delta(tiny_model, images, batch.eps, batch.t, training, batch.schedule, False)
-        errors[lr] = _relative_error(approximate, exact)
+        errors[lr] = relative_distance(approximate, exact)
     assert errors[1e-3] < 5e-2
     assert 5 < errors[1e-2] / errors[1e-3] < 20
 
@@ -84,3 +78,16 @@ def test_a_client_whose_weights_move_far_is_re_simulated_exactly(tiny_model, pho
     stages = pixel_stages(ctx, matcher, played.update.t, torch.zeros_like(photo32), played.batch.eps)
     assert not any(stage.linearised for stage in stages)
     assert ctx.details["linearisation_error"] > LINEARISED_TOLERANCE
+
+
+def test_an_error_that_is_not_a_number_keeps_the_exact_delta(tiny_model, photo32, monkeypatch):
+    """A guess on which the client's steps overflow gives a NaN error: no comparison with the tolerance holds for
+    it, so the surrogate must be refused, not accepted."""
+    training = replace(SGD, steps=3, local_batch=0, weight_decay=0.0, lr=1e-3)
+    played = play(tiny_model, photo32, threat_preset("paper"), attack_config("dlg", pixel_iterations=4),
+                  client_seed=2, training=training)
+    ctx = played.run.context
+    monkeypatch.setattr("gidm_core.attacks.pixel.linearisation_error", lambda *args: float("nan"))
+    stages = pixel_stages(ctx, GradientMatcher(tiny_model, ctx.update), played.update.t, torch.zeros_like(photo32),
+                          played.batch.eps)
+    assert not any(stage.linearised for stage in stages)

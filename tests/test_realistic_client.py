@@ -14,7 +14,15 @@ from diffusers import DDPMScheduler, UNet2DModel
 from gidm_core.attacks.base import AttackContext
 from gidm_core.attacks.matching import GradientMatcher
 from gidm_core.attacks.timestep import recover_timesteps
-from gidm_core.client import LocalSchedule, PrivateBatch, client_update, dropout_masks, share, train_locally
+from gidm_core.client import (
+    LocalSchedule,
+    PrivateBatch,
+    client_update,
+    dropout_masks,
+    relative_distance,
+    share,
+    train_locally,
+)
 from gidm_core.config import ConfigError, LocalTraining, ThreatModel, attack_config, threat_preset
 from gidm_core.diffusion import diffusion_loss
 from gidm_core.evaluation import set_accuracy
@@ -38,11 +46,6 @@ def images() -> torch.Tensor:
     """Four distinct 16 px local images in [-1, 1]."""
     generator = torch.Generator().manual_seed(1)
     return (torch.rand((4, 3, 16, 16), generator=generator) * 2 - 1).clamp(-1, 1)
-
-
-def _relative_error(got, want) -> float:
-    error = torch.sqrt(sum((g.detach() - w).double().pow(2).sum() for g, w in zip(got, want)))
-    return float(error / torch.sqrt(sum(w.double().pow(2).sum() for w in want)))
 
 
 def _torch_training_loop(model: DiffusionModel, batch: PrivateBatch, training: LocalTraining) -> list[torch.Tensor]:
@@ -80,12 +83,12 @@ def test_the_clients_delta_is_torchs_training_loop(images, optimizer):
     x0, eps = batch.x0.double(), batch.eps.double()
     delta = client_update(model, x0, eps, batch.t, training=training, schedule=batch.schedule)
     reference = _torch_training_loop(model, batch, training)
-    assert _relative_error(delta, reference) < 1e-6
+    assert relative_distance(delta, reference) < 1e-6
     # Each feature changes the delta, so the comparison above would catch any of them done wrong.
     for other in (dict(clip=0.0), dict(weight_decay=0.0), dict(steps=2)):
         changed = replace(training, **other)
         schedule = LocalSchedule(batch.schedule.order[:changed.steps], True)
-        assert _relative_error(client_update(model, x0, eps, batch.t, training=changed, schedule=schedule),
+        assert relative_distance(client_update(model, x0, eps, batch.t, training=changed, schedule=schedule),
                                reference) > 1e-3
 
 
@@ -99,7 +102,7 @@ def test_the_trainers_loop_is_the_clients_update(images, optimizer):
     x0, eps = batch.x0.double(), batch.eps.double()
     make = {"sgd": lambda p: torch.optim.SGD(p, lr=training.lr), "adam": lambda p: torch.optim.Adam(p, lr=training.lr)}
     run = train_locally(model, lambda _: (x0, eps, batch.t), training.steps, make[optimizer])
-    assert _relative_error(run.delta, client_update(model, x0, eps, batch.t, training=training)) < 1e-9
+    assert relative_distance(run.delta, client_update(model, x0, eps, batch.t, training=training)) < 1e-9
 
 
 def test_dropout_masks_are_the_clients_own_and_replayable(images):
@@ -117,7 +120,7 @@ def test_dropout_masks_are_the_clients_own_and_replayable(images):
     assert all(torch.equal(a, b) for a, b in zip(sent.gradients, again.gradients))
     # Another seed draws other masks: the same images, eps and t with only the dropout seeds changed differ.
     reseeded = LocalSchedule(batch.schedule.order, True, tuple(s + 1 for s in batch.schedule.dropout_seeds))
-    assert _relative_error(client_update(model, batch.x0, batch.eps, batch.t, training=training,
+    assert relative_distance(client_update(model, batch.x0, batch.eps, batch.t, training=training,
                                          schedule=reseeded), sent.gradients) > 1e-2
     assert batch.schedule.dropout_seeds != other.schedule.dropout_seeds
     # The paper's attacker replays the masks; one without them (eval mode) cannot.
@@ -145,7 +148,7 @@ def test_the_paper_attacker_replays_the_shared_delta_exactly(images):
     assert torch.equal(update.eps, batch.eps) and torch.equal(update.schedule.order, batch.schedule.order)
     x0 = batch.x0.clone().requires_grad_(True)
     simulated = client_update(model, x0, update.eps, update.t, True, update.training, update.schedule)
-    assert simulated[0].requires_grad and _relative_error(simulated, update.gradients) < 1e-4
+    assert simulated[0].requires_grad and relative_distance(simulated, update.gradients) < 1e-4
     matcher = GradientMatcher(model, update)
     assert float(matcher(batch.x0, batch.eps, batch.t).detach()) < 1e-7 * float(
         matcher(batch.x0.flip(0), batch.eps, batch.t).detach())

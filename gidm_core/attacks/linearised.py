@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from ..client import LocalSchedule, client_update
+from ..client import LocalSchedule, client_update, relative_distance
 from ..config import LocalTraining
 from ..diffusion import diffusion_loss
 from ..models import DiffusionModel
@@ -59,6 +59,4 @@ def linearisation_error(model: DiffusionModel, x0: torch.Tensor, eps: torch.Tens
     kept): how far the client's weights move over its steps, which the guess hardly changes."""
     x0, eps = x0.detach(), eps.detach()
     exact = client_update(model, x0, eps, t, False, training, schedule)
-    approximate = linearised_delta(model, x0, eps, t, training, schedule, False)
-    error = torch.sqrt(sum((a.detach() - e.detach()).double().pow(2).sum() for a, e in zip(approximate, exact)))
-    return float(error / torch.sqrt(sum(e.detach().double().pow(2).sum() for e in exact)).clamp_min(1e-30))
+    return relative_distance(linearised_delta(model, x0, eps, t, training, schedule, False), exact)

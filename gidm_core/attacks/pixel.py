@@ -75,7 +75,7 @@ def pixel_stages(ctx: AttackContext, matcher: GradientMatcher, t: torch.Tensor, 
         return stages
     error = linearisation_error(ctx.model, start, eps, t, training, ctx.update.schedule)
     ctx.details["linearisation_error"] = error
-    if error > LINEARISED_TOLERANCE:
+    if not error <= LINEARISED_TOLERANCE:  # a NaN error (a guess the client's steps blow up on) keeps it exact too
         return stages
     first, last = stages[:-1], stages[-1]
     return (*(replace(stage, linearised=True) for stage in first),
