@@ -31,7 +31,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # GIDM+ at t = 100 (where it recovers most held-out faces with their noise, docs/starts.md) on a one-minute plan:
     # 150 latent evaluations, then 350 mostly in its residual stage, which converges fast once the latent phase has
     # found the basin; two starts, so the status line says which leads. It fails at t = 10 (a rugged landscape, hard
-    # even with eps known) and t = 800 (errors reach x0 amplified 4.6x); docs/gidm_plus.md.
+    # even with eps known) and t = 800 (an eps error reaches x0 amplified 25.7x on faces32); docs/gidm_plus.md.
     "Private eps and t (GIDM+)": dict(method="gidm-plus", secrets="private", client_t=100, defence="none",
                                       pixel_iterations=250, lr=_PLUS.lr, latent_iterations=100, latent_lr=0.05,
                                       ddim_steps=2, distance="l2", tv_weight=0.0, lr_schedule=_PLUS.lr_schedule,
