@@ -91,3 +91,16 @@ def test_an_error_that_is_not_a_number_keeps_the_exact_delta(tiny_model, photo32
     stages = pixel_stages(ctx, GradientMatcher(tiny_model, ctx.update), played.update.t, torch.zeros_like(photo32),
                           played.batch.eps)
     assert not any(stage.linearised for stage in stages)
+
+
+def test_a_plateau_in_the_surrogate_stage_does_not_end_the_run(tiny_model, photo32):
+    """The app's demo ends a run at a plateau of its matching loss. The surrogate stalls at its own bias, which is no
+    convergence of the exact match: the run must go on to the exact stage, whose loss alone may answer."""
+    training = replace(SGD, steps=3, local_batch=0, weight_decay=0.0, lr=1e-3)
+    config = attack_config("dlg", pixel_iterations=60, attack_seed=5, separation="off", plateau=2)
+    played = play(tiny_model, photo32, threat_preset("paper"), config, client_seed=2, training=training)
+    result = played.run.run_to_end()
+    ctx = played.run.context
+    matcher = GradientMatcher(tiny_model, ctx.update, config.distance, config.layer_weights)
+    exact = float(matcher(result.reconstruction, played.batch.eps, played.update.t, create_graph=False))
+    assert result.matching_loss == pytest.approx(exact, rel=1e-4)

@@ -45,6 +45,9 @@ class AttackContext:
         self.stop = stop or threading.Event()
         self.steering = steering
         self.plateau = Plateau(config.plateau)  # a converged run stops as at the user's Stop, but "done"
+        # True while a phase descends a surrogate whose losses a later stage forgets (`restart_best`): its stall is
+        # the surrogate's own floor, not convergence, so the plateau waits for the objective that answers.
+        self.provisional = False
         self.device = model.device
         self.generator = stream(config.attack_seed, "attacker")  # never the client's stream
         self.iteration = 0
@@ -62,7 +65,7 @@ class AttackContext:
 
     def check_stop(self) -> None:
         """End the run here at the user's Stop, or once it converged (every loop that evaluates calls this)."""
-        if self.stop.is_set() or self.plateau.check(self.iteration, self.best):
+        if self.stop.is_set() or (not self.provisional and self.plateau.check(self.iteration, self.best)):
             raise _StopRequested
 
     def clock(self) -> float:

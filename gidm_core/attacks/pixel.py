@@ -103,6 +103,8 @@ def pixel_phase(ctx: AttackContext, matcher: GradientMatcher, start: torch.Tenso
         if (stage.smoothing, stage.linearised) != (matcher.smoothing, matcher.linearised):
             matcher.smoothing, matcher.linearised = stage.smoothing, stage.linearised
             ctx.restart_best()  # another surrogate: earlier losses no longer compare with its own
+        ctx.provisional = any((later.smoothing, later.linearised) != (stage.smoothing, stage.linearised)
+                              for later in stages[number + 1:])
         if stage.corner:
             ctx.details["pixel_basis"] = "damped Fourier"
         later = len(stages) - 1 - number  # each later stage keeps at least one iteration
@@ -115,6 +117,7 @@ def pixel_phase(ctx: AttackContext, matcher: GradientMatcher, start: torch.Tenso
         guess = yield from ctx.optimise(phase, [*variables, *extra], objective, share, cfg.lr, project)
         if number:  # one phase to whoever plots it
             ctx.phase_starts[phase] = began
+    ctx.provisional = False
     return guess
 
 
