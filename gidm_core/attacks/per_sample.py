@@ -76,9 +76,7 @@ class SeparatedMatcher(GradientMatcher):
         # One SGD step shares -lr times the gradient (the parts were divided by it at separation).
         self.step = 1.0 if self.training is None else -self.training.lr
         # Several steps: a guess's parts are its re-simulated delta through the target's own least-squares map.
-        index = {name: i for i, (name, _) in enumerate(model.unet.named_parameters())}
-        self.entries = [(index[f"{name}.weight"], index[f"{name}.bias"]) for name in separation.names]
-        self.solvers = separation.solvers
+        self.entries, self.solvers = separation.entries, separation.solvers
         # Several images make B independent problems worth a start on their parts alone; one image split by its
         # steps is one problem, whose parts only rebalance the steps beside the summed update.
         self.apart = update.batch_size > 1

@@ -57,6 +57,8 @@ class Separation:
     # One (B, in_features + 1) map per layer: parts = solver @ [weight | bias]^T of an update of this kind. A guess's
     # re-simulated delta goes through the same map, so its parts cost no extra pass (`per_sample.SeparatedMatcher`).
     solvers: tuple[torch.Tensor, ...] = ()
+    # Each layer's (weight, bias) positions among the update's tensors, where `solvers` read them.
+    entries: tuple[tuple[int, int], ...] = ()
 
 
 def time_layers(model: DiffusionModel, t: torch.Tensor, shape: tuple[int, ...]) -> list[TimeLayer]:
@@ -115,9 +117,8 @@ def separate(model: DiffusionModel, update: SharedUpdate, t: torch.Tensor, threa
         return Separation(False, f"not separated: the batch shares timesteps (t = {t.tolist()}), so the time "
                                  "conditioning cannot tell its samples apart; matching the summed update only")
     layers = time_layers(model, t, (len(t), *update.image_shape))
-    params = dict(model.unet.named_parameters())
-    index = {name: i for i, name in enumerate(params)}
-    names, parts, solvers, residuals, skipped = [], [], [], [], []
+    index = {name: i for i, (name, _) in enumerate(model.unet.named_parameters())}
+    names, parts, solvers, entries, residuals, skipped = [], [], [], [], [], []
     training, schedule = update.training, update.schedule
     scale = 1.0 if training is None else -training.lr * (1 if schedule is not None and schedule.fresh
                                                          else training.steps)
@@ -141,6 +142,7 @@ def separate(model: DiffusionModel, update: SharedUpdate, t: torch.Tensor, threa
         names.append(layer.name)
         parts.append((solution / scale).float())
         solvers.append((solver / scale).float())
+        entries.append((index[weight], index[bias]))
         residuals.append(residual)
     if not names:
         detail = "; ".join(skipped) if skipped else "the model has no time-conditioned linear layer"
@@ -158,4 +160,4 @@ def separate(model: DiffusionModel, update: SharedUpdate, t: torch.Tensor, threa
     return Separation(True, f"separated {len(t)} {what} through {len(names)} time-conditioned layers "
                             f"(residual {worst:.1e}{approx}){note}",
                       tuple(names), tuple(p.to(model.device) for p in parts), worst,
-                      tuple(s.to(model.device) for s in solvers))
+                      tuple(s.to(model.device) for s in solvers), tuple(entries))
