@@ -104,3 +104,19 @@ def test_a_plateau_in_the_surrogate_stage_does_not_end_the_run(tiny_model, photo
     matcher = GradientMatcher(tiny_model, ctx.update, config.distance, config.layer_weights)
     exact = float(matcher(result.reconstruction, played.batch.eps, played.update.t, create_graph=False))
     assert result.matching_loss == pytest.approx(exact, rel=1e-4)
+
+
+def test_a_run_stopped_in_the_surrogate_stage_answers_with_the_exact_loss(tiny_model, photo32):
+    """Stop pressed a few evaluations into the linearised stretch: the answer is that stretch's best guess, and the
+    loss reported with it is the exact delta's, the one every other answer is ranked by."""
+    training = replace(SGD, steps=3, local_batch=0, weight_decay=0.0, lr=1e-3)
+    config = attack_config("dlg", pixel_iterations=60, attack_seed=5, separation="off", report_every=1)
+    played = play(tiny_model, photo32, threat_preset("paper"), config, client_seed=2, training=training)
+    for event in played.run:
+        if event.kind == "progress" and event.iteration >= 8:
+            played.run.stop()
+    result = played.run.result
+    assert result.status == "stopped" and result.iterations < 20
+    matcher = GradientMatcher(tiny_model, played.run.context.update, config.distance, config.layer_weights)
+    exact = float(matcher(result.reconstruction, played.batch.eps, played.update.t, create_graph=False))
+    assert result.matching_loss == pytest.approx(exact, rel=1e-4)

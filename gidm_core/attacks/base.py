@@ -45,9 +45,10 @@ class AttackContext:
         self.stop = stop or threading.Event()
         self.steering = steering
         self.plateau = Plateau(config.plateau)  # a converged run stops as at the user's Stop, but "done"
-        # True while a phase descends a surrogate whose losses a later stage forgets (`restart_best`): its stall is
-        # the surrogate's own floor, not convergence, so the plateau waits for the objective that answers.
-        self.provisional = False
+        # Set while a phase descends a surrogate whose losses a later stage forgets (`restart_best`): it scores a
+        # guess on the objective that answers. The surrogate's stall is its own floor, not convergence, so the
+        # plateau waits; a run stopped meanwhile answers with its best guess rescored by it.
+        self.provisional: Callable[[Guess], float] | None = None
         self.device = model.device
         self.generator = stream(config.attack_seed, "attacker")  # never the client's stream
         self.iteration = 0
@@ -65,7 +66,7 @@ class AttackContext:
 
     def check_stop(self) -> None:
         """End the run here at the user's Stop, or once it converged (every loop that evaluates calls this)."""
-        if self.stop.is_set() or (not self.provisional and self.plateau.check(self.iteration, self.best)):
+        if self.stop.is_set() or (self.provisional is None and self.plateau.check(self.iteration, self.best)):
             raise _StopRequested
 
     def clock(self) -> float:
@@ -279,6 +280,8 @@ class Run:
                 ctx.paused += ctx.now() - suspended
         except _StopRequested:
             status, message = ctx.plateau.ending(ctx.iteration)
+            if ctx.provisional is not None and ctx.best is not None:  # the surrogate's loss is not the answer's
+                ctx.best = (ctx.provisional(ctx.best[1]), ctx.best[1])
         except Diverged as err:
             status, message = "error", str(err)
         if ctx.best is None:

@@ -103,8 +103,9 @@ def pixel_phase(ctx: AttackContext, matcher: GradientMatcher, start: torch.Tenso
         if (stage.smoothing, stage.linearised) != (matcher.smoothing, matcher.linearised):
             matcher.smoothing, matcher.linearised = stage.smoothing, stage.linearised
             ctx.restart_best()  # another surrogate: earlier losses no longer compare with its own
-        ctx.provisional = any((later.smoothing, later.linearised) != (stage.smoothing, stage.linearised)
-                              for later in stages[number + 1:])
+        forgotten = any((later.smoothing, later.linearised) != (stage.smoothing, stage.linearised)
+                        for later in stages[number + 1:])
+        ctx.provisional = _answering_loss(matcher, stages[-1], eps, t) if forgotten else None
         if stage.corner:
             ctx.details["pixel_basis"] = "damped Fourier"
         later = len(stages) - 1 - number  # each later stage keeps at least one iteration
@@ -117,8 +118,23 @@ def pixel_phase(ctx: AttackContext, matcher: GradientMatcher, start: torch.Tenso
         guess = yield from ctx.optimise(phase, [*variables, *extra], objective, share, cfg.lr, project)
         if number:  # one phase to whoever plots it
             ctx.phase_starts[phase] = began
-    ctx.provisional = False
+    ctx.provisional = None
     return guess
+
+
+def _answering_loss(matcher: GradientMatcher, last: Stage, eps: torch.Tensor, t: torch.Tensor
+                    ) -> Callable[[Guess], float]:
+    """A guess's matching loss under the last stage's surrogate (or none), whose losses pick the answer."""
+
+    def score(guess: Guess) -> float:
+        mode = matcher.smoothing, matcher.linearised
+        matcher.smoothing, matcher.linearised = last.smoothing, last.linearised
+        try:
+            return float(matcher(guess.image, eps if guess.eps is None else guess.eps, t, create_graph=False))
+        finally:
+            matcher.smoothing, matcher.linearised = mode
+
+    return score
 
 
 def _search_space(image: torch.Tensor, corner: float
