@@ -133,7 +133,7 @@ def test_the_attackers_simulated_adam_delta_is_the_clients(tiny_model, photo32):
     assert update.training == ADAM and update.t is None
     assert played.run.run_to_end().t_estimate == (200,)  # per-entry normalisation still leaves t readable here
     assert relative_distance(client_update(tiny_model, batch.x0, batch.eps, batch.t, training=ADAM),
-                           update.gradients) < 3e-5
+                             update.gradients) < 3e-5
     x0 = batch.x0.clone().requires_grad_(True)
     simulated = client_update(tiny_model, x0, batch.eps, batch.t, create_graph=True, training=ADAM)
     assert simulated[0].requires_grad and relative_distance(simulated, update.gradients) < 5e-4

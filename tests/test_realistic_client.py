@@ -89,7 +89,7 @@ def test_the_clients_delta_is_torchs_training_loop(images, optimizer):
         changed = replace(training, **other)
         schedule = LocalSchedule(batch.schedule.order[:changed.steps], True)
         assert relative_distance(client_update(model, x0, eps, batch.t, training=changed, schedule=schedule),
-                               reference) > 1e-3
+                                 reference) > 1e-3
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
@@ -121,7 +121,7 @@ def test_dropout_masks_are_the_clients_own_and_replayable(images):
     # Another seed draws other masks: the same images, eps and t with only the dropout seeds changed differ.
     reseeded = LocalSchedule(batch.schedule.order, True, tuple(s + 1 for s in batch.schedule.dropout_seeds))
     assert relative_distance(client_update(model, batch.x0, batch.eps, batch.t, training=training,
-                                         schedule=reseeded), sent.gradients) > 1e-2
+                                             schedule=reseeded), sent.gradients) > 1e-2
     assert batch.schedule.dropout_seeds != other.schedule.dropout_seeds
     # The paper's attacker replays the masks; one without them (eval mode) cannot.
     assert sent.schedule.dropout_seeds == batch.schedule.dropout_seeds
