@@ -70,9 +70,9 @@ def test_cell_json_holds_every_metric(tiny_out):
 def test_speed_probe_reports_ratios(tiny_out):
     probe = next(c for c in _cells(tiny_out).values() if c.get("kind") == "speed")
     assert probe["fwd_bwd_seconds"] > 0
-    from gidm_core.bench.speed import BATCH_CASE
+    from gidm_core.bench.speed import BATCH_CASE, STEPS_CASES
 
-    assert {label for label, *_ in bench.SPEED_CASES} | {BATCH_CASE[0]} == set(probe["cases"])
+    assert {label for label, *_ in bench.SPEED_CASES} | {BATCH_CASE[0], *STEPS_CASES.values()} == set(probe["cases"])
     for case in probe["cases"].values():
         assert len(case["samples"]) == probe["config"]["reps"] and case["ratio"] > 0
 
@@ -93,8 +93,16 @@ def test_speed_ratio_is_the_step_cost_over_one_forward_backward(monkeypatch):
             clock.now += 1.0 + step_cost[config.method] * config.total_iterations
         return SimpleNamespace(run=SimpleNamespace(run_to_end=run_to_end))
 
+    def sgd_evaluations(model, x0, device):  # 0.7 s per exact evaluation, 0.4 linearised, after 0.5 s of set-up
+        def seconds(linearised, count):
+            start = clock.now
+            clock.now += 0.5 + (0.4 if linearised else 0.7) * count
+            return clock.now - start
+        return seconds
+
     references = iter([0.2, 0.3, 0.25])
     monkeypatch.setattr(protocol, "play", play)
+    monkeypatch.setattr(speed, "sgd_evaluations", sgd_evaluations)
     monkeypatch.setattr(speed, "now", lambda device: clock.now)
     monkeypatch.setattr(speed, "time_forward_backward", lambda *args, **kwargs: next(references))
     probe = speed.run_speed(bench.SpeedProbe("random:tiny-32", steps=4, reps=3, device="cpu"))
@@ -104,7 +112,9 @@ def test_speed_ratio_is_the_step_cost_over_one_forward_backward(monkeypatch):
                                     "GIDM latent step (DDIM K)": 1.2, "GIDM pixel step": 0.48,
                                     "DLG pixel+eps step (private eps)": 0.4,
                                     "GIDM+ pixel step (70 % joint x0, eps; 30 % residual x_t, r)": 0.8,
-                                    "DLG pixel step, B = 16, separated": 0.4})
+                                    "DLG pixel step, B = 16, separated": 0.4,
+                                    "SGD E = 4 fresh: evaluation, exact re-simulation": 2.8,
+                                    "SGD E = 4 fresh: evaluation, linearised": 1.6})
     # 0.1 s per B = 16 step against 16 B = 1 steps of 0.1 s each.
     assert probe["cases"]["DLG pixel step, B = 16, separated"]["per_image_vs_b1"] == pytest.approx(1 / 16)
     assert probe["cases"]["GIDM pixel step"]["step_seconds"] == pytest.approx(0.12)

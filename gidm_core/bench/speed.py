@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -13,6 +14,9 @@ from ..faces import SKIMAGE_PHOTOS
 from ..images import load_named_images
 from .jobs import BENCH_VERSION, SpeedProbe
 from .machine import budget_clock, device_name, now, time_forward_backward
+
+if TYPE_CHECKING:
+    from ..models import DiffusionModel
 
 SPEED_CASES = (  # (label, method, private eps/t, AttackConfig iteration fields for n steps of the one phase)
     ("DLG pixel step (L2)", "dlg", False, lambda n: dict(pixel_iterations=n)),
@@ -27,6 +31,32 @@ SPEED_CASES = (  # (label, method, private eps/t, AttackConfig iteration fields 
 # A separated batch's matching step (distinct t, per-sample terms on), against the B = 1 DLG step: the issue's bound
 # is 1.2 x B times the B = 1 step, i.e. a "per_image_vs_b1" of at most 1.2.
 BATCH_CASE = ("DLG pixel step, B = 16, separated", 16)
+# One matching evaluation (the loss and its gradient w.r.t. the image) of an SGD client's delta after 4 fresh-noise
+# steps: re-simulated step by step, and at the broadcast weights (`attacks/linearised.py`), on which the pixel phase
+# spends most of its plan where the client's lr allows.
+STEPS_CASES = {False: "SGD E = 4 fresh: evaluation, exact re-simulation",
+               True: "SGD E = 4 fresh: evaluation, linearised"}
+
+
+def sgd_evaluations(model: DiffusionModel, x0: torch.Tensor, device: str) -> Callable[[bool, int], float]:
+    """A timer: seconds for `count` matching evaluations of `STEPS_CASES`' client (exact or linearised) on `x0`'s
+    update, from a zero guess; eps and t as the paper's threat model gives them."""
+    from ..attacks.matching import GradientMatcher
+    from ..config import LocalTraining, ThreatModel, attack_config
+    from ..protocol import play
+
+    sgd = play(model, x0, ThreatModel(), attack_config("dlg"),
+               training=LocalTraining(steps=4, lr=1e-3, optimizer="sgd", local_batch=1, noise="fresh"))
+    matcher, guess = GradientMatcher(model, sgd.update), torch.zeros_like(x0).requires_grad_(True)
+
+    def seconds(linearised: bool, count: int) -> float:
+        matcher.linearised = linearised
+        start = now(device)
+        for _ in range(count):
+            torch.autograd.grad(matcher(guess, sgd.batch.eps, sgd.update.t), guess)
+        return now(device) - start
+
+    return seconds
 
 
 def run_speed(probe: SpeedProbe) -> dict[str, Any]:
@@ -57,10 +87,12 @@ def run_speed(probe: SpeedProbe) -> dict[str, Any]:
         run.run_to_end()
         return now(device) - start, config.total_iterations
 
+    evaluation_seconds = sgd_evaluations(model, x0, device)
     warm = 2
     fwd_bwd: list[float] = []
     raw: dict[str, list[float]] = {label: [] for label, *_ in SPEED_CASES}
     raw[batch_label] = []
+    raw.update({label: [] for label in STEPS_CASES.values()})
     for _ in range(probe.reps):  # interleaved, so a burst of load elsewhere hits every case alike
         fwd_bwd.append(time_forward_backward(model, probe.batch, probe.size, device, reps=3))
         for label, method, private, split in SPEED_CASES:
@@ -70,6 +102,9 @@ def run_speed(probe: SpeedProbe) -> dict[str, Any]:
         short, short_steps = attack_seconds("dlg", False, dict(pixel_iterations=warm), batch_size)
         long, long_steps = attack_seconds("dlg", False, dict(pixel_iterations=warm + probe.steps), batch_size)
         raw[batch_label].append(max(long - short, 0.0) / (long_steps - short_steps))
+        for linearised, label in STEPS_CASES.items():
+            short, long = evaluation_seconds(linearised, warm), evaluation_seconds(linearised, warm + probe.steps)
+            raw[label].append(max(long - short, 0.0) / probe.steps)
     base = statistics.median(fwd_bwd)
     cpu_seconds = time.process_time() - cpu_started
     cases = {label: {"step_seconds": statistics.median(v), "ratio": statistics.median(v) / base,
