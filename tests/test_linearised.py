@@ -120,3 +120,20 @@ def test_a_run_stopped_in_the_surrogate_stage_answers_with_the_exact_loss(tiny_m
     matcher = GradientMatcher(tiny_model, played.run.context.update, config.distance, config.layer_weights)
     exact = float(matcher(result.reconstruction, played.batch.eps, played.update.t, create_graph=False))
     assert result.matching_loss == pytest.approx(exact, rel=1e-4)
+
+
+@pytest.mark.parametrize("stop_at", [None, 8])
+def test_several_starts_answer_on_the_exact_delta(tiny_model, photo32, stop_at):
+    """Two starts under successive halving, each with its linearised stretch: the run's answer is ranked and
+    reported on the exact delta, whether it runs to its end (a short exact stage, whose losses stay above the
+    surrogate's best: that guess and its surrogate loss answered before) or is stopped inside the stretch."""
+    training = replace(SGD, steps=3, local_batch=0, weight_decay=0.0, lr=1e-3)
+    config = attack_config("dlg", pixel_iterations=20, attack_seed=5, separation="off", starts=2, report_every=1)
+    played = play(tiny_model, photo32, threat_preset("paper"), config, client_seed=2, training=training)
+    for event in played.run:
+        if stop_at is not None and event.kind == "progress" and event.iteration >= stop_at:
+            played.run.stop()
+    result = played.run.result
+    matcher = GradientMatcher(tiny_model, played.run.context.update, config.distance, config.layer_weights)
+    exact = float(matcher(result.reconstruction, played.batch.eps, played.update.t, create_graph=False))
+    assert result.matching_loss == pytest.approx(exact, rel=1e-4)

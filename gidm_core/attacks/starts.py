@@ -36,7 +36,7 @@ from torch.func import grad, vmap
 from ..diffusion import diffusion_loss
 from ..seeds import derive
 from .base import AttackContext, AttackFn, _StopRequested
-from .events import Diverged, Event
+from .events import Diverged, Event, Guess
 from .matching import GradientMatcher
 
 FIRST_CHECKPOINT = 0.15  # fraction of a start's plan before the first halving; later checkpoints double it
@@ -118,9 +118,18 @@ def _successive_halving(ctx: AttackContext, attack: AttackFn) -> Generator[Event
             raise Diverged(alive[0].failure)
         alive = running[:(len(running) + 1) // 2] if checkpoint < 1 else running[:1]
     winner = alive[0]
+    ctx.best = winner.ctx.best or ctx.best  # ranked on the objective that answers, not a surrogate stage's
     ctx.snapshots = dict(winner.ctx.snapshots)
     ctx.phase_starts = {phase: winner.global_rows[i] for phase, i in winner.ctx.phase_starts.items()
                         if i < len(winner.global_rows)}
+
+
+def _answer(starts: list[_Start]) -> tuple[float, Guess] | None:
+    """The lowest of the starts' best guesses on the objective that answers: a start stopped inside a surrogate
+    stage (`AttackContext.provisional`) has its best rescored first."""
+    scored = [(s.ctx.provisional(s.ctx.best[1]) if s.ctx.provisional else s.ctx.best[0], s.ctx.best[1])
+              for s in starts if s.ctx.best is not None and not s.failure]
+    return min(scored, key=lambda best: best[0], default=None)
 
 
 def _progress(start: _Start) -> float:
@@ -153,7 +162,8 @@ class _Halving:
             except Diverged as err:  # a start that hits NaN/inf is dropped; the others go on
                 start.done, start.failure = True, str(err)
             except _StopRequested:
-                if not sub.plateau.message:  # the user's Stop ends the run
+                if not sub.plateau.message:  # the user's Stop ends the run, with the best answer so far
+                    self.ctx.best = _answer(self.starts) or self.ctx.best
                     raise
                 start.done = True  # this start converged (`AttackConfig.plateau`): it is finished, not the run
             else:
