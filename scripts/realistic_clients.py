@@ -97,7 +97,7 @@ def main() -> None:
                       t_true=played.batch.t.tolist(), t_set_accuracy=scores.get("t_set_accuracy"),
                       eps_error=scores.get("eps_error"), iterations=result.iterations,
                       attack_cpu_seconds=result.seconds, total_cpu_seconds=time.process_time() - started,
-                      status=result.status)
+                      status=result.status, details=result.details)  # e.g. linearisation_error, separation
     print(json.dumps(record))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("a") as handle:
