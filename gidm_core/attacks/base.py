@@ -95,6 +95,12 @@ class AttackContext:
         self.best = None
         self.plateau = Plateau(self.config.plateau)
 
+    def answer(self) -> tuple[float, Guess] | None:
+        """The best guess with its loss on the objective that answers: rescored while a surrogate stage runs."""
+        if self.best is None or self.provisional is None:
+            return self.best
+        return self.provisional(self.best[1]), self.best[1]
+
     def consider(self, matching: float, guess: Guess) -> None:
         """Keep `guess` as the run's answer if it matches better than every earlier one (guess already detached)."""
         if self.best is None or matching < self.best[0]:
@@ -280,8 +286,7 @@ class Run:
                 ctx.paused += ctx.now() - suspended
         except _StopRequested:
             status, message = ctx.plateau.ending(ctx.iteration)
-            if ctx.provisional is not None and ctx.best is not None:  # the surrogate's loss is not the answer's
-                ctx.best = (ctx.provisional(ctx.best[1]), ctx.best[1])
+            ctx.best = ctx.answer()  # a surrogate's loss is not the answer's
         except Diverged as err:
             status, message = "error", str(err)
         if ctx.best is None:

@@ -59,6 +59,11 @@ class Stage:
     smoothing: float = 0.0
     linearised: bool = False
 
+    @property
+    def surrogate(self) -> tuple[float, bool]:
+        """What the matcher re-simulates in this stage (its `smoothing`, `linearised`): losses compare within one."""
+        return self.smoothing, self.linearised
+
 
 def pixel_stages(ctx: AttackContext, matcher: GradientMatcher, t: torch.Tensor, start: torch.Tensor,
                  eps: torch.Tensor) -> tuple[Stage, ...]:
@@ -100,11 +105,10 @@ def pixel_phase(ctx: AttackContext, matcher: GradientMatcher, start: torch.Tenso
             if guess.eps is not None:
                 with torch.no_grad():
                     eps.copy_(guess.eps)
-        if (stage.smoothing, stage.linearised) != (matcher.smoothing, matcher.linearised):
-            matcher.smoothing, matcher.linearised = stage.smoothing, stage.linearised
+        if stage.surrogate != (matcher.smoothing, matcher.linearised):
+            matcher.smoothing, matcher.linearised = stage.surrogate
             ctx.restart_best()  # another surrogate: earlier losses no longer compare with its own
-        forgotten = any((later.smoothing, later.linearised) != (stage.smoothing, stage.linearised)
-                        for later in stages[number + 1:])
+        forgotten = any(later.surrogate != stage.surrogate for later in stages[number + 1:])
         ctx.provisional = _answering_loss(matcher, stages[-1], eps, t) if forgotten else None
         if stage.corner:
             ctx.details["pixel_basis"] = "damped Fourier"
@@ -128,7 +132,7 @@ def _answering_loss(matcher: GradientMatcher, last: Stage, eps: torch.Tensor, t:
 
     def score(guess: Guess) -> float:
         mode = matcher.smoothing, matcher.linearised
-        matcher.smoothing, matcher.linearised = last.smoothing, last.linearised
+        matcher.smoothing, matcher.linearised = last.surrogate
         try:
             return float(matcher(guess.image, eps if guess.eps is None else guess.eps, t, create_graph=False))
         finally:

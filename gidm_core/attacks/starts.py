@@ -127,8 +127,7 @@ def _successive_halving(ctx: AttackContext, attack: AttackFn) -> Generator[Event
 def _answer(starts: list[_Start]) -> tuple[float, Guess] | None:
     """The lowest of the starts' best guesses on the objective that answers: a start stopped inside a surrogate
     stage (`AttackContext.provisional`) has its best rescored first."""
-    scored = [(s.ctx.provisional(s.ctx.best[1]) if s.ctx.provisional else s.ctx.best[0], s.ctx.best[1])
-              for s in starts if s.ctx.best is not None and not s.failure]
+    scored = [best for best in (s.ctx.answer() for s in starts if not s.failure) if best is not None]
     return min(scored, key=lambda best: best[0], default=None)
 
 
